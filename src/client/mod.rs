@@ -1,0 +1,1 @@
+//! Client library over the unix socket (mirrors `ctdb/client/`).

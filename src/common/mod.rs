@@ -1,0 +1,8 @@
+//! Shared infrastructure (mirrors `ctdb/common/`): configuration files, paths, tunables, logging.
+
+pub mod conf;
+pub mod logging;
+pub mod nodes;
+pub mod path;
+pub mod public_addresses;
+pub mod tunable;

@@ -1,0 +1,1 @@
+//! The daemon (mirrors `ctdb/server/`). Filled in by the daemon-core issue.

@@ -1,0 +1,1 @@
+//! Command-line tools (mirrors `ctdb/tools/`).
