@@ -81,7 +81,10 @@ pub trait Marshal: Sized {
     fn from_bytes_exact(buf: &[u8]) -> Result<Self, PullError> {
         let (value, used) = Self::pull(buf)?;
         if used != buf.len() {
-            return Err(PullError::BadLength { what: "trailing bytes", value: buf.len() - used });
+            return Err(PullError::BadLength {
+                what: "trailing bytes",
+                value: buf.len() - used,
+            });
         }
         Ok(value)
     }
@@ -122,7 +125,10 @@ impl<'a> Reader<'a> {
 
     pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], PullError> {
         if n > self.remaining() {
-            return Err(PullError::Short { need: self.pos.saturating_add(n), have: self.buf.len() });
+            return Err(PullError::Short {
+                need: self.pos.saturating_add(n),
+                have: self.buf.len(),
+            });
         }
         let out = &self.buf[self.pos..self.pos + n];
         self.pos += n;
@@ -171,7 +177,10 @@ impl<'a> Reader<'a> {
         match self.u8()? {
             0 => Ok(false),
             1 => Ok(true),
-            v => Err(PullError::BadValue { what: "bool", value: u64::from(v) }),
+            v => Err(PullError::BadValue {
+                what: "bool",
+                value: u64::from(v),
+            }),
         }
     }
 
@@ -261,7 +270,10 @@ impl Writer for Vec<u8> {
         self.put_bytes(v);
     }
     fn put_len(&mut self, len: usize) {
-        assert!(u32::try_from(len).is_ok(), "wire length {len} does not fit in u32");
+        assert!(
+            u32::try_from(len).is_ok(),
+            "wire length {len} does not fit in u32"
+        );
         self.put_u32(len as u32);
     }
 }
@@ -283,7 +295,13 @@ impl Marshal for Timeval {
     }
     fn pull(buf: &[u8]) -> Result<(Self, usize), PullError> {
         let mut r = Reader::new(buf);
-        Ok((Timeval { tv_sec: r.i64()?, tv_usec: r.i64()? }, r.pos()))
+        Ok((
+            Timeval {
+                tv_sec: r.i64()?,
+                tv_usec: r.i64()?,
+            },
+            r.pos(),
+        ))
     }
 }
 
@@ -313,7 +331,10 @@ marshal_int!(f64, f64, put_f64);
 /// `pull` takes everything up to and including the first NUL.
 pub fn pull_cstring(buf: &[u8]) -> Result<(String, usize), PullError> {
     let Some(nul) = buf.iter().position(|&b| b == 0) else {
-        return Err(PullError::BadValue { what: "string without NUL", value: buf.len() as u64 });
+        return Err(PullError::BadValue {
+            what: "string without NUL",
+            value: buf.len() as u64,
+        });
     };
     Ok((String::from_utf8_lossy(&buf[..nul]).into_owned(), nul + 1))
 }
@@ -333,7 +354,10 @@ pub fn pull_stringn(r: &mut Reader<'_>) -> Result<Option<String>, PullError> {
     let bytes = r.bytes(len)?;
     match bytes.split_last() {
         Some((0, body)) => Ok(Some(String::from_utf8_lossy(body).into_owned())),
-        _ => Err(PullError::BadValue { what: "stringn without NUL", value: len as u64 }),
+        _ => Err(PullError::BadValue {
+            what: "stringn without NUL",
+            value: len as u64,
+        }),
     }
 }
 

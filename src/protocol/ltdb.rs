@@ -40,7 +40,12 @@ impl Marshal for LtdbHeader {
     }
     fn pull(buf: &[u8]) -> Result<(Self, usize), PullError> {
         let mut r = Reader::new(buf);
-        let h = LtdbHeader { rsn: r.u64()?, dmaster: r.u32()?, reserved1: r.u32()?, flags: r.u32()? };
+        let h = LtdbHeader {
+            rsn: r.u64()?,
+            dmaster: r.u32()?,
+            reserved1: r.u32()?,
+            flags: r.u32()?,
+        };
         r.skip(4)?;
         Ok((h, r.pos()))
     }

@@ -14,8 +14,16 @@ pub const SOCK_ADDR_LEN: usize = 28;
 /// IPv6 link-local addresses survive a round trip.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SockAddr {
-    V4 { ip: Ipv4Addr, port: u16 },
-    V6 { ip: Ipv6Addr, port: u16, flowinfo: u32, scope_id: u32 },
+    V4 {
+        ip: Ipv4Addr,
+        port: u16,
+    },
+    V6 {
+        ip: Ipv6Addr,
+        port: u16,
+        flowinfo: u32,
+        scope_id: u32,
+    },
 }
 
 impl SockAddr {
@@ -25,7 +33,12 @@ impl SockAddr {
             IpAddr::V6(ip) => match ip.to_ipv4_mapped() {
                 // CTDB re-parses IPv4-mapped IPv6 addresses as AF_INET.
                 Some(v4) => SockAddr::V4 { ip: v4, port },
-                None => SockAddr::V6 { ip, port, flowinfo: 0, scope_id: 0 },
+                None => SockAddr::V6 {
+                    ip,
+                    port,
+                    flowinfo: 0,
+                    scope_id: 0,
+                },
             },
         }
     }
@@ -46,9 +59,17 @@ impl SockAddr {
     pub fn with_port(self, port: u16) -> Self {
         match self {
             SockAddr::V4 { ip, .. } => SockAddr::V4 { ip, port },
-            SockAddr::V6 { ip, flowinfo, scope_id, .. } => {
-                SockAddr::V6 { ip, port, flowinfo, scope_id }
-            }
+            SockAddr::V6 {
+                ip,
+                flowinfo,
+                scope_id,
+                ..
+            } => SockAddr::V6 {
+                ip,
+                port,
+                flowinfo,
+                scope_id,
+            },
         }
     }
 
@@ -59,7 +80,10 @@ impl SockAddr {
 
 impl Default for SockAddr {
     fn default() -> Self {
-        SockAddr::V4 { ip: Ipv4Addr::UNSPECIFIED, port: 0 }
+        SockAddr::V4 {
+            ip: Ipv4Addr::UNSPECIFIED,
+            port: 0,
+        }
     }
 }
 
@@ -83,7 +107,12 @@ impl Marshal for SockAddr {
                 out.put_bytes(&port.to_be_bytes());
                 out.put_bytes(&ip.octets());
             }
-            SockAddr::V6 { ip, port, flowinfo, scope_id } => {
+            SockAddr::V6 {
+                ip,
+                port,
+                flowinfo,
+                scope_id,
+            } => {
                 out.put_u16(AF_INET6);
                 out.put_bytes(&port.to_be_bytes());
                 out.put_u32(flowinfo);
@@ -100,9 +129,10 @@ impl Marshal for SockAddr {
         let family = u16::from_ne_bytes([raw[0], raw[1]]);
         let port = u16::from_be_bytes([raw[2], raw[3]]);
         let addr = match family {
-            AF_INET => {
-                SockAddr::V4 { ip: Ipv4Addr::new(raw[4], raw[5], raw[6], raw[7]), port }
-            }
+            AF_INET => SockAddr::V4 {
+                ip: Ipv4Addr::new(raw[4], raw[5], raw[6], raw[7]),
+                port,
+            },
             AF_INET6 => {
                 let mut ip = [0u8; 16];
                 ip.copy_from_slice(&raw[8..24]);
@@ -114,7 +144,10 @@ impl Marshal for SockAddr {
                 }
             }
             other => {
-                return Err(PullError::BadValue { what: "address family", value: u64::from(other) })
+                return Err(PullError::BadValue {
+                    what: "address family",
+                    value: u64::from(other),
+                })
             }
         };
         Ok((addr, SOCK_ADDR_LEN))
@@ -136,7 +169,12 @@ mod tests {
 
     #[test]
     fn ipv6_round_trip_and_mapped_v4() {
-        let a = SockAddr::V6 { ip: "fd00::1".parse().unwrap(), port: 7, flowinfo: 3, scope_id: 9 };
+        let a = SockAddr::V6 {
+            ip: "fd00::1".parse().unwrap(),
+            port: 7,
+            flowinfo: 3,
+            scope_id: 9,
+        };
         assert_eq!(SockAddr::from_bytes_exact(&a.to_bytes()).unwrap(), a);
         let m = SockAddr::new("::ffff:10.1.2.3".parse().unwrap(), 0);
         assert_eq!(m, SockAddr::new("10.1.2.3".parse().unwrap(), 0));

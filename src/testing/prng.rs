@@ -15,7 +15,9 @@ impl Prng {
             z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
             z ^ (z >> 31)
         };
-        Prng { s: [next(), next(), next(), next()] }
+        Prng {
+            s: [next(), next(), next(), next()],
+        }
     }
 
     pub fn next_u64(&mut self) -> u64 {
@@ -64,7 +66,9 @@ impl Prng {
     /// A printable string without NUL, at most `max_len` long.
     pub fn string(&mut self, max_len: usize) -> String {
         let n = self.below(max_len as u64 + 1) as usize;
-        (0..n).map(|_| char::from(b'a' + (self.u8() % 26))).collect()
+        (0..n)
+            .map(|_| char::from(b'a' + (self.u8() % 26)))
+            .collect()
     }
 }
 
