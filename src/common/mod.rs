@@ -1,5 +1,6 @@
 //! Shared infrastructure (mirrors `ctdb/common/`): configuration files, paths, tunables, logging.
 
+pub mod clock;
 pub mod conf;
 pub mod logging;
 pub mod nodes;
