@@ -20,16 +20,22 @@ impl Instant {
     }
 
     pub const fn from_millis(millis: u64) -> Self {
-        Instant { micros: millis.saturating_mul(1000) }
+        Instant {
+            micros: millis.saturating_mul(1000),
+        }
     }
 
     pub const fn from_secs(secs: u64) -> Self {
-        Instant { micros: secs.saturating_mul(1_000_000) }
+        Instant {
+            micros: secs.saturating_mul(1_000_000),
+        }
     }
 
     pub fn saturating_add(self, d: Duration) -> Self {
         let add = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        Instant { micros: self.micros.saturating_add(add) }
+        Instant {
+            micros: self.micros.saturating_add(add),
+        }
     }
 
     /// Time from `earlier` to `self`, zero if `earlier` is later.
@@ -47,7 +53,9 @@ pub struct MonotonicClock {
 impl MonotonicClock {
     #[allow(clippy::disallowed_methods)] // The one sanctioned clock read.
     pub fn new() -> Self {
-        MonotonicClock { origin: std::time::Instant::now() }
+        MonotonicClock {
+            origin: std::time::Instant::now(),
+        }
     }
 
     #[allow(clippy::disallowed_methods)] // The one sanctioned clock read.
@@ -70,7 +78,10 @@ pub fn wall_clock_now() -> (i64, i64) {
     let since = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    (i64::try_from(since.as_secs()).unwrap_or(i64::MAX), i64::from(since.subsec_micros()))
+    (
+        i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
+        i64::from(since.subsec_micros()),
+    )
 }
 
 #[cfg(test)]
@@ -80,10 +91,21 @@ mod tests {
     #[test]
     fn arithmetic_saturates() {
         let t = Instant::from_secs(2);
-        assert_eq!(t.saturating_add(Duration::from_millis(500)), Instant::from_micros(2_500_000));
+        assert_eq!(
+            t.saturating_add(Duration::from_millis(500)),
+            Instant::from_micros(2_500_000)
+        );
         assert_eq!(Instant::ZERO.saturating_since(t), Duration::ZERO);
-        assert_eq!(t.saturating_since(Instant::from_secs(1)), Duration::from_secs(1));
-        assert_eq!(Instant::from_micros(u64::MAX).saturating_add(Duration::MAX).micros, u64::MAX);
+        assert_eq!(
+            t.saturating_since(Instant::from_secs(1)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            Instant::from_micros(u64::MAX)
+                .saturating_add(Duration::MAX)
+                .micros,
+            u64::MAX
+        );
     }
 
     #[test]

@@ -42,10 +42,10 @@ impl Prng {
         (self.next_u64() >> 56) as u8
     }
     pub fn i32(&mut self) -> i32 {
-        self.u32() as i32
+        self.u32().cast_signed()
     }
     pub fn i64(&mut self) -> i64 {
-        self.next_u64() as i64
+        self.next_u64().cast_signed()
     }
     pub fn bool(&mut self) -> bool {
         self.next_u64() & 1 == 1
