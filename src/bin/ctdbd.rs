@@ -1,0 +1,342 @@
+//! `ctdbd`: the clustered TDB daemon (mirrors `ctdb/server/ctdbd.c:main` and
+//! `server/ctdb_daemon.c:ctdb_start_daemon`).
+//!
+//! Start-up order follows stock: options, configuration, logging, fork (unless `-i`; in test
+//! mode fork only and keep stdin), pid file, unix socket, signals, node listener and PNN,
+//! ctdb-eventd, then the event loop. Exit codes are stock's: 10 when the unix socket cannot be
+//! bound, 11 when the pid file cannot be created (another daemon holds it), 1 for other
+//! start-up failures.
+
+use ctdb::common::clock::MonotonicClock;
+use ctdb::common::sys;
+use ctdb::server::daemon::{Daemon, DaemonConfig};
+use ctdb::server::effect::Pnn;
+use ctdb::server::shell::eventd::Eventd;
+use ctdb::server::shell::startup::{self, CtdbConf, NodeList, Paths};
+use ctdb::server::shell::tcp::{self, Transport, TransportLimits};
+use ctdb::server::shell::{logger, Shell, ShellLimits, ShellParts};
+use log::{error, info, warn};
+use nix::sys::signal::Signal;
+use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+
+const VERSION: &str = "4.17.12 (ctdb-rs)";
+
+/// A start-up failure and the exit status stock uses for it.
+#[derive(Debug)]
+enum StartError {
+    /// Bad command line: usage already printed.
+    Usage,
+    /// Configuration, logging, nodes file, database directories, PNN.
+    Config(String),
+    /// The pid file is locked by another daemon or cannot be written.
+    PidFile(String),
+    /// The unix socket cannot be bound.
+    Socket(String),
+    /// Anything else before the loop runs (fork, signals, node listener, eventd).
+    Other(String),
+}
+
+impl StartError {
+    fn exit_code(&self) -> i32 {
+        match self {
+            StartError::Usage | StartError::Config(_) | StartError::Other(_) => 1,
+            StartError::Socket(_) => 10,
+            StartError::PidFile(_) => 11,
+        }
+    }
+
+    fn message(&self) -> Option<&str> {
+        match self {
+            StartError::Usage => None,
+            StartError::Config(m)
+            | StartError::PidFile(m)
+            | StartError::Socket(m)
+            | StartError::Other(m) => Some(m),
+        }
+    }
+}
+
+#[allow(clippy::exit)] // The process's status is the whole point of main.
+fn main() {
+    let code = match run() {
+        Ok(code) => code,
+        Err(e) => {
+            if let Some(message) = e.message() {
+                if log::max_level() == log::LevelFilter::Off {
+                    eprintln!("ctdbd: {message}");
+                } else {
+                    error!("{message}");
+                }
+            }
+            e.exit_code()
+        }
+    };
+    std::process::exit(code);
+}
+
+/// Byte for byte what stock's popt prints (it keeps argv[0] out of the usage line).
+const HELP: &str = "\
+Usage: [OPTION...]
+  -i, --interactive     don't fork, log to stderr
+
+Help options:
+  -?, --help            Show this help message
+      --usage           Display brief usage message
+";
+
+const USAGE: &str = "Usage: [-?i] [-?|--help] [--usage] [-i|--interactive]\n";
+
+/// Parses the command line; `Ok(None)` means help was printed and ctdbd should exit 0.
+fn parse_args(args: &[String]) -> Result<Option<bool>, StartError> {
+    let mut opts = getopts::Options::new();
+    opts.optflag("i", "interactive", "don't fork, log to stderr");
+    opts.optflag("?", "help", "Show this help message");
+    opts.optflag("", "usage", "Display brief usage message");
+    let matches = match opts.parse(args) {
+        Ok(m) => m,
+        Err(e) => {
+            let option = match &e {
+                getopts::Fail::UnrecognizedOption(name)
+                | getopts::Fail::UnexpectedArgument(name)
+                | getopts::Fail::OptionDuplicated(name) => {
+                    if name.chars().count() == 1 {
+                        format!("-{name}")
+                    } else {
+                        format!("--{name}")
+                    }
+                }
+                other => other.to_string(),
+            };
+            eprintln!("Invalid option {option}: unknown option");
+            return Err(StartError::Usage);
+        }
+    };
+    if matches.opt_present("help") {
+        print!("{HELP}");
+        return Ok(None);
+    }
+    if matches.opt_present("usage") {
+        print!("{USAGE}");
+        return Ok(None);
+    }
+    if !matches.free.is_empty() {
+        print!("{HELP}");
+        return Err(StartError::Usage);
+    }
+    Ok(Some(matches.opt_present("interactive")))
+}
+
+/// What start-up learned, before the loop takes over.
+#[derive(Debug)]
+struct Startup {
+    paths: Paths,
+    conf: CtdbConf,
+    nodes: NodeList,
+    interactive: bool,
+}
+
+fn run() -> Result<i32, StartError> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(interactive) = parse_args(&args)? else {
+        return Ok(0);
+    };
+    // Like stock: the default CTDB_BASE is exported for children (eventd, scripts).
+    if std::env::var_os("CTDB_BASE").is_none() {
+        std::env::set_var("CTDB_BASE", startup::DEFAULT_ETCDIR);
+    }
+    let paths = Paths::from_env().map_err(|e| StartError::Config(e.0))?;
+    let conf = CtdbConf::load(&paths.config_file).map_err(|e| StartError::Config(e.0))?;
+
+    let location = if interactive {
+        "file:".to_string()
+    } else {
+        conf.log_location.clone()
+    };
+    let target = logger::LogTarget::parse(&location)
+        .ok_or_else(|| StartError::Config(format!("invalid log location '{location}'")))?;
+    logger::init("ctdbd", target, conf.log_level).map_err(StartError::Config)?;
+    if interactive {
+        std::env::set_var("CTDB_INTERACTIVE", "true");
+    }
+    std::env::set_var("CTDB_LOGGING", &location);
+    std::env::set_var("CTDB_DEBUGLEVEL", logger::level_name(conf.log_level));
+    info!("CTDB starting on node");
+
+    if conf.transport != "tcp" {
+        return Err(StartError::Config(format!(
+            "ctdb_set_transport failed - unknown transport '{}'",
+            conf.transport
+        )));
+    }
+    if conf.cluster_lock.is_none() {
+        warn!("Cluster lock not set");
+    }
+    let nodes = NodeList::load(&paths.nodes_file).map_err(|e| StartError::Config(e.0))?;
+    for (what, dir) in [
+        ("Volatile", &conf.dbdir_volatile),
+        ("Persistent", &conf.dbdir_persistent),
+        ("State", &conf.dbdir_state),
+    ] {
+        if !dir.is_dir() {
+            return Err(StartError::Config(format!(
+                "{what} database directory {} does not exist",
+                dir.display()
+            )));
+        }
+    }
+    if let Some(script) = &conf.lock_debug_script {
+        std::env::set_var("CTDB_DEBUG_LOCKS", script);
+    }
+    let startup = Startup {
+        paths,
+        conf,
+        nodes,
+        interactive,
+    };
+    start_daemon(startup)
+}
+
+/// `ctdb_start_daemon`.
+fn start_daemon(startup: Startup) -> Result<i32, StartError> {
+    let paths = &startup.paths;
+    if !startup.interactive {
+        sys::daemonize(paths.test_mode).map_err(|e| StartError::Other(e.to_string()))?;
+    }
+    sys::ignore_sigpipe().map_err(|e| StartError::Other(e.to_string()))?;
+    ignore_sigusr1();
+    let pid = std::process::id();
+    error!("Starting CTDBD (Version {VERSION}) as PID: {pid}");
+
+    let pid_file = sys::PidFile::create(&paths.pid_file)
+        .map_err(|e| StartError::PidFile(format!("Failed to create PID file: {e}")))?;
+    info!("Created PID file {}", paths.pid_file.display());
+    let unix_listener = sys::bind_unix_socket(&paths.socket)
+        .map_err(|e| StartError::Socket(format!("{e}; Cannot continue.  Exiting!")))?;
+    info!("Listening to ctdb socket {}", paths.socket.display());
+
+    let signals = sys::signal_fd(&[
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGCHLD,
+    ])
+    .map_err(|e| StartError::Other(format!("Failed to set up signal handling: {e}")))?;
+    let watch_stdin = paths.test_mode && sys::stdin_is_fifo();
+
+    let port = startup::ctdb_port();
+    let (pnn, node_listener) = bind_node_address(&startup, port)?;
+    info!("PNN is {pnn}");
+
+    let eventd = Eventd::start(&paths.eventd, &paths.eventd_socket, pid)
+        .map_err(|e| StartError::Other(format!("Failed to start event daemon: {e}")))?;
+
+    let limits = ShellLimits::default();
+    let transport = Transport::new(
+        pnn,
+        &startup.nodes.addrs,
+        port,
+        node_listener,
+        TransportLimits {
+            max_frame: limits.max_frame,
+            queue: limits.node_queue,
+            read_budget: limits.read_budget,
+        },
+    )
+    .map_err(|e| StartError::Other(format!("transport failed to initialise: {e}")))?;
+
+    let clock = MonotonicClock::new();
+    let core = Daemon::new(daemon_config(&startup, pnn), clock.now());
+    let mut shell = Shell::new(ShellParts {
+        core,
+        clock,
+        unix_listener,
+        socket_path: paths.socket.clone(),
+        pid_file: Some(pid_file),
+        transport,
+        eventd: Some(eventd),
+        signals: Some(signals),
+        watch_stdin,
+        limits,
+    })
+    .map_err(|e| StartError::Other(format!("Failed to set up the event loop: {e}")))?;
+    let (_, code) = shell.run();
+    Ok(code)
+}
+
+/// Everything the core needs from start-up. (Only the PNN so far; the rest of `Startup` is
+/// there for the fields the core will grow.)
+fn daemon_config(_startup: &Startup, pnn: Pnn) -> DaemonConfig {
+    DaemonConfig { pnn }
+}
+
+fn ignore_sigusr1() {
+    use nix::sys::signal::{signal, SigHandler};
+    // SAFETY: installing SIG_IGN has no handler code that could run concurrently.
+    if let Err(e) = unsafe { signal(Signal::SIGUSR1, SigHandler::SigIgn) } {
+        warn!("Failed to ignore SIGUSR1: {e}");
+    }
+}
+
+/// Binds the node listener and finds our PNN: the configured `node address` (fatal if it is
+/// not in the nodes file), or else the first nodes-file address that can be bound, tried under
+/// a lock on `/run/ctdb/.socket_lock` so that daemons starting together pick different ones
+/// (`ctdb_tcp_listen_automatic`).
+fn bind_node_address(
+    startup: &Startup,
+    port: u16,
+) -> Result<(Pnn, std::net::TcpListener), StartError> {
+    let nodes = &startup.nodes;
+    if let Some(address) = startup.conf.node_address {
+        let pnn = nodes.pnn_of(address).ok_or_else(|| {
+            StartError::Config("Can not determine PNN - unknown node address".into())
+        })?;
+        let listener = tcp::listen(address, port).map_err(|e| {
+            StartError::Other(format!(
+                "Failed to bind() to socket {address}:{port}: {e}; Failed to start listening on the CTDB socket"
+            ))
+        })?;
+        return Ok((pnn, listener));
+    }
+    if nodes.addrs.iter().all(Option::is_none) {
+        return Err(StartError::Config(
+            "No nodes available to attempt bind to - is the nodes file empty?".into(),
+        ));
+    }
+    let lock_path = std::path::Path::new(startup::DEFAULT_RUNDIR).join(".socket_lock");
+    let lock_file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(|e| StartError::Other(format!("Unable to open {}: {e}", lock_path.display())))?;
+    let lock = libc::flock {
+        l_type: libc::F_WRLCK as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: 0,
+        l_len: 1,
+        l_pid: 0,
+    };
+    nix::fcntl::fcntl(lock_file.as_raw_fd(), nix::fcntl::FcntlArg::F_SETLKW(&lock))
+        .map_err(|e| StartError::Other(format!("Unable to lock {}: {e}", lock_path.display())))?;
+    for (index, address) in nodes.addrs.iter().enumerate() {
+        let Some(ip) = address else { continue };
+        match tcp::listen(*ip, port) {
+            Ok(listener) => {
+                let pnn = Pnn::try_from(index)
+                    .map_err(|_| StartError::Config("too many nodes".into()))?;
+                info!("ctdb chose network address {}", display_addr(*ip, port));
+                return Ok((pnn, listener));
+            }
+            Err(e) => log::debug!("Failed to bind() to {ip}: {e}"),
+        }
+    }
+    Err(StartError::Other(
+        "Unable to bind to any of the node addresses - giving up".into(),
+    ))
+}
+
+fn display_addr(ip: IpAddr, port: u16) -> String {
+    std::net::SocketAddr::new(ip, port).to_string()
+}
