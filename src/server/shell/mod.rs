@@ -608,8 +608,8 @@ impl<C: Core> Shell<C> {
                     self.request_shutdown(now, &format!("Received signal {signo}"), 0);
                 }
                 Ok(Signal::SIGHUP) => {
-                    info!("Received SIGHUP, reopening logs");
                     logger::reopen();
+                    info!("Received SIGHUP, reopened logs");
                 }
                 Ok(Signal::SIGCHLD) => self.reap_children(),
                 _ => debug!("Ignoring signal {signo}"),
