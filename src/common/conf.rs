@@ -1280,7 +1280,11 @@ impl CtdbConf {
             },
             cluster: ClusterConf {
                 transport: store.string(OPT_TRANSPORT).unwrap_or("tcp").to_string(),
-                node_address: store.string(OPT_NODE_ADDRESS).and_then(|a| a.parse().ok()),
+                // ctdbd re-reads the address with `ctdb_parse_address`, which turns the
+                // dotted IPv4-mapped form into IPv4.
+                node_address: store
+                    .string(OPT_NODE_ADDRESS)
+                    .and_then(|a| super::nodes::parse_ip_literal(a).or_else(|| a.parse().ok())),
                 cluster_lock: owned(OPT_CLUSTER_LOCK),
                 recovery_lock: owned(OPT_RECOVERY_LOCK),
                 leader_timeout: u32::try_from(store.integer(OPT_LEADER_TIMEOUT)).unwrap_or(5),
@@ -1690,6 +1694,11 @@ mod tests {
         for t in ["TCP", "ib", "tcp extra"] {
             invalid(&format!("[cluster]\ntransport = {t}\n"));
         }
+        let mapped = parse("[cluster]\nnode address = ::ffff:1.2.3.4\n").unwrap();
+        assert_eq!(
+            mapped.conf.cluster.node_address,
+            Some("1.2.3.4".parse().unwrap())
+        );
         for a in ["10.0.0.1", "fd00::1", "::ffff:1.2.3.4", " 10.0.0.1 "] {
             let loaded = parse(&format!("[cluster]\nnode address = {a}\n")).unwrap();
             assert!(loaded.conf.cluster.node_address.is_some(), "{a}");
