@@ -15,8 +15,8 @@ use crate::protocol::header::{
 };
 use crate::protocol::opcode::ControlOpcode;
 use crate::protocol::packet::{
-    Body, Packet, Padding, ReplyControl, ReqControl, ReqKeepalive, ReqMessage,
-    CTRL_FLAG_NOREPLY, KEEPALIVE_VERSION,
+    Body, Packet, Padding, ReplyControl, ReqControl, ReqKeepalive, ReqMessage, CTRL_FLAG_NOREPLY,
+    KEEPALIVE_VERSION,
 };
 use crate::protocol::types::{
     BanState, Iface, IfaceList, NodeAndFlags, NodeMap, PublicIp, PublicIpInfo, PublicIpList,
@@ -204,7 +204,13 @@ impl Daemon {
                 if n.pnn != pnn {
                     flags |= NODE_FLAGS_DISCONNECTED;
                 }
-                Node { pnn: n.pnn, addr: n.addr, flags, rx_cnt: 0, dead_count: 0 }
+                Node {
+                    pnn: n.pnn,
+                    addr: n.addr,
+                    flags,
+                    rx_cnt: 0,
+                    dead_count: 0,
+                }
             })
             .collect();
         let vnn_map = VnnMap {
@@ -217,11 +223,14 @@ impl Daemon {
                 .collect(),
         };
         let wall = host.wall_clock();
-        let statistics = Statistics { statistics_start_time: wall, ..Statistics::default() };
+        let statistics = Statistics {
+            statistics_start_time: wall,
+            ..Statistics::default()
+        };
         let mut daemon = Daemon {
             pnn,
             nodes,
-            tunables: config.tunables.clone(),
+            tunables: config.tunables,
             runstate: Runstate::Init,
             recovery_mode: RECOVERY_ACTIVE,
             vnn_map,
@@ -234,7 +243,7 @@ impl Daemon {
             srvids: SrvidRegistry::default(),
             next_reqid: 1,
             pending: BTreeMap::new(),
-            statistics: statistics.clone(),
+            statistics,
             statistics_current: statistics,
             stat_history: VecDeque::with_capacity(STAT_HISTORY_LEN),
             next_stat_history: now,
@@ -319,7 +328,13 @@ impl Daemon {
     }
 
     /// One complete frame from a client.
-    pub fn on_client_frame(&mut self, now: Instant, client: ClientId, frame: &[u8], host: &dyn Host) {
+    pub fn on_client_frame(
+        &mut self,
+        now: Instant,
+        client: ClientId,
+        frame: &[u8],
+        host: &dyn Host,
+    ) {
         if !self.clients.contains_key(&client) {
             return;
         }
@@ -348,7 +363,10 @@ impl Daemon {
                 log::warn!("Client request for an unknown database dropped");
             }
             other => {
-                log::error!("Unexpected operation {:?} from client, dropping", other.operation());
+                log::error!(
+                    "Unexpected operation {:?} from client, dropping",
+                    other.operation()
+                );
             }
         }
     }
@@ -365,7 +383,11 @@ impl Daemon {
         // The daemon stamps the control with the client's identity, whatever the client sent.
         c.client_id = client_id_u32(client);
         let noreply = c.flags & CTRL_FLAG_NOREPLY != 0;
-        let destnode = if destnode == CURRENT_NODE { self.pnn } else { destnode };
+        let destnode = if destnode == CURRENT_NODE {
+            self.pnn
+        } else {
+            destnode
+        };
 
         if is_broadcast_dest(destnode) {
             if !noreply {
@@ -383,11 +405,13 @@ impl Daemon {
         }
 
         if destnode == self.pnn {
-            match self.local_control(now, &c, self.pnn, host) {
-                ControlResult::Reply { status, data, error } if !noreply => {
-                    self.reply_client_control(client, client_reqid, status, data, error.as_bytes());
-                }
-                _ => {}
+            let ControlResult {
+                status,
+                data,
+                error,
+            } = self.local_control(now, &c, self.pnn, host);
+            if !noreply {
+                self.reply_client_control(client, client_reqid, status, data, error.as_bytes());
             }
             return;
         }
@@ -421,7 +445,13 @@ impl Daemon {
             return;
         }
         if self.pending.len() >= MAX_PENDING_CONTROLS {
-            self.reply_client_control(client, client_reqid, -1, Vec::new(), b"too many pending controls");
+            self.reply_client_control(
+                client,
+                client_reqid,
+                -1,
+                Vec::new(),
+                b"too many pending controls",
+            );
             return;
         }
         let reqid = self.alloc_reqid();
@@ -439,7 +469,11 @@ impl Daemon {
     }
 
     fn client_message(&mut self, destnode: u32, m: ReqMessage) {
-        let destnode = if destnode == CURRENT_NODE { self.pnn } else { destnode };
+        let destnode = if destnode == CURRENT_NODE {
+            self.pnn
+        } else {
+            destnode
+        };
         if is_broadcast_dest(destnode) {
             for pnn in self.broadcast_targets(destnode) {
                 if pnn == self.pnn {
@@ -489,7 +523,11 @@ impl Daemon {
             destnode: 0,
             srcnode: self.pnn,
             reqid,
-            body: Body::ReplyControl(ReplyControl { status, data, errmsg: error.to_vec() }),
+            body: Body::ReplyControl(ReplyControl {
+                status,
+                data,
+                errmsg: error.to_vec(),
+            }),
         };
         self.send_client_packet(client, &packet);
     }
@@ -499,7 +537,10 @@ impl Daemon {
             return;
         }
         self.bump(|s| s.client_packets_sent += 1);
-        self.effects.push_back(Effect::SendClient { client, frame: packet.encode(Padding::Daemon) });
+        self.effects.push_back(Effect::SendClient {
+            client,
+            frame: packet.encode(Padding::Daemon),
+        });
     }
 
     // ------------------------------------------------------------------------------------
@@ -511,7 +552,9 @@ impl Daemon {
             .filter(|n| match destnode {
                 BROADCAST_ALL => n.flags & NODE_FLAGS_DELETED == 0,
                 BROADCAST_ACTIVE => n.flags & NODE_FLAGS_INACTIVE == 0,
-                BROADCAST_CONNECTED => n.flags & (NODE_FLAGS_DELETED | NODE_FLAGS_DISCONNECTED) == 0,
+                BROADCAST_CONNECTED => {
+                    n.flags & (NODE_FLAGS_DELETED | NODE_FLAGS_DISCONNECTED) == 0
+                }
                 _ => false,
             })
             .map(|n| n.pnn)
@@ -523,7 +566,10 @@ impl Daemon {
             return;
         }
         self.bump(|s| s.node_packets_sent += 1);
-        self.effects.push_back(Effect::SendNode { pnn, frame: packet.encode(Padding::Daemon) });
+        self.effects.push_back(Effect::SendNode {
+            pnn,
+            frame: packet.encode(Padding::Daemon),
+        });
     }
 
     fn send_node_control(&mut self, pnn: Pnn, reqid: u32, c: &ReqControl) {
@@ -575,7 +621,9 @@ impl Daemon {
     fn num_connected(&self) -> usize {
         self.nodes
             .iter()
-            .filter(|n| n.pnn != self.pnn && n.flags & (NODE_FLAGS_DISCONNECTED | NODE_FLAGS_DELETED) == 0)
+            .filter(|n| {
+                n.pnn != self.pnn && n.flags & (NODE_FLAGS_DISCONNECTED | NODE_FLAGS_DELETED) == 0
+            })
             .count()
     }
 
@@ -592,12 +640,27 @@ impl Daemon {
         node.rx_cnt = 0;
         node.dead_count = 0;
         let addr = node.addr;
-        log::error!("ctdb: node {}:{} is dead: {} connected", addr, addr.port(), self.num_connected());
-        let failed: Vec<u32> =
-            self.pending.iter().filter(|(_, p)| p.pnn == pnn).map(|(&id, _)| id).collect();
+        log::error!(
+            "ctdb: node {}:{} is dead: {} connected",
+            addr,
+            addr.port(),
+            self.num_connected()
+        );
+        let failed: Vec<u32> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.pnn == pnn)
+            .map(|(&id, _)| id)
+            .collect();
         for reqid in failed {
             if let Some(p) = self.pending.remove(&reqid) {
-                self.reply_client_control(p.client, p.client_reqid, -1, Vec::new(), b"node is disconnected");
+                self.reply_client_control(
+                    p.client,
+                    p.client_reqid,
+                    -1,
+                    Vec::new(),
+                    b"node is disconnected",
+                );
             }
         }
     }
@@ -626,8 +689,11 @@ impl Daemon {
             Body::ReqControl(c) => {
                 self.bump(|s| s.node.req_control += 1);
                 let noreply = c.flags & CTRL_FLAG_NOREPLY != 0;
-                if let ControlResult::Reply { status, data, error } =
-                    self.local_control(now, &c, srcnode, host)
+                let ControlResult {
+                    status,
+                    data,
+                    error,
+                } = self.local_control(now, &c, srcnode, host);
                 {
                     if !noreply {
                         let reply = Packet {
@@ -648,7 +714,13 @@ impl Daemon {
             Body::ReplyControl(r) => {
                 self.bump(|s| s.node.reply_control += 1);
                 if let Some(p) = self.pending.remove(&packet.reqid) {
-                    self.reply_client_control(p.client, p.client_reqid, r.status, r.data, &r.errmsg);
+                    self.reply_client_control(
+                        p.client,
+                        p.client_reqid,
+                        r.status,
+                        r.data,
+                        &r.errmsg,
+                    );
                 }
             }
             Body::ReqMessage(m) => {
@@ -758,8 +830,10 @@ impl Daemon {
         use ControlOpcode as Op;
         match c.opcode {
             Op::ProcessExists => {
-                let Some(pid) = exact_u32(data) else { return ControlResult::status(-1) };
-                let pid = pid as i32;
+                let Some(pid) = exact_u32(data) else {
+                    return ControlResult::status(-1);
+                };
+                let pid = pid.cast_signed();
                 let is_client = self.clients.values().any(|cl| cl.pid == pid);
                 if is_client && host.process_exists(pid) {
                     if self.own_flags() & NODE_FLAGS_INACTIVE != 0 {
@@ -818,19 +892,21 @@ impl Daemon {
                 if !data.is_empty() {
                     return ControlResult::status(-1);
                 }
-                let list = StatisticsList { stats: self.stat_history.iter().cloned().collect() };
+                let list = StatisticsList {
+                    stats: self.stat_history.iter().cloned().collect(),
+                };
                 ControlResult::data(list.to_bytes())
             }
             Op::Ping => {
                 if !data.is_empty() {
                     return ControlResult::status(-1);
                 }
-                ControlResult::status(self.clients.len() as i32)
+                ControlResult::status(i32::try_from(self.clients.len()).unwrap_or(i32::MAX))
             }
             Op::GetPid => ControlResult::status(self.config.pid),
-            Op::GetPnn => ControlResult::status(self.pnn as i32),
+            Op::GetPnn => ControlResult::status(self.pnn.cast_signed()),
             Op::Getvnnmap => ControlResult::data(self.vnn_map.to_bytes()),
-            Op::GetRecmode => ControlResult::status(self.recovery_mode as i32),
+            Op::GetRecmode => ControlResult::status(self.recovery_mode.cast_signed()),
             Op::GetRunstate => {
                 if !data.is_empty() {
                     return ControlResult::status(-1);
@@ -854,9 +930,13 @@ impl Daemon {
                 ControlResult::data(self.log_level.to_bytes())
             }
             Op::SetDebug => {
-                let Some(level) = exact_u32(data) else { return ControlResult::status(-1) };
-                self.log_level = level as i32;
-                self.effects.push_back(Effect::SetLogLevel { level: self.log_level });
+                let Some(level) = exact_u32(data) else {
+                    return ControlResult::status(-1);
+                };
+                self.log_level = level.cast_signed();
+                self.effects.push_back(Effect::SetLogLevel {
+                    level: self.log_level,
+                });
                 ControlResult::status(0)
             }
             Op::GetTunable => {
@@ -938,7 +1018,11 @@ impl Daemon {
                 let Some(client) = self.local_client(c.client_id, srcnode) else {
                     return ControlResult::status(-1);
                 };
-                ControlResult::status(if self.srvids.deregister(c.srvid, client) { 0 } else { -1 })
+                ControlResult::status(if self.srvids.deregister(c.srvid, client) {
+                    0
+                } else {
+                    -1
+                })
             }
             Op::EchoData => ControlResult::data(data.to_vec()),
             Op::Shutdown => {
@@ -972,7 +1056,11 @@ impl Daemon {
             nodes: self
                 .nodes
                 .iter()
-                .map(|n| NodeAndFlags { pnn: n.pnn, flags: n.flags, addr: n.addr })
+                .map(|n| NodeAndFlags {
+                    pnn: n.pnn,
+                    flags: n.flags,
+                    addr: n.addr,
+                })
                 .collect(),
         }
     }
@@ -983,7 +1071,14 @@ impl Daemon {
         for pa in &self.config.public_addresses {
             for name in &pa.ifaces {
                 if !ifaces.iter().any(|i| &i.name == name) {
-                    ifaces.insert(0, Iface { name: name.clone(), link_state: 1, references: 0 });
+                    ifaces.insert(
+                        0,
+                        Iface {
+                            name: name.clone(),
+                            link_state: 1,
+                            references: 0,
+                        },
+                    );
                 }
             }
         }
@@ -998,20 +1093,34 @@ impl Daemon {
                 .public_addresses
                 .iter()
                 .rev()
-                .map(|pa| PublicIp { pnn: u32::MAX, addr: pa.addr })
+                .map(|pa| PublicIp {
+                    pnn: u32::MAX,
+                    addr: pa.addr,
+                })
                 .collect(),
         }
     }
 
     fn public_ip_info(&self, addr: SockAddr) -> Option<PublicIpInfo> {
-        let pa = self.config.public_addresses.iter().find(|pa| pa.addr.ip() == addr.ip())?;
+        let pa = self
+            .config
+            .public_addresses
+            .iter()
+            .find(|pa| pa.addr.ip() == addr.ip())?;
         Some(PublicIpInfo {
-            ip: PublicIp { pnn: u32::MAX, addr: pa.addr },
+            ip: PublicIp {
+                pnn: u32::MAX,
+                addr: pa.addr,
+            },
             active_idx: u32::MAX,
             ifaces: pa
                 .ifaces
                 .iter()
-                .map(|name| Iface { name: name.clone(), link_state: 1, references: 0 })
+                .map(|name| Iface {
+                    name: name.clone(),
+                    link_state: 1,
+                    references: 0,
+                })
                 .collect(),
         })
     }
@@ -1024,7 +1133,12 @@ impl Daemon {
         self.next_event_id += 1;
         self.events.insert(id, purpose);
         let timeout_s = self.tunable("EventScriptTimeout");
-        self.effects.push_back(Effect::RunEvent { id, event: event.to_string(), args, timeout_s });
+        self.effects.push_back(Effect::RunEvent {
+            id,
+            event: event.to_string(),
+            args,
+            timeout_s,
+        });
     }
 
     fn set_runstate(&mut self, runstate: Runstate) {
@@ -1062,7 +1176,8 @@ impl Daemon {
             EventPurpose::Startup => {
                 if !ok {
                     log::error!("startup event failed");
-                    self.startup_due = Some(now.saturating_add(Duration::from_secs(STARTUP_RETRY_S)));
+                    self.startup_due =
+                        Some(now.saturating_add(Duration::from_secs(STARTUP_RETRY_S)));
                     return;
                 }
                 self.set_runstate(Runstate::Running);
@@ -1185,19 +1300,28 @@ impl Daemon {
             let interval = u64::from(self.tunable("StatHistoryInterval").max(1));
             self.next_stat_history = now.saturating_add(Duration::from_secs(interval));
         }
-        let expired: Vec<u32> =
-            self.pending.iter().filter(|(_, p)| now >= p.deadline).map(|(&id, _)| id).collect();
+        let expired: Vec<u32> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| now >= p.deadline)
+            .map(|(&id, _)| id)
+            .collect();
         for reqid in expired {
             if let Some(p) = self.pending.remove(&reqid) {
                 self.bump(|s| s.timeouts.control += 1);
-                self.reply_client_control(p.client, p.client_reqid, -1, Vec::new(), b"ctdb_control timed out");
+                self.reply_client_control(
+                    p.client,
+                    p.client_reqid,
+                    -1,
+                    Vec::new(),
+                    b"ctdb_control timed out",
+                );
             }
         }
     }
 
     fn stat_history_tick(&mut self) {
-        let mut snapshot =
-            std::mem::replace(&mut self.statistics_current, Statistics::default());
+        let mut snapshot = std::mem::take(&mut self.statistics_current);
         snapshot.statistics_current_time = snapshot.statistics_start_time;
         if self.stat_history.len() == STAT_HISTORY_LEN {
             self.stat_history.pop_back();
@@ -1231,18 +1355,28 @@ impl Daemon {
     }
 }
 
-/// The outcome of running a control locally.
+/// The outcome of running a control locally: what goes into the REPLY_CONTROL.
 #[derive(Debug)]
-enum ControlResult {
-    Reply { status: i32, data: Vec<u8>, error: String },
+struct ControlResult {
+    status: i32,
+    data: Vec<u8>,
+    error: String,
 }
 
 impl ControlResult {
     fn status(status: i32) -> Self {
-        ControlResult::Reply { status, data: Vec::new(), error: String::new() }
+        ControlResult {
+            status,
+            data: Vec::new(),
+            error: String::new(),
+        }
     }
     fn data(data: Vec<u8>) -> Self {
-        ControlResult::Reply { status: 0, data, error: String::new() }
+        ControlResult {
+            status: 0,
+            data,
+            error: String::new(),
+        }
     }
 }
 
@@ -1264,7 +1398,10 @@ fn exact_u32(data: &[u8]) -> Option<u32> {
 }
 
 fn is_broadcast_dest(destnode: u32) -> bool {
-    matches!(destnode, BROADCAST_ALL | BROADCAST_ACTIVE | BROADCAST_CONNECTED)
+    matches!(
+        destnode,
+        BROADCAST_ALL | BROADCAST_ACTIVE | BROADCAST_CONNECTED
+    )
 }
 
 /// Client ids travel in the 32-bit `client_id` field; the shell numbers clients from 1 and a
