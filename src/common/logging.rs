@@ -1002,6 +1002,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(".689597"), "{text}");
+        if (ts.hour, ts.minute) == (ts.utc_hour, ts.utc_minute) {
+            // A UTC machine, like the one the stock eventd line was recorded on.
+            assert_eq!(text, "2026-11-26T11:23:23.689597+00:00");
+        }
         assert_eq!(
             format_timestamp(i64::MAX, 1),
             "9223372036854775807.000001 seconds since the Epoch"

@@ -4,7 +4,7 @@
 //! Mirrors `ctdb/server/ctdb_cluster_mutex.c` and `ctdb_mutex_fcntl_helper.c` (one ASCII
 //! character on the helper's stdout), and `ctdb_recoverd.c:helper_run` with
 //! `ctdb_recovery_helper.c` and `ctdb_takeover_helper.c` (one host-order C `int` written to
-//! the fd named in argv[1]). Numbers on these command lines are parsed the way the C helpers
+//! the fd named in `argv[1]`). Numbers on these command lines are parsed the way the C helpers
 //! parse them (`atoi`, `strtoul`), quirks included, so that a Rust helper accepts exactly the
 //! command lines a stock daemon produces and vice versa.
 
@@ -87,7 +87,7 @@ pub fn helper_result_from_read(read: &[u8]) -> i32 {
 /// Why a helper command line could not be built or parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HelperArgError {
-    /// argv (including argv[0]) had a length outside `min..=max`.
+    /// argv (including `argv[0]`) had a length outside `min..=max`.
     ArgCount { min: usize, max: usize, got: usize },
     /// A numeric argument that the C helper rejects.
     BadNumber { what: &'static str, value: String },
