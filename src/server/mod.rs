@@ -1,1 +1,5 @@
-//! The daemon (mirrors `ctdb/server/`). Filled in by the daemon-core issue.
+//! The daemon (mirrors `ctdb/server/`): a sans-IO core driven by a thin mio shell.
+
+pub mod daemon;
+pub mod effect;
+pub mod srvid;

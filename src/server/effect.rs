@@ -1,0 +1,53 @@
+//! The boundary between the daemon's sans-IO core and the shell that runs it.
+//!
+//! The core ([`super::daemon::Daemon`]) never touches a socket, a clock, a process or a file:
+//! the shell feeds it inputs (method calls carrying `now`) and executes the [`Effect`]s it
+//! queues. Frames cross the boundary as complete byte vectors, already framed and padded.
+
+use crate::common::clock::Instant;
+
+/// A connected local client of the unix socket, numbered by the shell. Never reused while the
+/// daemon runs, so a late effect for a closed client is harmless.
+pub type ClientId = u64;
+
+/// A node number (position in the nodes file).
+pub type Pnn = u32;
+
+/// Work for the shell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Queue a frame on a local client's connection.
+    SendClient { client: ClientId, frame: Vec<u8> },
+    /// Close a local client's connection (protocol violation, queue overflow, INACTIVE kill).
+    CloseClient { client: ClientId },
+    /// Queue a frame on the outgoing connection to a node. Dropped silently by the shell when
+    /// that connection is not up, as stock does.
+    SendNode { pnn: Pnn, frame: Vec<u8> },
+    /// Tear down both connections to a node and start reconnecting (keepalive timeout).
+    ResetNode { pnn: Pnn },
+    /// Start listening on the node address and connecting to the other nodes (after `init`).
+    StartTransport,
+    /// Ask the event daemon to run an event of the `legacy` component.
+    RunEvent {
+        id: u64,
+        event: String,
+        args: Vec<String>,
+        timeout_s: u32,
+    },
+    /// Change the process's log level (SET_DEBUG); Samba numeric level.
+    SetLogLevel { level: i32 },
+    /// The shutdown sequence is complete: stop children, remove socket and pid file, exit.
+    Exit { code: i32 },
+}
+
+/// What the shell tells the core about the outcome of a [`Effect::RunEvent`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventOutcome {
+    pub id: u64,
+    /// 0 on success, else a positive errno as ctdb-eventd reports it (ETIMEDOUT, ENOEXEC,
+    /// ECANCELED, ...); a failure to talk to eventd at all is reported as EIO.
+    pub result: i32,
+}
+
+/// A deadline the core wants to be woken at; the shell calls `handle_timeout` at or after it.
+pub type Deadline = Instant;
