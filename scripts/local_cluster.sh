@@ -242,7 +242,7 @@ start_node() {
 
 	# Stock ctdbd daemonises: the real pid shows up in run/ctdbd.pid.  A
 	# daemon that stays in the foreground is recorded by its launch pid.
-	for _ in $(seq 1 100); do
+	for _i in $(seq 1 100); do
 		if [ -s "$_b/run/ctdbd.pid" ]; then
 			_pid=$(cat "$_b/run/ctdbd.pid")
 			if kill -0 "$_pid" 2>/dev/null; then
@@ -260,6 +260,12 @@ start_node() {
 				return 1
 			fi
 		fi
+		# A daemonising ctdbd's launcher exits within a moment; one still
+		# running with its socket up after 2 s is a foreground daemon.
+		if [ "$_i" -ge 20 ] && kill -0 "$_launcher" 2>/dev/null &&
+			[ -S "$_b/run/ctdbd.socket" ]; then
+			break
+		fi
 		sleep 0.1
 	done
 
@@ -268,7 +274,7 @@ start_node() {
 		echo "node $_pnn started in foreground (pid $_launcher)"
 		return 0
 	fi
-	echo "node $_pnn: no pid file after 10 s" >&2
+	echo "node $_pnn: no pid file or socket after 10 s" >&2
 	return 1
 }
 
