@@ -59,7 +59,7 @@ def peer_info(sock):
 
 def pump(src, dst, fh, conn, label, direction, done):
     """Copies src→dst and logs complete frames.  Bytes are forwarded as soon
-    as they arrive so the proxy never changes timing-sensitive behaviour."""
+    as they arrive (right after logging any frame they complete)."""
     buf = b""
     try:
         while True:
@@ -69,11 +69,9 @@ def pump(src, dst, fh, conn, label, direction, done):
                 chunk = b""
             if not chunk:
                 break
-            try:
-                dst.sendall(chunk)
-            except OSError:
-                break
             buf += chunk
+            # Log complete frames before forwarding the bytes that complete
+            # them, so a request is always logged before its reply.
             while len(buf) >= 4:
                 (length,) = struct.unpack_from("<I", buf, 0)
                 if length < 4:
@@ -87,6 +85,10 @@ def pump(src, dst, fh, conn, label, direction, done):
                 frame, buf = buf[:length], buf[length:]
                 log_write(fh, {"ev": "frame", "conn": conn, "label": label,
                                "dir": direction, "hex": frame.hex()})
+            try:
+                dst.sendall(chunk)
+            except OSError:
+                break
     finally:
         if buf:
             log_write(fh, {"ev": "partial", "conn": conn, "label": label,

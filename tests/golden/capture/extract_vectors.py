@@ -457,24 +457,30 @@ def load_tcp(path, run, marks):
 
 
 def match_replies(frames):
-    pending = {}
-    for f in frames:
-        if f.magic != MAGIC or f.length < 32:
-            continue
+    """Pairs each REPLY_CONTROL with its REQ_CONTROL by (connection or node pair, reqid).
+    Requests are queued per key and consumed in order, so a log where a reply happens to
+    precede its request still pairs up."""
+    def key(f, reply):
         if f.transport == "tcp":
-            if f.op == 7:
-                pending[(f.run, f.src_node, f.dst_node, f.reqid)] = f
-            elif f.op == 8:
-                req = pending.pop((f.run, f.dst_node, f.src_node, f.reqid), None)
-                if req:
+            a, b = (f.dst_node, f.src_node) if reply else (f.src_node, f.dst_node)
+            return (f.run, a, b, f.reqid)
+        return (f.conn, f.reqid)
+
+    def usable(f):
+        return f.magic == MAGIC and f.length >= 32
+
+    requests = {}
+    for f in frames:
+        if usable(f) and f.op == 7 and f.dir in ("c2d", "n2n"):
+            requests.setdefault(key(f, False), []).append(f)
+    for f in frames:
+        if usable(f) and f.op == 8 and f.dir in ("d2c", "n2n"):
+            queue = requests.get(key(f, True))
+            while queue:
+                req = queue.pop(0)
+                if req.reply is None:
                     f.request, req.reply = req, f
-        else:
-            if f.op == 7 and f.dir == "c2d":
-                pending[(f.conn, f.reqid)] = f
-            elif f.op == 8 and f.dir == "d2c":
-                req = pending.pop((f.conn, f.reqid), None)
-                if req:
-                    f.request, req.reply = req, f
+                    break
 
 
 def select(frames):
