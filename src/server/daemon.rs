@@ -1409,3 +1409,6 @@ fn is_broadcast_dest(destnode: u32) -> bool {
 fn client_id_u32(client: ClientId) -> u32 {
     u32::try_from(client).unwrap_or(u32::MAX)
 }
+
+#[cfg(test)]
+mod tests;
