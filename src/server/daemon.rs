@@ -1003,11 +1003,10 @@ impl Daemon {
                 let Some(client) = self.local_client(c.client_id, srcnode) else {
                     return ControlResult::status(-1);
                 };
-                ControlResult::status(if self.srvids.deregister(c.srvid, client) {
-                    0
-                } else {
-                    -1
-                })
+                // `srvid_deregister` answers ENOENT for a registration that does not exist.
+                const ENOENT: i32 = 2;
+                let found = self.srvids.deregister(c.srvid, client);
+                ControlResult::status(if found { 0 } else { ENOENT })
             }
             Op::EchoData => ControlResult::data(data.to_vec()),
             Op::Shutdown => {

@@ -5,9 +5,6 @@
 //! re-encodes to the identical bytes with the writer's padding policy, and the control or
 //! message payload re-encodes to its exact bytes too.
 
-// Test helpers panic on setup failures by design: a failed setup is a failed test.
-#![allow(clippy::unwrap_used)]
-
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
