@@ -400,27 +400,14 @@ impl Daemon {
             return;
         }
 
-        let Some(node) = self.nodes.get(destnode as usize) else {
+        let reachable = self
+            .nodes
+            .get(destnode as usize)
+            .is_some_and(|n| n.flags & (NODE_FLAGS_DISCONNECTED | NODE_FLAGS_DELETED) == 0);
+        if !reachable {
             if !noreply {
-                self.reply_client_control(
-                    client,
-                    client_reqid,
-                    -1,
-                    Vec::new(),
-                    b"ctdb_control to disconnected node",
-                );
-            }
-            return;
-        };
-        if node.flags & (NODE_FLAGS_DISCONNECTED | NODE_FLAGS_DELETED) != 0 {
-            if !noreply {
-                self.reply_client_control(
-                    client,
-                    client_reqid,
-                    -1,
-                    Vec::new(),
-                    b"ctdb_control to disconnected node",
-                );
+                let error = b"ctdb_control to disconnected node";
+                self.reply_client_control(client, client_reqid, -1, Vec::new(), error);
             }
             return;
         }
