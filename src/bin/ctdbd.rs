@@ -7,14 +7,19 @@
 //! bound, 11 when the pid file cannot be created (another daemon holds it), 1 for other
 //! start-up failures.
 
-use ctdb::common::clock::MonotonicClock;
-use ctdb::common::sys;
-use ctdb::server::daemon::{Daemon, DaemonConfig};
+use ctdb::common::clock::{wall_clock_now, MonotonicClock};
+use ctdb::common::conf::{CtdbConf, SECTION_LOGGING};
+use ctdb::common::logging::{self, CtdbLogger, LogConfig, LogLocation};
+use ctdb::common::nodes::{self, NodeEntry, CTDB_PORT};
+use ctdb::common::path::{CtdbPaths, Environment, Helper, ENV_BASE, ENV_DEBUG_LOCKS, ETCDIR};
+use ctdb::common::{public_addresses, sys, tunable};
+use ctdb::protocol::types::capabilities;
+use ctdb::protocol::Timeval;
+use ctdb::server::daemon::{Daemon, DaemonConfig, PublicAddress};
 use ctdb::server::effect::Pnn;
 use ctdb::server::shell::eventd::Eventd;
-use ctdb::server::shell::startup::{self, CtdbConf, NodeList, Paths};
 use ctdb::server::shell::tcp::{self, Transport, TransportLimits};
-use ctdb::server::shell::{logger, Shell, ShellLimits, ShellParts};
+use ctdb::server::shell::{node_list, OsHost, Shell, ShellLimits, ShellParts};
 use log::{error, info, warn};
 use nix::sys::signal::Signal;
 use std::net::IpAddr;
@@ -130,9 +135,10 @@ fn parse_args(args: &[String]) -> Result<Option<bool>, StartError> {
 /// What start-up learned, before the loop takes over.
 #[derive(Debug)]
 struct Startup {
-    paths: Paths,
+    paths: CtdbPaths,
     conf: CtdbConf,
-    nodes: NodeList,
+    nodes: Vec<NodeEntry>,
+    logger: &'static CtdbLogger,
     interactive: bool,
 }
 
@@ -142,41 +148,59 @@ fn run() -> Result<i32, StartError> {
         return Ok(0);
     };
     // Like stock: the default CTDB_BASE is exported for children (eventd, scripts).
-    if std::env::var_os("CTDB_BASE").is_none() {
-        std::env::set_var("CTDB_BASE", startup::DEFAULT_ETCDIR);
+    if std::env::var_os(ENV_BASE).is_none() {
+        std::env::set_var(ENV_BASE, ETCDIR);
     }
-    let paths = Paths::from_env().map_err(|e| StartError::Config(e.0))?;
-    let conf = CtdbConf::load(&paths.config_file).map_err(|e| StartError::Config(e.0))?;
+    let env = Environment::from_process_env();
+    let paths = CtdbPaths::from_env(&env).map_err(|e| StartError::Config(e.to_string()))?;
+    let loaded =
+        CtdbConf::load(&paths.config_file()).map_err(|e| StartError::Config(e.to_string()))?;
+    let conf = loaded.conf;
 
+    let location = conf
+        .store
+        .get(SECTION_LOGGING, "location")
+        .and_then(|(value, _)| value.as_str().map(str::to_owned))
+        .unwrap_or_else(LogLocation::default_location);
     let location = if interactive {
         "file:".to_string()
     } else {
-        conf.log_location.clone()
+        location
     };
-    let target = logger::LogTarget::parse(&location)
-        .ok_or_else(|| StartError::Config(format!("invalid log location '{location}'")))?;
-    logger::init("ctdbd", target, conf.log_level).map_err(StartError::Config)?;
-    if interactive {
-        std::env::set_var("CTDB_INTERACTIVE", "true");
+    let log_level = conf.logging.log_level.0;
+    let log_config = LogConfig {
+        location: LogLocation::resolve(&location, interactive)
+            .map_err(|e| StartError::Config(e.to_string()))?,
+        level: log_level,
+        app_name: "ctdbd".to_string(),
+    };
+    let logger = CtdbLogger::install(&log_config, &env)
+        .map_err(|e| StartError::Config(format!("Failed to initialise logging: {e}")))?;
+    for warning in &loaded.warnings {
+        warn!("{warning}");
     }
-    std::env::set_var("CTDB_LOGGING", &location);
-    std::env::set_var("CTDB_DEBUGLEVEL", logger::level_name(conf.log_level));
+    if interactive {
+        std::env::set_var(logging::ENV_INTERACTIVE, "true");
+    }
+    for (name, value) in LogConfig::exported_env(&location, log_level) {
+        std::env::set_var(name, value);
+    }
     info!("CTDB starting on node");
 
-    if conf.transport != "tcp" {
+    if conf.cluster.transport != "tcp" {
         return Err(StartError::Config(format!(
             "ctdb_set_transport failed - unknown transport '{}'",
-            conf.transport
+            conf.cluster.transport
         )));
     }
-    if conf.cluster_lock.is_none() {
+    if conf.cluster.effective_cluster_lock().is_none() {
         warn!("Cluster lock not set");
     }
-    let nodes = NodeList::load(&paths.nodes_file).map_err(|e| StartError::Config(e.0))?;
+    let nodes = nodes::load(&paths.nodes_file()).map_err(|e| StartError::Config(e.to_string()))?;
     for (what, dir) in [
-        ("Volatile", &conf.dbdir_volatile),
-        ("Persistent", &conf.dbdir_persistent),
-        ("State", &conf.dbdir_state),
+        ("Volatile", &conf.database.volatile_dir),
+        ("Persistent", &conf.database.persistent_dir),
+        ("State", &conf.database.state_dir),
     ] {
         if !dir.is_dir() {
             return Err(StartError::Config(format!(
@@ -185,13 +209,14 @@ fn run() -> Result<i32, StartError> {
             )));
         }
     }
-    if let Some(script) = &conf.lock_debug_script {
-        std::env::set_var("CTDB_DEBUG_LOCKS", script);
+    if let Some(script) = &conf.database.lock_debug_script {
+        std::env::set_var(ENV_DEBUG_LOCKS, script);
     }
     let startup = Startup {
         paths,
         conf,
         nodes,
+        logger,
         interactive,
     };
     start_daemon(startup)
@@ -201,19 +226,21 @@ fn run() -> Result<i32, StartError> {
 fn start_daemon(startup: Startup) -> Result<i32, StartError> {
     let paths = &startup.paths;
     if !startup.interactive {
-        sys::daemonize(paths.test_mode).map_err(|e| StartError::Other(e.to_string()))?;
+        sys::daemonize(paths.test_mode()).map_err(|e| StartError::Other(e.to_string()))?;
     }
     sys::ignore_sigpipe().map_err(|e| StartError::Other(e.to_string()))?;
     ignore_sigusr1();
     let pid = std::process::id();
     error!("Starting CTDBD (Version {VERSION}) as PID: {pid}");
 
-    let pid_file = sys::PidFile::create(&paths.pid_file)
+    let pid_path = paths.ctdbd_pidfile();
+    let pid_file = sys::PidFile::create(&pid_path)
         .map_err(|e| StartError::PidFile(format!("Failed to create PID file: {e}")))?;
-    info!("Created PID file {}", paths.pid_file.display());
-    let unix_listener = sys::bind_unix_socket(&paths.socket)
+    info!("Created PID file {}", pid_path.display());
+    let socket_path = paths.ctdbd_socket();
+    let unix_listener = sys::bind_unix_socket(&socket_path)
         .map_err(|e| StartError::Socket(format!("{e}; Cannot continue.  Exiting!")))?;
-    info!("Listening to ctdb socket {}", paths.socket.display());
+    info!("Listening to ctdb socket {}", socket_path.display());
 
     let signals = sys::signal_fd(&[
         Signal::SIGTERM,
@@ -222,19 +249,31 @@ fn start_daemon(startup: Startup) -> Result<i32, StartError> {
         Signal::SIGCHLD,
     ])
     .map_err(|e| StartError::Other(format!("Failed to set up signal handling: {e}")))?;
-    let watch_stdin = paths.test_mode && sys::stdin_is_fifo();
+    let watch_stdin = paths.test_mode() && sys::stdin_is_fifo();
 
-    let port = startup::ctdb_port();
+    let port = CTDB_PORT;
     let (pnn, node_listener) = bind_node_address(&startup, port)?;
     info!("PNN is {pnn}");
+    let public_addresses = public_addresses::load(
+        &paths.public_addresses_file(),
+        public_addresses::interface_exists_in_sysfs,
+    )
+    .map_err(|e| StartError::Other(format!("Unable to setup public IP addresses: {e}")))?;
 
-    let eventd = Eventd::start(&paths.eventd, &paths.eventd_socket, pid)
+    // Stock starts eventd before it binds the node address; we check everything that can
+    // fail on configuration first, so that a bad setup never leaves a stray eventd behind.
+    let eventd = Eventd::start(&paths.helper(Helper::Eventd), &paths.eventd_socket(), pid)
         .map_err(|e| StartError::Other(format!("Failed to start event daemon: {e}")))?;
 
     let limits = ShellLimits::default();
+    let addresses: Vec<Option<IpAddr>> = startup
+        .nodes
+        .iter()
+        .map(|n| (!n.deleted).then(|| n.addr.ip()))
+        .collect();
     let transport = Transport::new(
         pnn,
-        &startup.nodes.addrs,
+        &addresses,
         port,
         node_listener,
         TransportLimits {
@@ -245,16 +284,22 @@ fn start_daemon(startup: Startup) -> Result<i32, StartError> {
     )
     .map_err(|e| StartError::Other(format!("transport failed to initialise: {e}")))?;
 
+    let host = OsHost {
+        nodes_file: Some(paths.nodes_file()),
+    };
     let clock = MonotonicClock::new();
-    let core = Daemon::new(daemon_config(&startup, pnn), clock.now());
+    let config = daemon_config(&startup, pnn, public_addresses);
+    let core = Daemon::new(config, clock.now(), &host);
     let mut shell = Shell::new(ShellParts {
         core,
         clock,
         unix_listener,
-        socket_path: paths.socket.clone(),
+        socket_path,
         pid_file: Some(pid_file),
         transport,
         eventd: Some(eventd),
+        logger: Some(startup.logger),
+        host,
         signals: Some(signals),
         watch_stdin,
         limits,
@@ -264,10 +309,56 @@ fn start_daemon(startup: Startup) -> Result<i32, StartError> {
     Ok(code)
 }
 
-/// Everything the core needs from start-up. (Only the PNN so far; the rest of `Startup` is
-/// there for the fields the core will grow.)
-fn daemon_config(_startup: &Startup, pnn: Pnn) -> DaemonConfig {
-    DaemonConfig { pnn }
+/// Everything the core needs from start-up (`ctdbd.c:main` and the start of
+/// `ctdb_start_daemon`).
+fn daemon_config(
+    startup: &Startup,
+    pnn: Pnn,
+    public: Vec<public_addresses::PublicAddress>,
+) -> DaemonConfig {
+    let conf = &startup.conf;
+    let tunables = match tunable::load_file(&startup.paths.tunables_file()) {
+        Ok(file) => {
+            // Stock logs bad lines and carries on with the good ones.
+            for e in &file.errors {
+                error!("{e}");
+            }
+            file.tunables
+        }
+        Err(e) => {
+            error!("Failed to read tunables: {e}");
+            tunable::Tunables::default()
+        }
+    };
+    let mut caps = capabilities::DEFAULT;
+    if !conf.legacy.lmaster_capability {
+        caps &= !capabilities::LMASTER;
+    }
+    if !conf.cluster.leader_capability {
+        caps &= !capabilities::RECMASTER;
+    }
+    let (tv_sec, tv_usec) = wall_clock_now();
+    DaemonConfig {
+        pnn,
+        nodes: node_list(&startup.nodes),
+        public_addresses: public
+            .into_iter()
+            .map(|p| PublicAddress {
+                addr: p.addr,
+                mask_bits: p.mask_bits,
+                ifaces: p.ifaces,
+            })
+            .collect(),
+        tunables,
+        cluster_lock: conf.cluster.effective_cluster_lock().map(str::to_owned),
+        capabilities: caps,
+        log_level: startup.logger.level(),
+        pid: i32::try_from(std::process::id()).unwrap_or(i32::MAX),
+        start_time: Timeval { tv_sec, tv_usec },
+        start_as_stopped: conf.legacy.start_as_stopped,
+        start_as_disabled: conf.legacy.start_as_disabled,
+        test_mode: startup.paths.test_mode(),
+    }
 }
 
 fn ignore_sigusr1() {
@@ -287,8 +378,15 @@ fn bind_node_address(
     port: u16,
 ) -> Result<(Pnn, std::net::TcpListener), StartError> {
     let nodes = &startup.nodes;
-    if let Some(address) = startup.conf.node_address {
-        let pnn = nodes.pnn_of(address).ok_or_else(|| {
+    let pnn_of = |ip: IpAddr| {
+        let ip = ip.to_canonical();
+        nodes
+            .iter()
+            .find(|n| !n.deleted && n.addr.ip().to_canonical() == ip)
+            .map(|n| n.pnn)
+    };
+    if let Some(address) = startup.conf.cluster.node_address {
+        let pnn = pnn_of(address).ok_or_else(|| {
             StartError::Config("Can not determine PNN - unknown node address".into())
         })?;
         let listener = tcp::listen(address, port).map_err(|e| {
@@ -298,12 +396,12 @@ fn bind_node_address(
         })?;
         return Ok((pnn, listener));
     }
-    if nodes.addrs.iter().all(Option::is_none) {
+    if nodes.iter().all(|n| n.deleted) {
         return Err(StartError::Config(
             "No nodes available to attempt bind to - is the nodes file empty?".into(),
         ));
     }
-    let lock_path = std::path::Path::new(startup::DEFAULT_RUNDIR).join(".socket_lock");
+    let lock_path = CtdbPaths::socket_lock_file();
     let lock_file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -320,14 +418,12 @@ fn bind_node_address(
     };
     nix::fcntl::fcntl(lock_file.as_raw_fd(), nix::fcntl::FcntlArg::F_SETLKW(&lock))
         .map_err(|e| StartError::Other(format!("Unable to lock {}: {e}", lock_path.display())))?;
-    for (index, address) in nodes.addrs.iter().enumerate() {
-        let Some(ip) = address else { continue };
-        match tcp::listen(*ip, port) {
+    for node in nodes.iter().filter(|n| !n.deleted) {
+        let ip = node.addr.ip();
+        match tcp::listen(ip, port) {
             Ok(listener) => {
-                let pnn = Pnn::try_from(index)
-                    .map_err(|_| StartError::Config("too many nodes".into()))?;
-                info!("ctdb chose network address {}", display_addr(*ip, port));
-                return Ok((pnn, listener));
+                info!("ctdb chose network address {}", display_addr(ip, port));
+                return Ok((node.pnn, listener));
             }
             Err(e) => log::debug!("Failed to bind() to {ip}: {e}"),
         }

@@ -18,5 +18,9 @@ pub mod srvid;
 pub mod types;
 
 pub use basic::{Marshal, PullError, Reader, Timeval, Writer};
+pub use control::{
+    pull_reply_data, pull_request_data, push_reply_data, push_request_data, ControlReplyData,
+    ControlRequestData,
+};
 pub use ltdb::LtdbHeader;
 pub use sock_addr::SockAddr;

@@ -1,17 +1,82 @@
 //! The main daemon's sans-IO core (mirrors `ctdb/server/ctdb_daemon.c`, `ctdb_control.c`,
-//! `ctdb_keepalive.c`, `ctdb_monitor.c`).
+//! `ctdb_keepalive.c`, `ctdb_monitor.c` and `ctdb_server.c`).
 //!
-//! (Being written: the signatures below are the contract with the shell.)
+//! The core owns all daemon state. The shell calls one `on_*` method per input, passing `now`,
+//! then drains [`Daemon::poll_effect`] and sleeps until [`Daemon::poll_timeout`]. Nothing here
+//! blocks, reads a clock or touches a file descriptor, so the whole daemon can run inside a
+//! deterministic simulation.
 
 use super::effect::{ClientId, Effect, EventOutcome, Pnn};
+use super::srvid::SrvidRegistry;
 use crate::common::clock::Instant;
-use std::collections::VecDeque;
+use crate::common::tunable::{self, Tunables};
+use crate::protocol::header::{
+    BROADCAST_ACTIVE, BROADCAST_ALL, BROADCAST_CONNECTED, CURRENT_NODE, INVALID_GENERATION,
+};
+use crate::protocol::opcode::ControlOpcode;
+use crate::protocol::packet::{
+    Body, Packet, Padding, ReplyControl, ReqControl, ReqKeepalive, ReqMessage, CTRL_FLAG_NOREPLY,
+    KEEPALIVE_VERSION,
+};
+use crate::protocol::types::{
+    BanState, Iface, IfaceList, NodeAndFlags, NodeMap, PublicIp, PublicIpInfo, PublicIpList,
+    Statistics, StatisticsList, Uptime, VnnMap,
+};
+use crate::protocol::{Marshal, SockAddr, Timeval};
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+pub use crate::protocol::types::capabilities::DEFAULT as CAP_DEFAULT;
+use crate::protocol::types::node_flags::{
+    DELETED as NODE_FLAGS_DELETED, DISCONNECTED as NODE_FLAGS_DISCONNECTED,
+    INACTIVE as NODE_FLAGS_INACTIVE, PERMANENTLY_DISABLED as NODE_FLAGS_PERMANENTLY_DISABLED,
+    STOPPED as NODE_FLAGS_STOPPED, UNHEALTHY as NODE_FLAGS_UNHEALTHY,
+};
+
+pub const RECOVERY_NORMAL: u32 = 0;
+pub const RECOVERY_ACTIVE: u32 = 1;
+
+pub use crate::protocol::types::Runstate;
+
+/// Upper bound on controls this node has forwarded and not yet seen answered; past it new
+/// forwards fail at once instead of growing the table without limit.
+pub const MAX_PENDING_CONTROLS: usize = 100_000;
+/// How many statistics snapshots GET_STAT_HISTORY returns (`MAX_STAT_HISTORY`).
+pub const STAT_HISTORY_LEN: usize = 100;
+/// Interval of the first monitor event after `startup`, and after a health change.
+const MONITOR_FIRST_INTERVAL_S: u64 = 2;
+const MONITOR_AFTER_CHANGE_INTERVAL_S: u64 = 5;
+const STARTUP_RETRY_S: u64 = 5;
+
+/// One public address from `public_addresses`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicAddress {
+    pub addr: SockAddr,
+    pub mask_bits: u32,
+    pub ifaces: Vec<String>,
+}
 
 /// Everything the core needs to know at start-up, gathered by the binary from the
 /// configuration files.
 #[derive(Debug, Clone)]
 pub struct DaemonConfig {
     pub pnn: Pnn,
+    /// The nodes file, one entry per PNN; deleted nodes carry `NODE_FLAGS_DELETED`.
+    pub nodes: Vec<NodeAndFlags>,
+    pub public_addresses: Vec<PublicAddress>,
+    pub tunables: Tunables,
+    /// `[cluster] cluster lock` exactly as configured (`None` when unset).
+    pub cluster_lock: Option<String>,
+    pub capabilities: u32,
+    /// Samba numeric debug level.
+    pub log_level: i32,
+    pub pid: i32,
+    /// Wall-clock start time, for UPTIME.
+    pub start_time: Timeval,
+    pub start_as_stopped: bool,
+    pub start_as_disabled: bool,
+    /// `CTDB_TEST_MODE`: stock skips the wait after the first recovery.
+    pub test_mode: bool,
 }
 
 /// Synchronous questions the core asks its host. The real shell answers from the OS; tests
@@ -19,67 +84,1327 @@ pub struct DaemonConfig {
 pub trait Host {
     /// `kill(pid, 0) == 0`.
     fn process_exists(&self, pid: i32) -> bool;
+    /// The wall clock, for the protocol fields that carry real timestamps.
+    fn wall_clock(&self) -> Timeval;
+    /// The nodes file parsed afresh (GET_NODES_FILE), or why it could not be read.
+    fn read_nodes_file(&self) -> Result<Vec<NodeAndFlags>, String>;
+}
+
+#[derive(Debug)]
+struct Node {
+    pnn: Pnn,
+    addr: SockAddr,
+    flags: u32,
+    /// Packets received since the last keepalive check.
+    rx_cnt: u32,
+    /// Consecutive keepalive intervals without a packet.
+    dead_count: u32,
+}
+
+#[derive(Debug)]
+struct Client {
+    pid: i32,
+}
+
+/// A control this node sent to another node on behalf of a local client.
+#[derive(Debug)]
+struct PendingControl {
+    client: ClientId,
+    client_reqid: u32,
+    pnn: Pnn,
+    deadline: Instant,
+}
+
+/// Why the core asked for an event run, so the outcome can be routed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EventPurpose {
+    Init,
+    Setup,
+    Startup,
+    Monitor,
+    Shutdown,
+}
+
+#[derive(Debug)]
+struct Monitor {
+    next_interval_s: u64,
+    timeouts_in_a_row: u32,
+    due: Option<Instant>,
+    running: bool,
 }
 
 #[derive(Debug)]
 pub struct Daemon {
     config: DaemonConfig,
+    pnn: Pnn,
+    nodes: Vec<Node>,
+    tunables: Tunables,
+    runstate: Runstate,
+    recovery_mode: u32,
+    vnn_map: VnnMap,
+    log_level: i32,
+    capabilities: u32,
+    ban_state: BanState,
+    /// Wall-clock times of the last recovery start and finish, for UPTIME.
+    last_recovery_started: Timeval,
+    last_recovery_finished: Timeval,
+
+    clients: BTreeMap<ClientId, Client>,
+    srvids: SrvidRegistry,
+    next_reqid: u32,
+    pending: BTreeMap<u32, PendingControl>,
+
+    statistics: Statistics,
+    statistics_current: Statistics,
+    stat_history: VecDeque<Statistics>,
+    next_stat_history: Instant,
+
+    next_keepalive: Option<Instant>,
+    next_event_id: u64,
+    events: BTreeMap<u64, EventPurpose>,
+    monitor: Monitor,
+    startup_due: Option<Instant>,
+    shutting_down: bool,
+
     effects: VecDeque<Effect>,
 }
 
 impl Daemon {
-    pub fn new(config: DaemonConfig, _now: Instant) -> Self {
-        Daemon {
-            config,
+    pub fn new(config: DaemonConfig, now: Instant, host: &dyn Host) -> Self {
+        let pnn = config.pnn;
+        assert!(
+            (pnn as usize) < config.nodes.len(),
+            "own PNN {pnn} is not in the nodes file"
+        );
+        let nodes = config
+            .nodes
+            .iter()
+            .map(|n| {
+                let mut flags = if n.flags & NODE_FLAGS_DELETED != 0 {
+                    NODE_FLAGS_DELETED
+                } else {
+                    NODE_FLAGS_UNHEALTHY
+                };
+                if n.pnn != pnn {
+                    flags |= NODE_FLAGS_DISCONNECTED;
+                }
+                Node {
+                    pnn: n.pnn,
+                    addr: n.addr,
+                    flags,
+                    rx_cnt: 0,
+                    dead_count: 0,
+                }
+            })
+            .collect();
+        let vnn_map = VnnMap {
+            generation: INVALID_GENERATION,
+            map: config
+                .nodes
+                .iter()
+                .filter(|n| n.flags & NODE_FLAGS_DELETED == 0)
+                .map(|n| n.pnn)
+                .collect(),
+        };
+        let wall = host.wall_clock();
+        let statistics = Statistics {
+            statistics_start_time: wall,
+            ..Statistics::default()
+        };
+        let mut daemon = Daemon {
+            pnn,
+            nodes,
+            tunables: config.tunables,
+            runstate: Runstate::Init,
+            recovery_mode: RECOVERY_ACTIVE,
+            vnn_map,
+            log_level: config.log_level,
+            capabilities: config.capabilities,
+            ban_state: BanState { pnn, time: 0 },
+            last_recovery_started: Timeval::default(),
+            last_recovery_finished: Timeval::default(),
+            clients: BTreeMap::new(),
+            srvids: SrvidRegistry::default(),
+            next_reqid: 1,
+            pending: BTreeMap::new(),
+            statistics,
+            statistics_current: statistics,
+            stat_history: VecDeque::with_capacity(STAT_HISTORY_LEN),
+            next_stat_history: now,
+            next_keepalive: None,
+            next_event_id: 1,
+            events: BTreeMap::new(),
+            monitor: Monitor {
+                next_interval_s: MONITOR_AFTER_CHANGE_INTERVAL_S,
+                timeouts_in_a_row: 0,
+                due: None,
+                running: false,
+            },
+            startup_due: None,
+            shutting_down: false,
             effects: VecDeque::new(),
+            config,
+        };
+        if daemon.config.start_as_stopped {
+            daemon.own_node_mut().flags |= NODE_FLAGS_STOPPED;
         }
+        if daemon.config.start_as_disabled {
+            daemon.own_node_mut().flags |= NODE_FLAGS_PERMANENTLY_DISABLED;
+        }
+        daemon.next_stat_history = now.saturating_add(Duration::from_secs(u64::from(
+            daemon.tunables.stat_history_interval().max(1),
+        )));
+        // Stock runs "init" before the transport comes up; a failure is fatal.
+        daemon.run_event(EventPurpose::Init, "init", Vec::new());
+        daemon
     }
 
     pub fn pnn(&self) -> Pnn {
-        self.config.pnn
+        self.pnn
     }
 
+    pub fn runstate(&self) -> Runstate {
+        self.runstate
+    }
+
+    /// Current flags of node `pnn` as this node sees them.
+    pub fn node_flags(&self, pnn: Pnn) -> Option<u32> {
+        self.nodes.get(pnn as usize).map(|n| n.flags)
+    }
+
+    fn own_node_mut(&mut self) -> &mut Node {
+        let pnn = self.pnn as usize;
+        &mut self.nodes[pnn]
+    }
+
+    fn own_flags(&self) -> u32 {
+        self.nodes[self.pnn as usize].flags
+    }
+
+    fn tunable(&self, name: &str) -> u32 {
+        self.tunables.get(name).unwrap_or(0)
+    }
+
+    fn alloc_reqid(&mut self) -> u32 {
+        let id = self.next_reqid;
+        self.next_reqid = self.next_reqid.wrapping_add(1).max(1);
+        id
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Clients
+
     /// A client connected to the unix socket; `pid` from SO_PEERCRED.
-    pub fn on_client_connected(&mut self, _now: Instant, _client: ClientId, _pid: i32) {}
+    pub fn on_client_connected(&mut self, _now: Instant, client: ClientId, pid: i32) {
+        log::info!("Connected client with pid:{pid}");
+        self.clients.insert(client, Client { pid });
+        self.statistics.num_clients = self.clients.len() as u32;
+    }
+
+    /// A client's connection closed (EOF, error, or after `CloseClient`).
+    pub fn on_client_closed(&mut self, _now: Instant, client: ClientId) {
+        if self.clients.remove(&client).is_none() {
+            return;
+        }
+        self.srvids.remove_client(client);
+        self.pending.retain(|_, p| p.client != client);
+        self.statistics.num_clients = self.clients.len() as u32;
+    }
 
     /// One complete frame from a client.
     pub fn on_client_frame(
         &mut self,
-        _now: Instant,
-        _client: ClientId,
-        _frame: &[u8],
-        _host: &dyn Host,
+        now: Instant,
+        client: ClientId,
+        frame: &[u8],
+        host: &dyn Host,
     ) {
+        if !self.clients.contains_key(&client) {
+            return;
+        }
+        let packet = match Packet::pull(frame) {
+            Ok(p) => p,
+            Err(e) => {
+                // Stock drops a client packet with a bad header and keeps the connection.
+                log::error!("Dropping malformed packet from client: {e}");
+                return;
+            }
+        };
+        self.bump(|s| s.client_packets_recv += 1);
+        match packet.body {
+            Body::ReqControl(c) => {
+                self.bump(|s| s.client.req_control += 1);
+                self.client_control(now, client, packet.destnode, packet.reqid, c, host);
+            }
+            Body::ReqMessage(m) => {
+                self.bump(|s| s.client.req_message += 1);
+                self.client_message(packet.destnode, m);
+            }
+            Body::ReqCall(_) => {
+                // Record calls arrive with the database service; until a database is attached
+                // no db_id is known, and stock sends no reply for an unknown db_id.
+                self.bump(|s| s.client.req_call += 1);
+                log::warn!("Client request for an unknown database dropped");
+            }
+            other => {
+                log::error!(
+                    "Unexpected operation {:?} from client, dropping",
+                    other.operation()
+                );
+            }
+        }
     }
 
-    /// A client's connection closed (EOF, error, or after `CloseClient`).
-    pub fn on_client_closed(&mut self, _now: Instant, _client: ClientId) {}
+    fn client_control(
+        &mut self,
+        now: Instant,
+        client: ClientId,
+        destnode: u32,
+        client_reqid: u32,
+        mut c: ReqControl,
+        host: &dyn Host,
+    ) {
+        // The daemon stamps the control with the client's identity, whatever the client sent.
+        c.client_id = client_id_u32(client);
+        let noreply = c.flags & CTRL_FLAG_NOREPLY != 0;
+        let destnode = if destnode == CURRENT_NODE {
+            self.pnn
+        } else {
+            destnode
+        };
+
+        if is_broadcast_dest(destnode) {
+            if !noreply {
+                self.reply_client_control(client, client_reqid, -1, Vec::new(), b"");
+                return;
+            }
+            for pnn in self.broadcast_targets(destnode) {
+                if pnn == self.pnn {
+                    let _ = self.local_control(now, &c, self.pnn, host);
+                } else {
+                    self.send_node_control(pnn, 0, &c);
+                }
+            }
+            return;
+        }
+
+        if destnode == self.pnn {
+            let ControlResult {
+                status,
+                data,
+                error,
+            } = self.local_control(now, &c, self.pnn, host);
+            if !noreply {
+                self.reply_client_control(client, client_reqid, status, data, error.as_bytes());
+            }
+            return;
+        }
+
+        let reachable = self
+            .nodes
+            .get(destnode as usize)
+            .is_some_and(|n| n.flags & (NODE_FLAGS_DISCONNECTED | NODE_FLAGS_DELETED) == 0);
+        if !reachable {
+            if !noreply {
+                let error = b"ctdb_control to disconnected node";
+                self.reply_client_control(client, client_reqid, -1, Vec::new(), error);
+            }
+            return;
+        }
+        if noreply {
+            self.send_node_control(destnode, 0, &c);
+            return;
+        }
+        if self.pending.len() >= MAX_PENDING_CONTROLS {
+            self.reply_client_control(
+                client,
+                client_reqid,
+                -1,
+                Vec::new(),
+                b"too many pending controls",
+            );
+            return;
+        }
+        let reqid = self.alloc_reqid();
+        let timeout_s = u64::from(self.tunable("ControlTimeout").max(1));
+        self.pending.insert(
+            reqid,
+            PendingControl {
+                client,
+                client_reqid,
+                pnn: destnode,
+                deadline: now.saturating_add(Duration::from_secs(timeout_s)),
+            },
+        );
+        self.send_node_control(destnode, reqid, &c);
+    }
+
+    fn client_message(&mut self, destnode: u32, m: ReqMessage) {
+        let destnode = if destnode == CURRENT_NODE {
+            self.pnn
+        } else {
+            destnode
+        };
+        if is_broadcast_dest(destnode) {
+            for pnn in self.broadcast_targets(destnode) {
+                if pnn == self.pnn {
+                    self.deliver_message(&m);
+                } else {
+                    self.send_node_message(pnn, &m);
+                }
+            }
+        } else if destnode == self.pnn {
+            self.deliver_message(&m);
+        } else if self
+            .nodes
+            .get(destnode as usize)
+            .is_some_and(|n| n.flags & (NODE_FLAGS_DISCONNECTED | NODE_FLAGS_DELETED) == 0)
+        {
+            self.send_node_message(destnode, &m);
+        } else {
+            log::info!("Dropping message to disconnected or unknown node {destnode}");
+        }
+    }
+
+    /// Hands a message to every local client registered for its srvid (or for all srvids).
+    fn deliver_message(&mut self, m: &ReqMessage) {
+        let targets = self.srvids.targets(m.srvid);
+        for client in targets {
+            let packet = Packet {
+                generation: self.vnn_map.generation,
+                destnode: 0,
+                srcnode: self.pnn,
+                reqid: 0,
+                body: Body::ReqMessage(m.clone()),
+            };
+            self.send_client_packet(client, &packet);
+        }
+    }
+
+    fn reply_client_control(
+        &mut self,
+        client: ClientId,
+        reqid: u32,
+        status: i32,
+        data: Vec<u8>,
+        error: &[u8],
+    ) {
+        let packet = Packet {
+            generation: self.vnn_map.generation,
+            destnode: 0,
+            srcnode: self.pnn,
+            reqid,
+            body: Body::ReplyControl(ReplyControl {
+                status,
+                data,
+                errmsg: error.to_vec(),
+            }),
+        };
+        self.send_client_packet(client, &packet);
+    }
+
+    fn send_client_packet(&mut self, client: ClientId, packet: &Packet) {
+        if !self.clients.contains_key(&client) {
+            return;
+        }
+        self.bump(|s| s.client_packets_sent += 1);
+        self.effects.push_back(Effect::SendClient {
+            client,
+            frame: packet.encode(Padding::Daemon),
+        });
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Nodes
+
+    fn broadcast_targets(&self, destnode: u32) -> Vec<Pnn> {
+        self.nodes
+            .iter()
+            .filter(|n| match destnode {
+                BROADCAST_ALL => n.flags & NODE_FLAGS_DELETED == 0,
+                BROADCAST_ACTIVE => n.flags & NODE_FLAGS_INACTIVE == 0,
+                BROADCAST_CONNECTED => {
+                    n.flags & (NODE_FLAGS_DELETED | NODE_FLAGS_DISCONNECTED) == 0
+                }
+                _ => false,
+            })
+            .map(|n| n.pnn)
+            .collect()
+    }
+
+    fn send_node_packet(&mut self, pnn: Pnn, packet: &Packet) {
+        if pnn == self.pnn {
+            return;
+        }
+        self.bump(|s| s.node_packets_sent += 1);
+        self.effects.push_back(Effect::SendNode {
+            pnn,
+            frame: packet.encode(Padding::Daemon),
+        });
+    }
+
+    fn send_node_control(&mut self, pnn: Pnn, reqid: u32, c: &ReqControl) {
+        let packet = Packet {
+            generation: self.vnn_map.generation,
+            destnode: pnn,
+            srcnode: self.pnn,
+            reqid,
+            body: Body::ReqControl(c.clone()),
+        };
+        self.send_node_packet(pnn, &packet);
+    }
+
+    fn send_node_message(&mut self, pnn: Pnn, m: &ReqMessage) {
+        let packet = Packet {
+            generation: self.vnn_map.generation,
+            destnode: pnn,
+            srcnode: self.pnn,
+            reqid: 0,
+            body: Body::ReqMessage(m.clone()),
+        };
+        self.send_node_packet(pnn, &packet);
+    }
 
     /// Both TCP directions to `pnn` are up.
-    pub fn on_node_connected(&mut self, _now: Instant, _pnn: Pnn) {}
+    pub fn on_node_connected(&mut self, _now: Instant, pnn: Pnn) {
+        let connected_before = self.num_connected();
+        let Some(node) = self.nodes.get_mut(pnn as usize) else {
+            return;
+        };
+        if node.flags & NODE_FLAGS_DISCONNECTED == 0 || pnn == self.pnn {
+            return;
+        }
+        node.flags &= !NODE_FLAGS_DISCONNECTED;
+        node.dead_count = 0;
+        log::error!(
+            "ctdb: connected to {}:{} - {} connected",
+            node.addr,
+            node.addr.port(),
+            connected_before + 1
+        );
+    }
 
     /// A connection to `pnn` failed or closed (either direction).
-    pub fn on_node_disconnected(&mut self, _now: Instant, _pnn: Pnn) {}
+    pub fn on_node_disconnected(&mut self, _now: Instant, pnn: Pnn) {
+        self.node_dead(pnn);
+    }
+
+    fn num_connected(&self) -> usize {
+        self.nodes
+            .iter()
+            .filter(|n| {
+                n.pnn != self.pnn && n.flags & (NODE_FLAGS_DISCONNECTED | NODE_FLAGS_DELETED) == 0
+            })
+            .count()
+    }
+
+    /// Mirrors `ctdb_node_dead`: the node is marked DISCONNECTED|UNHEALTHY and every control
+    /// waiting on it fails with "node is disconnected".
+    fn node_dead(&mut self, pnn: Pnn) {
+        let Some(node) = self.nodes.get_mut(pnn as usize) else {
+            return;
+        };
+        if pnn == self.pnn || node.flags & NODE_FLAGS_DISCONNECTED != 0 {
+            return;
+        }
+        node.flags |= NODE_FLAGS_DISCONNECTED | NODE_FLAGS_UNHEALTHY;
+        node.rx_cnt = 0;
+        node.dead_count = 0;
+        let addr = node.addr;
+        log::error!(
+            "ctdb: node {}:{} is dead: {} connected",
+            addr,
+            addr.port(),
+            self.num_connected()
+        );
+        let failed: Vec<u32> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.pnn == pnn)
+            .map(|(&id, _)| id)
+            .collect();
+        for reqid in failed {
+            if let Some(p) = self.pending.remove(&reqid) {
+                self.reply_client_control(
+                    p.client,
+                    p.client_reqid,
+                    -1,
+                    Vec::new(),
+                    b"node is disconnected",
+                );
+            }
+        }
+    }
 
     /// One complete, already length/magic/version-checked frame from `pnn`'s incoming link.
-    pub fn on_node_frame(&mut self, _now: Instant, _pnn: Pnn, _frame: &[u8], _host: &dyn Host) {}
+    pub fn on_node_frame(&mut self, now: Instant, pnn: Pnn, frame: &[u8], host: &dyn Host) {
+        let packet = match Packet::pull(frame) {
+            Ok(p) => p,
+            Err(e) => {
+                log::error!("Malformed packet from node {pnn}: {e}; resetting the link");
+                self.effects.push_back(Effect::ResetNode { pnn });
+                return;
+            }
+        };
+        if let Some(node) = self.nodes.get_mut(pnn as usize) {
+            node.rx_cnt = node.rx_cnt.saturating_add(1);
+        }
+        self.bump(|s| s.node_packets_recv += 1);
+        // The header says who sent it; replies go there, as in stock.
+        let srcnode = packet.srcnode;
+        match packet.body {
+            Body::ReqKeepalive(k) => {
+                self.bump(|s| s.keepalive_packets_recv += 1);
+                self.check_keepalive_version(now, srcnode, k);
+            }
+            Body::ReqControl(c) => {
+                self.bump(|s| s.node.req_control += 1);
+                let noreply = c.flags & CTRL_FLAG_NOREPLY != 0;
+                let ControlResult {
+                    status,
+                    data,
+                    error,
+                } = self.local_control(now, &c, srcnode, host);
+                {
+                    if !noreply {
+                        let reply = Packet {
+                            generation: self.vnn_map.generation,
+                            destnode: srcnode,
+                            srcnode: self.pnn,
+                            reqid: packet.reqid,
+                            body: Body::ReplyControl(ReplyControl {
+                                status,
+                                data,
+                                errmsg: error.into_bytes(),
+                            }),
+                        };
+                        self.send_node_packet(srcnode, &reply);
+                    }
+                }
+            }
+            Body::ReplyControl(r) => {
+                self.bump(|s| s.node.reply_control += 1);
+                if let Some(p) = self.pending.remove(&packet.reqid) {
+                    self.reply_client_control(
+                        p.client,
+                        p.client_reqid,
+                        r.status,
+                        r.data,
+                        &r.errmsg,
+                    );
+                }
+            }
+            Body::ReqMessage(m) => {
+                self.bump(|s| s.node.req_message += 1);
+                self.deliver_message(&m);
+            }
+            Body::ReqCall(_) | Body::ReplyCall(_) | Body::ReqDmaster(_) | Body::ReplyDmaster(_) => {
+                // Record migration belongs to the database service; no database is attached.
+                log::warn!("Record packet from node {pnn} ignored: no databases attached");
+            }
+            Body::ReplyError(_) => self.bump(|s| s.node.reply_error += 1),
+            Body::ReqTunnel(_) => self.bump(|s| s.node.req_tunnel += 1),
+            Body::Unknown { operation, .. } => {
+                log::error!("Unknown operation {operation} from node {pnn}");
+            }
+        }
+    }
+
+    /// Mirrors `ctdb_request_keepalive`: in a cluster of mixed versions the node that started
+    /// later leaves.
+    fn check_keepalive_version(&mut self, now: Instant, srcnode: Pnn, k: ReqKeepalive) {
+        if self.tunable("AllowMixedVersions") == 1 {
+            return;
+        }
+        let my_uptime = self.uptime_s(now);
+        let Some(version) = k.version else {
+            log::error!("Keepalive version missing from node {srcnode}");
+            log::error!("CTDB Cluster with mixed versions, cannot continue");
+            self.on_shutdown_request(now);
+            return;
+        };
+        let uptime = k.uptime.unwrap_or(0);
+        if version != KEEPALIVE_VERSION
+            && (uptime > my_uptime || (uptime == my_uptime && version > KEEPALIVE_VERSION))
+        {
+            log::error!(
+                "Keepalive version mismatch 0x{KEEPALIVE_VERSION:08x} != 0x{version:08x} from node {srcnode}"
+            );
+            log::error!("CTDB Cluster with mixed versions, cannot continue");
+            self.on_shutdown_request(now);
+        }
+    }
+
+    fn uptime_s(&self, now: Instant) -> u32 {
+        u32::try_from(now.saturating_since(Instant::ZERO).as_secs()).unwrap_or(u32::MAX)
+    }
+
+    /// Mirrors `ctdb_check_for_dead_nodes`.
+    fn keepalive_tick(&mut self, now: Instant) {
+        let limit = self.tunable("KeepaliveLimit");
+        let uptime = self.uptime_s(now);
+        let mut dead = Vec::new();
+        let mut send = Vec::new();
+        for node in &mut self.nodes {
+            if node.flags & NODE_FLAGS_DELETED != 0 || node.pnn == self.pnn {
+                continue;
+            }
+            if node.flags & NODE_FLAGS_DISCONNECTED != 0 {
+                continue;
+            }
+            if node.rx_cnt == 0 {
+                node.dead_count += 1;
+            } else {
+                node.dead_count = 0;
+            }
+            node.rx_cnt = 0;
+            if node.dead_count >= limit {
+                log::info!("dead count reached for node {}", node.pnn);
+                dead.push(node.pnn);
+            }
+            send.push(node.pnn);
+        }
+        for pnn in dead {
+            self.node_dead(pnn);
+            self.effects.push_back(Effect::ResetNode { pnn });
+        }
+        for pnn in send {
+            let packet = Packet {
+                generation: self.vnn_map.generation,
+                destnode: pnn,
+                srcnode: self.pnn,
+                reqid: 0,
+                body: Body::ReqKeepalive(ReqKeepalive {
+                    version: Some(KEEPALIVE_VERSION),
+                    uptime: Some(uptime),
+                }),
+            };
+            self.bump(|s| s.keepalive_packets_sent += 1);
+            self.send_node_packet(pnn, &packet);
+        }
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Controls
+
+    /// Runs a control on this node. `srcnode` is the PNN the request came from (own PNN for
+    /// local clients).
+    fn local_control(
+        &mut self,
+        now: Instant,
+        c: &ReqControl,
+        srcnode: Pnn,
+        host: &dyn Host,
+    ) -> ControlResult {
+        let _ = srcnode;
+        let data = c.data.as_slice();
+        use ControlOpcode as Op;
+        match c.opcode {
+            Op::ProcessExists => {
+                let Some(pid) = exact_u32(data) else {
+                    return ControlResult::status(-1);
+                };
+                let pid = pid.cast_signed();
+                let is_client = self.clients.values().any(|cl| cl.pid == pid);
+                if is_client && host.process_exists(pid) {
+                    if self.own_flags() & NODE_FLAGS_INACTIVE != 0 {
+                        // Stock disconnects the client of an inactive node and reports it gone.
+                        let victims: Vec<ClientId> = self
+                            .clients
+                            .iter()
+                            .filter(|(_, cl)| cl.pid == pid)
+                            .map(|(&id, _)| id)
+                            .collect();
+                        for id in victims {
+                            self.effects.push_back(Effect::CloseClient { client: id });
+                        }
+                        return ControlResult::status(-1);
+                    }
+                    ControlResult::status(0)
+                } else {
+                    ControlResult::status(-1)
+                }
+            }
+            Op::CheckPidSrvid => {
+                if data.len() != 12 {
+                    return ControlResult::status(-1);
+                }
+                let pid = i32::from_ne_bytes([data[0], data[1], data[2], data[3]]);
+                let mut srvid_bytes = [0u8; 8];
+                srvid_bytes.copy_from_slice(&data[4..12]);
+                let srvid = u64::from_ne_bytes(srvid_bytes);
+                let found = self
+                    .clients
+                    .iter()
+                    .any(|(&id, cl)| cl.pid == pid && self.srvids.is_registered(srvid, id));
+                ControlResult::status(if found { 0 } else { -1 })
+            }
+            Op::Statistics => {
+                if !data.is_empty() {
+                    return ControlResult::status(-1);
+                }
+                self.statistics.num_clients = self.clients.len() as u32;
+                self.statistics.frozen = 0;
+                self.statistics.recovering = u32::from(self.recovery_mode == RECOVERY_ACTIVE);
+                self.statistics.statistics_current_time = host.wall_clock();
+                ControlResult::data(self.statistics.to_bytes())
+            }
+            Op::StatisticsReset => {
+                if !data.is_empty() {
+                    return ControlResult::status(-1);
+                }
+                self.statistics = Statistics {
+                    statistics_start_time: host.wall_clock(),
+                    ..Statistics::default()
+                };
+                ControlResult::status(0)
+            }
+            Op::GetStatHistory => {
+                if !data.is_empty() {
+                    return ControlResult::status(-1);
+                }
+                // Stock always sends all MAX_STAT_HISTORY slots, zeroed until they fill up.
+                let mut stats: Vec<Statistics> = self.stat_history.iter().copied().collect();
+                stats.resize(STAT_HISTORY_LEN, Statistics::default());
+                let list = StatisticsList { hole: 0, stats };
+                ControlResult::data(list.to_bytes())
+            }
+            Op::Ping => {
+                if !data.is_empty() {
+                    return ControlResult::status(-1);
+                }
+                ControlResult::status(i32::try_from(self.clients.len()).unwrap_or(i32::MAX))
+            }
+            Op::GetPid => ControlResult::status(self.config.pid),
+            Op::GetPnn => ControlResult::status(self.pnn.cast_signed()),
+            Op::Getvnnmap => ControlResult::data(self.vnn_map.to_bytes()),
+            Op::GetRecmode => ControlResult::status(self.recovery_mode.cast_signed()),
+            Op::GetRunstate => {
+                if !data.is_empty() {
+                    return ControlResult::status(-1);
+                }
+                ControlResult::data(u32::from(self.runstate).to_bytes())
+            }
+            Op::GetCapabilities => ControlResult::data(self.capabilities.to_bytes()),
+            Op::Uptime => {
+                let uptime = Uptime {
+                    current_time: host.wall_clock(),
+                    ctdbd_start_time: self.config.start_time,
+                    last_recovery_started: self.last_recovery_started,
+                    last_recovery_finished: self.last_recovery_finished,
+                };
+                ControlResult::data(uptime.to_bytes())
+            }
+            Op::GetDebug => {
+                if !data.is_empty() {
+                    return ControlResult::status(-1);
+                }
+                ControlResult::data(self.log_level.to_bytes())
+            }
+            Op::SetDebug => {
+                let Some(level) = exact_u32(data) else {
+                    return ControlResult::status(-1);
+                };
+                self.log_level = level.cast_signed();
+                self.effects.push_back(Effect::SetLogLevel {
+                    level: self.log_level,
+                });
+                ControlResult::status(0)
+            }
+            Op::GetTunable => {
+                // `struct ctdb_control_get_tunable` is 8 bytes: length, then the name.
+                let Some(name) = tunable_name(data, 4, 8) else {
+                    return ControlResult::status(-1);
+                };
+                match self.tunables.get(&name) {
+                    Ok(value) => ControlResult::data(value.to_bytes()),
+                    Err(_) => ControlResult::status(tunable::GET_UNKNOWN_STATUS),
+                }
+            }
+            Op::SetTunable => {
+                // `struct ctdb_tunable_old` is 12 bytes: value, length, then the name.
+                let (Some(name), Some(value)) =
+                    (tunable_name(data, 8, 12), data.get(..4).and_then(exact_u32))
+                else {
+                    return ControlResult::status(-1);
+                };
+                match self.tunables.set(&name, value) {
+                    Ok(outcome) => {
+                        if outcome == tunable::SetOutcome::Obsolete {
+                            log::warn!("Setting obsolete tunable \"{name}\"");
+                        }
+                        ControlResult::status(outcome.status())
+                    }
+                    Err(_) => ControlResult::status(tunable::SET_UNKNOWN_STATUS),
+                }
+            }
+            Op::ListTunables => {
+                let mut text = tunable::names_to_string().into_bytes();
+                text.push(0);
+                let mut out = Vec::with_capacity(4 + text.len());
+                (text.len() as u32).push(&mut out);
+                out.extend_from_slice(&text);
+                ControlResult::data(out)
+            }
+            Op::GetAllTunables => {
+                if !data.is_empty() {
+                    return ControlResult::status(-1);
+                }
+                ControlResult::data(self.tunables.to_bytes().to_vec())
+            }
+            Op::GetNodemap => ControlResult::data(self.node_map().to_bytes()),
+            Op::GetNodesFile => match host.read_nodes_file() {
+                Ok(nodes) => ControlResult::data(NodeMap { nodes }.to_bytes()),
+                Err(e) => {
+                    log::error!("Failed to read nodes file: {e}");
+                    ControlResult::status(-1)
+                }
+            },
+            Op::GetDbmap => ControlResult::data(0u32.to_bytes()),
+            Op::GetReclockFile => ControlResult::data(match &self.config.cluster_lock {
+                Some(lock) => {
+                    let mut v = lock.as_bytes().to_vec();
+                    v.push(0);
+                    v
+                }
+                None => Vec::new(),
+            }),
+            Op::GetBanState => ControlResult::data(self.ban_state.to_bytes()),
+            Op::GetIfaces => ControlResult::data(self.iface_list().to_bytes()),
+            Op::GetPublicIps => ControlResult::data(self.public_ip_list().to_bytes()),
+            Op::GetPublicIpInfo => match SockAddr::from_bytes_exact(data) {
+                Ok(addr) => match self.public_ip_info(addr) {
+                    Some(info) => ControlResult::data(info.to_bytes()),
+                    None => ControlResult::status(-1),
+                },
+                Err(_) => ControlResult::status(-1),
+            },
+            Op::RegisterSrvid => {
+                let Some(client) = self.local_client(c.client_id, srcnode) else {
+                    return ControlResult::status(-1);
+                };
+                self.srvids.register(c.srvid, client);
+                ControlResult::status(0)
+            }
+            Op::DeregisterSrvid => {
+                let Some(client) = self.local_client(c.client_id, srcnode) else {
+                    return ControlResult::status(-1);
+                };
+                // `srvid_deregister` answers ENOENT for a registration that does not exist.
+                const ENOENT: i32 = 2;
+                let found = self.srvids.deregister(c.srvid, client);
+                ControlResult::status(if found { 0 } else { ENOENT })
+            }
+            Op::EchoData => ControlResult::data(data.to_vec()),
+            Op::Shutdown => {
+                log::info!("Received SHUTDOWN command.");
+                self.on_shutdown_request(now);
+                ControlResult::status(0)
+            }
+            op => {
+                if op.is_obsolete() {
+                    log::error!("Control {} is obsolete", op.name());
+                } else {
+                    log::error!("Unknown CTDB control opcode {}", u32::from(op));
+                }
+                ControlResult::status(-1)
+            }
+        }
+    }
+
+    /// The local client a control came from, when it came from one (`client_id` is only
+    /// meaningful on the node where the client is connected).
+    fn local_client(&self, client_id: u32, srcnode: Pnn) -> Option<ClientId> {
+        if srcnode != self.pnn {
+            return None;
+        }
+        let id = ClientId::from(client_id);
+        self.clients.contains_key(&id).then_some(id)
+    }
+
+    fn node_map(&self) -> NodeMap {
+        NodeMap {
+            nodes: self
+                .nodes
+                .iter()
+                .map(|n| NodeAndFlags {
+                    pnn: n.pnn,
+                    flags: n.flags,
+                    addr: n.addr,
+                })
+                .collect(),
+        }
+    }
+
+    /// Interfaces in the order stock keeps them: each new one is put at the front.
+    fn iface_list(&self) -> IfaceList {
+        let mut ifaces: Vec<Iface> = Vec::new();
+        for pa in &self.config.public_addresses {
+            for name in &pa.ifaces {
+                if !ifaces.iter().any(|i| &i.name == name) {
+                    ifaces.insert(
+                        0,
+                        Iface {
+                            name: name.clone(),
+                            link_state: 1,
+                            references: 0,
+                        },
+                    );
+                }
+            }
+        }
+        IfaceList { ifaces }
+    }
+
+    /// Public addresses in reverse file order, all unassigned until IP failover exists.
+    fn public_ip_list(&self) -> PublicIpList {
+        PublicIpList {
+            ips: self
+                .config
+                .public_addresses
+                .iter()
+                .rev()
+                .map(|pa| PublicIp {
+                    pnn: u32::MAX,
+                    addr: pa.addr,
+                })
+                .collect(),
+        }
+    }
+
+    fn public_ip_info(&self, addr: SockAddr) -> Option<PublicIpInfo> {
+        let pa = self
+            .config
+            .public_addresses
+            .iter()
+            .find(|pa| pa.addr.ip() == addr.ip())?;
+        Some(PublicIpInfo {
+            ip: PublicIp {
+                pnn: u32::MAX,
+                addr: pa.addr,
+            },
+            active_idx: u32::MAX,
+            ifaces: pa
+                .ifaces
+                .iter()
+                .map(|name| Iface {
+                    name: name.clone(),
+                    link_state: 1,
+                    references: 0,
+                })
+                .collect(),
+        })
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Events and runstates
+
+    fn run_event(&mut self, purpose: EventPurpose, event: &str, args: Vec<String>) {
+        let id = self.next_event_id;
+        self.next_event_id += 1;
+        self.events.insert(id, purpose);
+        let timeout_s = self.tunable("EventScriptTimeout");
+        self.effects.push_back(Effect::RunEvent {
+            id,
+            event: event.to_string(),
+            args,
+            timeout_s,
+        });
+    }
+
+    fn set_runstate(&mut self, runstate: Runstate) {
+        log::info!(
+            "Set runstate to {} ({})",
+            runstate.name(),
+            u32::from(runstate)
+        );
+        self.runstate = runstate;
+    }
 
     /// The event daemon finished (or could not run) a `RunEvent`.
-    pub fn on_event_done(&mut self, _now: Instant, _outcome: EventOutcome) {}
+    pub fn on_event_done(&mut self, now: Instant, outcome: EventOutcome) {
+        let Some(purpose) = self.events.remove(&outcome.id) else {
+            return;
+        };
+        let ok = outcome.result == 0;
+        match purpose {
+            EventPurpose::Init => {
+                if !ok {
+                    log::error!("Failed to run init event");
+                    self.exit(1);
+                    return;
+                }
+                self.effects.push_back(Effect::StartTransport);
+                let interval = u64::from(self.tunable("KeepaliveInterval").max(1));
+                self.next_keepalive = Some(now.saturating_add(Duration::from_secs(interval)));
+                self.set_runstate(Runstate::Setup);
+                self.run_event(EventPurpose::Setup, "setup", Vec::new());
+            }
+            EventPurpose::Setup => {
+                if !ok {
+                    log::error!("Failed to run setup event");
+                    self.exit(1);
+                    return;
+                }
+                self.set_runstate(Runstate::FirstRecovery);
+            }
+            EventPurpose::Startup => {
+                if !ok {
+                    log::error!("startup event failed");
+                    self.startup_due =
+                        Some(now.saturating_add(Duration::from_secs(STARTUP_RETRY_S)));
+                    return;
+                }
+                self.set_runstate(Runstate::Running);
+                self.monitor.next_interval_s = MONITOR_FIRST_INTERVAL_S;
+                let c = ReqControl {
+                    opcode: ControlOpcode::Startup,
+                    srvid: 0,
+                    client_id: 0,
+                    flags: CTRL_FLAG_NOREPLY,
+                    data: Vec::new(),
+                };
+                for pnn in self.broadcast_targets(BROADCAST_CONNECTED) {
+                    if pnn != self.pnn {
+                        self.send_node_control(pnn, 0, &c);
+                    }
+                }
+                self.schedule_monitor(now);
+            }
+            EventPurpose::Monitor => {
+                self.monitor.running = false;
+                self.monitor_done(now, outcome.result);
+            }
+            EventPurpose::Shutdown => self.exit(0),
+        }
+    }
+
+    fn schedule_monitor(&mut self, now: Instant) {
+        let interval = self.monitor.next_interval_s;
+        self.monitor.due = Some(now.saturating_add(Duration::from_secs(interval)));
+    }
+
+    /// Mirrors `ctdb_health_callback`.
+    fn monitor_done(&mut self, now: Instant, result: i32) {
+        const ECANCELED: i32 = 125;
+        const ETIMEDOUT: i32 = 110;
+        let old_flags = self.own_flags();
+        let mut change_health = true;
+        if result == ECANCELED {
+            log::error!("Monitoring event was cancelled");
+            change_health = false;
+        } else if result == ETIMEDOUT {
+            self.monitor.timeouts_in_a_row += 1;
+            let limit = self.tunable("MonitorTimeoutCount");
+            if self.monitor.timeouts_in_a_row >= limit {
+                log::error!("Maximum monitor timeout count {limit} reached. Making node unhealthy");
+            } else {
+                change_health = false;
+            }
+        } else {
+            self.monitor.timeouts_in_a_row = 0;
+        }
+        if change_health {
+            if result != 0 && old_flags & NODE_FLAGS_UNHEALTHY == 0 {
+                log::info!("monitor event failed - disabling node");
+                self.own_node_mut().flags |= NODE_FLAGS_UNHEALTHY;
+                self.monitor.next_interval_s = MONITOR_AFTER_CHANGE_INTERVAL_S;
+            } else if result == 0 && old_flags & NODE_FLAGS_UNHEALTHY != 0 {
+                log::info!("monitor event OK - node re-enabled");
+                self.own_node_mut().flags &= !NODE_FLAGS_UNHEALTHY;
+                self.monitor.next_interval_s = MONITOR_AFTER_CHANGE_INTERVAL_S;
+            }
+        }
+        let this_interval = self.monitor.next_interval_s;
+        let max = u64::from(self.tunable("MonitorInterval").max(1));
+        self.monitor.next_interval_s = (this_interval * 2).min(max);
+        self.monitor.due = Some(now.saturating_add(Duration::from_secs(this_interval)));
+    }
+
+    fn monitor_tick(&mut self, now: Instant) {
+        self.monitor.due = None;
+        let skip = self.recovery_mode != RECOVERY_NORMAL
+            || self.own_flags() & NODE_FLAGS_INACTIVE != 0
+            || self.runstate != Runstate::Running;
+        if skip || self.monitor.running {
+            self.schedule_monitor(now);
+            return;
+        }
+        self.monitor.running = true;
+        self.run_event(EventPurpose::Monitor, "monitor", Vec::new());
+    }
 
     /// SIGTERM/SIGINT, or EOF on a piped stdin in test mode: start the shutdown sequence.
-    pub fn on_shutdown_request(&mut self, _now: Instant) {}
+    pub fn on_shutdown_request(&mut self, _now: Instant) {
+        if self.shutting_down {
+            return;
+        }
+        self.shutting_down = true;
+        self.set_runstate(Runstate::Shutdown);
+        self.next_keepalive = None;
+        self.monitor.due = None;
+        self.startup_due = None;
+        self.run_event(EventPurpose::Shutdown, "shutdown", Vec::new());
+    }
+
+    fn exit(&mut self, code: i32) {
+        self.effects.push_back(Effect::Exit { code });
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Time
 
     /// Runs whatever timers are due at `now`; a no-op when nothing is due.
-    pub fn handle_timeout(&mut self, _now: Instant) {}
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(due) = self.next_keepalive {
+            if now >= due {
+                self.keepalive_tick(now);
+                let interval = u64::from(self.tunable("KeepaliveInterval").max(1));
+                self.next_keepalive = Some(now.saturating_add(Duration::from_secs(interval)));
+            }
+        }
+        if self.monitor.due.is_some_and(|due| now >= due) {
+            self.monitor_tick(now);
+        }
+        if self.startup_due.is_some_and(|due| now >= due) {
+            self.startup_due = None;
+            self.run_event(EventPurpose::Startup, "startup", Vec::new());
+        }
+        if now >= self.next_stat_history {
+            self.stat_history_tick(now);
+            let interval = u64::from(self.tunable("StatHistoryInterval").max(1));
+            self.next_stat_history = now.saturating_add(Duration::from_secs(interval));
+        }
+        let expired: Vec<u32> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| now >= p.deadline)
+            .map(|(&id, _)| id)
+            .collect();
+        for reqid in expired {
+            if let Some(p) = self.pending.remove(&reqid) {
+                self.bump(|s| s.timeouts.control += 1);
+                self.reply_client_control(
+                    p.client,
+                    p.client_reqid,
+                    -1,
+                    Vec::new(),
+                    b"ctdb_control timed out",
+                );
+            }
+        }
+    }
+
+    /// Mirrors `ctdb_statistics_update`: the current slot becomes history and a new one starts.
+    fn stat_history_tick(&mut self, now: Instant) {
+        let wall = self.wall_clock_at(now);
+        let fresh = Statistics {
+            statistics_start_time: wall,
+            ..Statistics::default()
+        };
+        let mut snapshot = std::mem::replace(&mut self.statistics_current, fresh);
+        snapshot.statistics_current_time = wall;
+        if self.stat_history.len() == STAT_HISTORY_LEN {
+            self.stat_history.pop_back();
+        }
+        self.stat_history.push_front(snapshot);
+    }
+
+    /// Wall-clock time at monotonic `now`: the start time plus the time since start. Timers and
+    /// history stamps use it so that the core never needs to ask the host for the time.
+    fn wall_clock_at(&self, now: Instant) -> Timeval {
+        let start = self.config.start_time;
+        let micros = now
+            .micros
+            .saturating_add(u64::try_from(start.tv_usec).unwrap_or(0));
+        Timeval {
+            tv_sec: start
+                .tv_sec
+                .saturating_add(i64::try_from(micros / 1_000_000).unwrap_or(i64::MAX)),
+            tv_usec: i64::try_from(micros % 1_000_000).unwrap_or(0),
+        }
+    }
 
     /// The earliest instant at which `handle_timeout` has work to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        None
+        [
+            self.next_keepalive,
+            self.monitor.due,
+            self.startup_due,
+            Some(self.next_stat_history),
+            self.pending.values().map(|p| p.deadline).min(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// The next effect for the shell to execute.
     pub fn poll_effect(&mut self) -> Option<Effect> {
         self.effects.pop_front()
     }
+
+    /// Applies a counter update to both the running totals and the current history slot.
+    fn bump(&mut self, f: impl Fn(&mut Statistics)) {
+        f(&mut self.statistics);
+        f(&mut self.statistics_current);
+    }
 }
+
+/// The outcome of running a control locally: what goes into the REPLY_CONTROL.
+#[derive(Debug)]
+struct ControlResult {
+    status: i32,
+    data: Vec<u8>,
+    error: String,
+}
+
+impl ControlResult {
+    fn status(status: i32) -> Self {
+        ControlResult {
+            status,
+            data: Vec::new(),
+            error: String::new(),
+        }
+    }
+    fn data(data: Vec<u8>) -> Self {
+        ControlResult {
+            status: 0,
+            data,
+            error: String::new(),
+        }
+    }
+}
+
+/// The name in a tunable control: a u32 length at `len_at`, the name right after it, and at
+/// least `min_len` bytes in all (the C struct size), as `ctdb_control_{get,set}_tunable` check.
+/// The name ends at its length or its first NUL, whichever comes first.
+fn tunable_name(data: &[u8], name_at: usize, min_len: usize) -> Option<String> {
+    if data.len() < min_len {
+        return None;
+    }
+    let len = exact_u32(data.get(name_at - 4..name_at)?)? as usize;
+    let raw = data.get(name_at..)?.get(..len)?;
+    let raw = raw.split(|&b| b == 0).next().unwrap_or(raw);
+    Some(String::from_utf8_lossy(raw).into_owned())
+}
+
+fn exact_u32(data: &[u8]) -> Option<u32> {
+    <[u8; 4]>::try_from(data).ok().map(u32::from_ne_bytes)
+}
+
+fn is_broadcast_dest(destnode: u32) -> bool {
+    matches!(
+        destnode,
+        BROADCAST_ALL | BROADCAST_ACTIVE | BROADCAST_CONNECTED
+    )
+}
+
+/// Client ids travel in the 32-bit `client_id` field; the shell numbers clients from 1 and a
+/// daemon would need four billion connections to wrap.
+fn client_id_u32(client: ClientId) -> u32 {
+    u32::try_from(client).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests;

@@ -3,3 +3,4 @@
 pub mod daemon;
 pub mod effect;
 pub mod shell;
+pub mod srvid;

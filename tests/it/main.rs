@@ -3,5 +3,6 @@
 // Test helpers panic on setup failures by design: a failed setup is a failed test.
 #![allow(clippy::unwrap_used)]
 
+mod golden;
 mod shell;
 mod tidy;

@@ -17,7 +17,7 @@ use ctdb::server::effect::{ClientId, Effect, EventOutcome, Pnn};
 use ctdb::server::shell::eventd::Eventd;
 use ctdb::server::shell::queue::QueueLimits;
 use ctdb::server::shell::tcp::{self, Transport, TransportLimits};
-use ctdb::server::shell::{Core, ExitReason, Shell, ShellLimits, ShellParts};
+use ctdb::server::shell::{Core, ExitReason, OsHost, Shell, ShellLimits, ShellParts};
 use ctdb::testing::{seeds, Prng};
 use std::collections::{BTreeSet, VecDeque};
 use std::io::{ErrorKind, Read, Write};
@@ -254,6 +254,8 @@ fn start_shell_with(
             pid_file: None,
             transport,
             eventd,
+            logger: None,
+            host: OsHost::default(),
             signals: None,
             watch_stdin: false,
             limits,
@@ -882,6 +884,30 @@ fn ctdbd_command(base: &Path) -> Command {
     cmd
 }
 
+/// Runs a foreground `ctdbd -i` with output in files (a stray child holding a pipe could
+/// otherwise block the test), killing it after `within`. Returns the status and stderr.
+fn run_foreground(base: &Path, within: Duration) -> (Option<i32>, String) {
+    let err_path = base.join("stderr");
+    let mut child = ctdbd_command(base)
+        .arg("-i")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(base.join("stdout")).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    let mut status = None;
+    wait_until(within, || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+    (status.and_then(|s| s.code()), stderr)
+}
+
 fn read_pid(path: &Path) -> Option<i32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
@@ -957,18 +983,20 @@ impl Daemon {
         std::fs::read_to_string(self.base.join("log.ctdb")).unwrap_or_default()
     }
 
-    /// Waits for the daemon to exit, nudging it with one more SIGTERM after `patience` (the
-    /// core may not run its shutdown sequence yet; a second request forces the exit).
-    fn wait_exit(&self, patience: Duration) {
-        if !wait_until(patience, || !alive(self.pid)) {
-            eprintln!("note: core did not finish shutdown by itself; forcing with SIGTERM");
-            signal(self.pid, nix::sys::signal::Signal::SIGTERM);
-        }
+    /// Waits for the daemon to exit on its own (the core runs the shutdown event first).
+    fn wait_exit(&self, within: Duration) {
         assert!(
-            wait_until(Duration::from_secs(5), || !alive(self.pid)),
+            wait_until(within, || !alive(self.pid)),
             "daemon did not exit:\n{}",
             self.log()
         );
+    }
+
+    /// A client connection to the daemon's socket.
+    fn connect(&self) -> UnixStream {
+        let s = UnixStream::connect(self.socket()).unwrap();
+        set_timeout_unix(&s, 5000);
+        s
     }
 
     fn assert_cleaned_up(&self) {
@@ -1010,17 +1038,8 @@ fn ctdbd_creates_pid_file_and_private_socket_and_refuses_a_second_instance() {
     assert!(listening.contains(&format!("{me}:{PORT}")), "{listening}");
 
     // A second daemon with the same base stops at the pid file, like stock (exit 11).
-    let second = ctdbd_command(&d.base)
-        .arg("-i")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert_eq!(
-        second.status.code(),
-        Some(11),
-        "{}",
-        String::from_utf8_lossy(&second.stderr)
-    );
+    let (code, stderr) = run_foreground(&d.base, Duration::from_secs(10));
+    assert_eq!(code, Some(11), "{stderr}");
     assert!(alive(d.pid));
     assert!(d.socket().exists());
 }
@@ -1030,8 +1049,13 @@ fn ctdbd_shuts_down_on_sigterm_and_removes_socket_and_pid_file() {
     let me = bin_ip(3);
     let d = Daemon::start("sigterm", me, &[me]);
     signal(d.pid, nix::sys::signal::Signal::SIGTERM);
-    d.wait_exit(Duration::from_secs(3));
+    d.wait_exit(Duration::from_secs(10));
     d.assert_cleaned_up();
+    assert!(
+        d.log().contains("Core finished; exiting with code 0"),
+        "{}",
+        d.log()
+    );
 }
 
 #[test]
@@ -1047,7 +1071,7 @@ fn ctdbd_in_test_mode_shuts_down_when_stdin_closes() {
         "{}",
         d.log()
     );
-    d.wait_exit(Duration::from_secs(3));
+    d.wait_exit(Duration::from_secs(10));
     d.assert_cleaned_up();
 }
 
@@ -1094,14 +1118,76 @@ fn ctdbd_exits_when_eventd_dies() {
 #[test]
 fn ctdbd_refuses_a_node_address_missing_from_the_nodes_file() {
     let base = make_base("badaddr", bin_ip(7), &[bin_ip(8)]);
-    let out = ctdbd_command(&base)
-        .arg("-i")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let (code, stderr) = run_foreground(&base, Duration::from_secs(10));
     let _ = std::fs::remove_dir_all(&base);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("Can not determine PNN"));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("Can not determine PNN"), "{stderr}");
+}
+
+const REQ_CONTROL: u32 = 7;
+const REPLY_CONTROL: u32 = 8;
+const CURRENT_NODE: u32 = 0xF000_0001;
+const CONTROL_GET_PNN: u32 = 35;
+const CONTROL_GET_NODEMAP: u32 = 91;
+const NODE_DISCONNECTED: u32 = 1;
+
+/// A `ctdb_req_control_old` as smbd writes it (unpadded unless `pad`).
+fn control_request(opcode: u32, reqid: u32, pad: bool) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&opcode.to_ne_bytes());
+    body.extend_from_slice(&0u32.to_ne_bytes()); // pad
+    body.extend_from_slice(&0u64.to_ne_bytes()); // srvid
+    body.extend_from_slice(&0u32.to_ne_bytes()); // client_id
+    body.extend_from_slice(&0u32.to_ne_bytes()); // flags
+    body.extend_from_slice(&0u32.to_ne_bytes()); // datalen
+    frame(REQ_CONTROL, CURRENT_NODE, reqid, &body, pad)
+}
+
+/// Sends a control and returns its status and data.
+fn control(stream: &mut UnixStream, opcode: u32, reqid: u32, pad: bool) -> (i32, Vec<u8>) {
+    stream
+        .write_all(&control_request(opcode, reqid, pad))
+        .unwrap();
+    loop {
+        let reply = read_frame(stream).expect("no reply to control");
+        if op_of(&reply) != REPLY_CONTROL || word(&reply, 28) != reqid {
+            continue;
+        }
+        let status = i32::from_ne_bytes(word(&reply, 32).to_ne_bytes());
+        let datalen = word(&reply, 36) as usize;
+        return (status, reply[44..44 + datalen].to_vec());
+    }
+}
+
+/// Node flags from a GET_NODEMAP reply: u32 count, then 36-byte entries (pnn, flags, addr).
+fn nodemap_flags(data: &[u8]) -> Vec<u32> {
+    let count = word(data, 0) as usize;
+    (0..count).map(|i| word(data, 4 + i * 36 + 4)).collect()
+}
+
+#[test]
+fn ctdbd_answers_controls_from_padded_and_unpadded_clients() {
+    let nodes = [bin_ip(21), bin_ip(22)];
+    let d = Daemon::start("getpnn", nodes[1], &nodes);
+    assert!(
+        wait_until(Duration::from_secs(10), || UnixStream::connect(d.socket())
+            .is_ok_and(|mut s| {
+                set_timeout_unix(&s, 300);
+                s.write_all(&control_request(CONTROL_GET_PNN, 1, true))
+                    .is_ok()
+                    && read_frame(&mut s).is_some()
+            })),
+        "no answer:\n{}",
+        d.log()
+    );
+    let mut c = d.connect();
+    assert_eq!(control(&mut c, CONTROL_GET_PNN, 2, true).0, 1);
+    // smbd does not pad: a 60-byte control is answered all the same.
+    assert_eq!(control(&mut c, CONTROL_GET_PNN, 3, false).0, 1);
+    // Garbage on another connection does not disturb this one.
+    let mut junk = d.connect();
+    let _ = junk.write_all(&Prng::new(7).bytes(3000));
+    assert_eq!(control(&mut c, CONTROL_GET_PNN, 4, false).0, 1);
 }
 
 #[test]
@@ -1115,9 +1201,42 @@ fn three_daemons_start_and_survive_the_kill_of_one() {
     for (i, d) in daemons.iter().enumerate() {
         assert!(d.log().contains(&format!("PNN is {i}")), "{}", d.log());
     }
+    let flags = |d: &Daemon| {
+        UnixStream::connect(d.socket())
+            .ok()
+            .map(|mut s| {
+                set_timeout_unix(&s, 2000);
+                nodemap_flags(&control(&mut s, CONTROL_GET_NODEMAP, 9, true).1)
+            })
+            .unwrap_or_default()
+    };
+    let all_connected = |d: &Daemon| {
+        let f = flags(d);
+        f.len() == 3 && f.iter().all(|f| f & NODE_DISCONNECTED == 0)
+    };
+    for d in &daemons {
+        assert!(
+            wait_until(Duration::from_secs(15), || all_connected(d)),
+            "not all connected: {:?}\n{}",
+            flags(d),
+            d.log()
+        );
+    }
+    let clock = MonotonicClock::new();
+    let killed = clock.now();
     signal(daemons[1].pid, nix::sys::signal::Signal::SIGKILL);
-    sleep(1500);
+    for d in [&daemons[0], &daemons[2]] {
+        assert!(
+            wait_until(Duration::from_secs(5), || flags(d)
+                .get(1)
+                .is_some_and(|f| f & NODE_DISCONNECTED != 0)),
+            "node 1 not disconnected: {:?}",
+            flags(d)
+        );
+    }
+    let took = clock.now().saturating_since(killed);
+    assert!(took < Duration::from_secs(3), "took {took:?}");
     assert!(alive(daemons[0].pid) && alive(daemons[2].pid));
-    // TODO(core): once the core answers GET_NODEMAP and starts the transport, check that
-    // nodes 0 and 2 show node 1 DISCONNECTED within a few seconds of the kill.
+    // The survivors still see each other.
+    assert_eq!(flags(&daemons[0])[2] & NODE_DISCONNECTED, 0);
 }

@@ -12,7 +12,7 @@ use super::queue::{read_bounded, QueueLimits, ReadOutcome, WriteQueue};
 use crate::common::clock::Instant;
 use crate::common::sys;
 use crate::server::effect::ClientId;
-use log::{debug, error, info, warn};
+use log::{error, info, trace, warn};
 use mio::net::{UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 use std::collections::HashMap;
@@ -215,7 +215,7 @@ impl Clients {
     /// client must be closed.
     pub fn send(&mut self, id: ClientId, frame: Vec<u8>) -> Result<(), String> {
         let Some(client) = self.conns.get_mut(&id) else {
-            debug!("Dropping packet for closed client {id}");
+            trace!("Dropping packet for closed client {id}");
             return Ok(());
         };
         client.queue.push(frame).map_err(|full| full.to_string())?;

@@ -11,7 +11,7 @@ use crate::common::clock::MonotonicClock;
 use crate::protocol::event::{EventPacket, EventReply, EventRequest, FrameBuffer, RunRequest};
 use crate::protocol::Marshal;
 use crate::server::effect::EventOutcome;
-use log::{debug, error, info, warn};
+use log::{debug, error, info, trace, warn};
 use mio::net::UnixStream;
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
@@ -250,7 +250,7 @@ impl Eventd {
             .flush(&mut conn.stream)
             .map_err(|e| format!("write to eventd: {e}"))?;
         self.pending.insert(reqid, id);
-        debug!("Sent event {event} (reqid {reqid}) to eventd");
+        trace!("Sent event {event} (reqid {reqid}) to eventd");
         Ok(())
     }
 
@@ -325,6 +325,13 @@ impl Eventd {
             kill(pid, nix::sys::signal::Signal::SIGTERM);
         }
         self.conn = None;
+    }
+}
+
+impl Drop for Eventd {
+    /// An eventd must never outlive the ctdbd that started it, whatever path ends it.
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

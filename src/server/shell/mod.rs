@@ -12,18 +12,20 @@
 pub mod clients;
 pub mod eventd;
 pub mod frames;
-pub mod logger;
 pub mod queue;
-pub mod startup;
 pub mod tcp;
 
 use crate::common::clock::{Instant, MonotonicClock};
+use crate::common::logging::CtdbLogger;
+use crate::common::nodes;
 use crate::common::sys::PidFile;
+use crate::protocol::types::{node_flags, NodeAndFlags};
+use crate::protocol::Timeval;
 use crate::server::daemon::{Daemon, Host};
 use crate::server::effect::{ClientId, Effect, EventOutcome, Pnn};
 use clients::{ClientFrame, ClientLimits, Clients};
 use eventd::Eventd;
-use log::{debug, error, info, warn};
+use log::{debug, error, info, trace, warn};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use nix::sys::signal::Signal;
@@ -98,8 +100,11 @@ impl Core for Daemon {
 }
 
 /// The operating system as the core's [`Host`].
-#[derive(Debug, Clone, Copy, Default)]
-pub struct OsHost;
+#[derive(Debug, Clone, Default)]
+pub struct OsHost {
+    /// The nodes file, re-read for GET_NODES_FILE.
+    pub nodes_file: Option<PathBuf>,
+}
 
 impl Host for OsHost {
     fn process_exists(&self, pid: i32) -> bool {
@@ -112,6 +117,30 @@ impl Host for OsHost {
             Ok(()) | Err(nix::errno::Errno::EPERM)
         )
     }
+
+    fn wall_clock(&self) -> Timeval {
+        let (tv_sec, tv_usec) = crate::common::clock::wall_clock_now();
+        Timeval { tv_sec, tv_usec }
+    }
+
+    fn read_nodes_file(&self) -> Result<Vec<NodeAndFlags>, String> {
+        let path = self.nodes_file.as_ref().ok_or("no nodes file")?;
+        nodes::load(path)
+            .map(|entries| node_list(&entries))
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The nodes file as the core's node map: deleted entries carry `NODE_FLAGS_DELETED`.
+pub fn node_list(entries: &[nodes::NodeEntry]) -> Vec<NodeAndFlags> {
+    entries
+        .iter()
+        .map(|n| NodeAndFlags {
+            pnn: n.pnn,
+            flags: if n.deleted { node_flags::DELETED } else { 0 },
+            addr: n.addr,
+        })
+        .collect()
 }
 
 /// Resource limits of the shell. Stock has none of these; each one turns unbounded growth
@@ -163,6 +192,9 @@ pub struct ShellParts<C> {
     pub pid_file: Option<PidFile>,
     pub transport: Transport,
     pub eventd: Option<Eventd>,
+    /// The installed logger, for SET_DEBUG and SIGHUP; `None` when logging is not ours.
+    pub logger: Option<&'static CtdbLogger>,
+    pub host: OsHost,
     /// SIGTERM, SIGINT, SIGHUP and SIGCHLD, blocked and delivered here.
     pub signals: Option<SignalFd>,
     /// Test mode with a piped stdin: EOF shuts the daemon down.
@@ -191,6 +223,8 @@ pub struct Shell<C> {
     clients: Clients,
     transport: Transport,
     eventd: Option<Eventd>,
+    logger: Option<&'static CtdbLogger>,
+    host: OsHost,
     signals: Option<SignalFd>,
     watch_stdin: bool,
     socket_path: PathBuf,
@@ -254,6 +288,8 @@ impl<C: Core> Shell<C> {
             clients,
             transport: parts.transport,
             eventd,
+            logger: parts.logger,
+            host: parts.host,
             signals: parts.signals,
             watch_stdin: parts.watch_stdin,
             socket_identity: socket_identity(&parts.socket_path),
@@ -413,7 +449,11 @@ impl<C: Core> Shell<C> {
                     );
                 }
             }
-            Effect::SetLogLevel { level } => logger::set_level(level),
+            Effect::SetLogLevel { level } => {
+                if let Some(logger) = self.logger {
+                    logger.set_level(level);
+                }
+            }
             Effect::Exit { code } => {
                 info!("Core finished; exiting with code {code}");
                 self.exit = Some((ExitReason::Core, code));
@@ -437,7 +477,7 @@ impl<C: Core> Shell<C> {
             self.exit = Some((ExitReason::Fatal, 1));
             return;
         }
-        info!("Transport started; accepting clients");
+        debug!("Transport started; accepting clients");
         self.transport.handle_timers(self.poll.registry(), now);
     }
 
@@ -467,7 +507,7 @@ impl<C: Core> Shell<C> {
             match self.clients.next_frame(id) {
                 ClientFrame::None => break,
                 ClientFrame::Frame(frame) => {
-                    self.core.on_client_frame(now, id, &frame, &OsHost);
+                    self.core.on_client_frame(now, id, &frame, &self.host);
                     self.run_effects(now);
                     if !self.clients.exists(id) {
                         return;
@@ -483,7 +523,7 @@ impl<C: Core> Shell<C> {
             Ok(ReadOutcome::Drained) => {}
             Ok(ReadOutcome::BudgetSpent) => self.revisit.push(clients::client_token(id)),
             Ok(ReadOutcome::Eof) => {
-                debug!("Client {id} disconnected");
+                trace!("Client {id} disconnected");
                 self.close_client(now, id);
             }
             Err(reason) => self.drop_client(now, id, &reason),
@@ -513,7 +553,7 @@ impl<C: Core> Shell<C> {
     }
 
     fn node_connected(&mut self, now: Instant, pnn: Pnn) {
-        info!("Both connections to node {pnn} are up");
+        debug!("Both connections to node {pnn} are up");
         self.core.on_node_connected(now, pnn);
         self.run_effects(now);
     }
@@ -538,7 +578,7 @@ impl<C: Core> Shell<C> {
             match self.transport.next_incoming_frame(pnn) {
                 Ok(None) => break,
                 Ok(Some(frame)) => {
-                    self.core.on_node_frame(now, pnn, &frame, &OsHost);
+                    self.core.on_node_frame(now, pnn, &frame, &self.host);
                     self.run_effects(now);
                 }
                 Err(reason) => {
@@ -608,7 +648,11 @@ impl<C: Core> Shell<C> {
                     self.request_shutdown(now, &format!("Received signal {signo}"), 0);
                 }
                 Ok(Signal::SIGHUP) => {
-                    logger::reopen();
+                    if let Some(logger) = self.logger {
+                        if let Err(e) = logger.reopen() {
+                            error!("Failed to reopen logs: {e}");
+                        }
+                    }
                     info!("Received SIGHUP, reopened logs");
                 }
                 Ok(Signal::SIGCHLD) => self.reap_children(),

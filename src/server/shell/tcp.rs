@@ -10,7 +10,7 @@ use super::frames::{self, FrameError, FrameReader};
 use super::queue::{read_bounded, QueueFull, QueueLimits, ReadOutcome, WriteQueue};
 use crate::common::clock::Instant;
 use crate::server::effect::Pnn;
-use log::{debug, error, warn};
+use log::{debug, error, trace, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 use nix::sys::socket::{
@@ -359,7 +359,7 @@ impl Transport {
             OutState::Connecting { stream, .. } => match connect_result(stream) {
                 ConnectProgress::Pending => LinkEvent::Quiet,
                 ConnectProgress::Failed(e) => {
-                    debug!("Connect to node {pnn} failed: {e}");
+                    trace!("Connect to node {pnn} failed: {e}");
                     Self::stop_outgoing(peer, registry);
                     peer.outgoing = OutState::Idle {
                         retry_at: now.saturating_add(RETRY_INTERVAL),
@@ -420,7 +420,7 @@ impl Transport {
             return Ok(());
         };
         let OutState::Up { stream, queue } = &mut peer.outgoing else {
-            debug!("No outgoing connection to node {pnn}, dropping packet");
+            trace!("No outgoing connection to node {pnn}, dropping packet");
             return Ok(());
         };
         queue.push(frame).map_err(|QueueFull { bytes, frames }| {
@@ -477,7 +477,7 @@ impl Transport {
                 OutState::Idle { retry_at } => *retry_at <= now,
                 OutState::Connecting { deadline, .. } => {
                     if *deadline <= now {
-                        debug!("Connect to node {pnn} timed out, restarting");
+                        trace!("Connect to node {pnn} timed out, restarting");
                         true
                     } else {
                         false
@@ -595,7 +595,7 @@ fn start_outgoing(
             deadline: now.saturating_add(CONNECT_TIMEOUT),
         },
         Err(e) => {
-            debug!("Failed to start connection to node {pnn} ({peer}): {e}");
+            trace!("Failed to start connection to node {pnn} ({peer}): {e}");
             OutState::Idle {
                 retry_at: now.saturating_add(RETRY_INTERVAL),
             }
