@@ -876,7 +876,10 @@ fn make_base(tag: &str, me: IpAddr, nodes: &[IpAddr]) -> PathBuf {
 }
 
 fn ctdbd_command(base: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ctdbd"));
+    with_env(Command::new(env!("CARGO_BIN_EXE_ctdbd")), base)
+}
+
+fn with_env(mut cmd: Command, base: &Path) -> Command {
     cmd.env("CTDB_TEST_MODE", "yes")
         .env("CTDB_BASE", base)
         .env("CTDB_EVENTD", "/usr/libexec/ctdb/ctdb-eventd")
@@ -946,7 +949,20 @@ struct Daemon {
 impl Daemon {
     fn start(tag: &str, me: IpAddr, nodes: &[IpAddr]) -> Daemon {
         let base = make_base(tag, me, nodes);
-        let mut launcher: Child = ctdbd_command(&base).stdin(Stdio::piped()).spawn().unwrap();
+        Self::launch(ctdbd_command(&base), base)
+    }
+
+    /// Starts the daemon with at most `nofile` open files.
+    fn start_limited(tag: &str, me: IpAddr, nofile: u32) -> Daemon {
+        let base = make_base(tag, me, &[me]);
+        let mut cmd = Command::new("prlimit");
+        cmd.arg(format!("--nofile={nofile}:{nofile}"))
+            .arg(env!("CARGO_BIN_EXE_ctdbd"));
+        Self::launch(with_env(cmd, &base), base)
+    }
+
+    fn launch(mut command: Command, base: PathBuf) -> Daemon {
+        let mut launcher: Child = command.stdin(Stdio::piped()).spawn().unwrap();
         let stdin = launcher.stdin.take();
         // The launcher forks and exits at once; the daemon is the child.
         assert!(launcher.wait().unwrap().success());
@@ -1188,6 +1204,39 @@ fn ctdbd_answers_controls_from_padded_and_unpadded_clients() {
     let mut junk = d.connect();
     let _ = junk.write_all(&Prng::new(7).bytes(3000));
     assert_eq!(control(&mut c, CONTROL_GET_PNN, 4, false).0, 1);
+}
+
+#[test]
+fn ctdbd_survives_running_out_of_file_descriptors() {
+    let me = bin_ip(23);
+    let d = Daemon::start_limited("nofile", me, 64);
+    let mut first = d.connect();
+    assert!(wait_until(Duration::from_secs(10), || {
+        set_timeout_unix(&first, 300);
+        first
+            .write_all(&control_request(CONTROL_GET_PNN, 1, true))
+            .is_ok()
+            && read_frame(&mut first).is_some()
+    }));
+    set_timeout_unix(&first, 5000);
+    // More clients than the daemon has descriptors for: the kernel queues the excess.
+    let mut crowd: Vec<UnixStream> = (0..90)
+        .filter_map(|_| UnixStream::connect(d.socket()).ok())
+        .collect();
+    sleep(300);
+    assert_eq!(control(&mut first, CONTROL_GET_PNN, 2, true).0, 0);
+    // Freeing descriptors lets the waiting clients in; the newest one gets served.
+    let mut last = crowd.pop().unwrap();
+    crowd.truncate(10);
+    set_timeout_unix(&last, 5000);
+    assert_eq!(control(&mut last, CONTROL_GET_PNN, 3, true).0, 0);
+    assert!(alive(d.pid));
+    let log = d.log();
+    assert_eq!(
+        log.matches("Failed to accept client connection").count(),
+        1,
+        "logged once per episode:\n{log}"
+    );
 }
 
 #[test]

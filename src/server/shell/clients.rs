@@ -65,6 +65,8 @@ pub struct Clients {
     next_id: ClientId,
     euid: u32,
     limits: ClientLimits,
+    /// Accepting fails for lack of resources (EMFILE...): logged once, not on every retry.
+    accept_failing: bool,
 }
 
 impl Clients {
@@ -75,6 +77,7 @@ impl Clients {
             next_id: 1,
             euid: nix::unistd::geteuid().as_raw(),
             limits,
+            accept_failing: false,
         }
     }
 
@@ -105,14 +108,21 @@ impl Clients {
         loop {
             let (mut stream, _) = match self.listener.accept() {
                 Ok(pair) => pair,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return (accepted, false),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.accept_failing = false;
+                    return (accepted, false);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
                 Err(e) => {
-                    error!("Failed to accept client connection: {e}");
+                    if !self.accept_failing {
+                        error!("Failed to accept client connection: {e}");
+                        self.accept_failing = true;
+                    }
                     return (accepted, true);
                 }
             };
+            self.accept_failing = false;
             let cred = match sys::peer_cred(&stream) {
                 Ok(cred) => cred,
                 Err(e) => {

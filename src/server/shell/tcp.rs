@@ -161,6 +161,8 @@ pub struct Transport {
     peers: Vec<Option<Peer>>,
     next_link_id: u64,
     limits: TransportLimits,
+    /// Accepting fails for lack of resources: logged once, not on every retry.
+    accept_failing: bool,
 }
 
 /// Token of the node listener (chosen by the shell).
@@ -203,6 +205,7 @@ impl Transport {
             peers,
             next_link_id: 1,
             limits,
+            accept_failing: false,
         })
     }
 
@@ -247,14 +250,21 @@ impl Transport {
         loop {
             let (mut stream, addr) = match self.listener.accept() {
                 Ok(pair) => pair,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return (connected, false),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.accept_failing = false;
+                    return (connected, false);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
                 Err(e) => {
-                    error!("Failed to accept node connection: {e}");
+                    if !self.accept_failing {
+                        error!("Failed to accept node connection: {e}");
+                        self.accept_failing = true;
+                    }
                     return (connected, true);
                 }
             };
+            self.accept_failing = false;
             let Some(pnn) = self.pnn_of(addr.ip()) else {
                 error!("Refused connection from unknown node {}", addr.ip());
                 continue;
