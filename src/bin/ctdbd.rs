@@ -241,6 +241,8 @@ fn start_daemon(startup: Startup) -> Result<i32, StartError> {
     let unix_listener = sys::bind_unix_socket(&socket_path)
         .map_err(|e| StartError::Socket(format!("{e}; Cannot continue.  Exiting!")))?;
     info!("Listening to ctdb socket {}", socket_path.display());
+    // Until the shell owns it, a failed start removes the socket again.
+    let mut socket_guard = SocketGuard(Some(socket_path.clone()));
 
     let signals = sys::signal_fd(&[
         Signal::SIGTERM,
@@ -305,8 +307,21 @@ fn start_daemon(startup: Startup) -> Result<i32, StartError> {
         limits,
     })
     .map_err(|e| StartError::Other(format!("Failed to set up the event loop: {e}")))?;
+    socket_guard.0 = None;
     let (_, code) = shell.run();
     Ok(code)
+}
+
+/// Removes the unix socket when start-up fails after binding it.
+#[derive(Debug)]
+struct SocketGuard(Option<std::path::PathBuf>);
+
+impl Drop for SocketGuard {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 /// Everything the core needs from start-up (`ctdbd.c:main` and the start of

@@ -1135,9 +1135,11 @@ fn ctdbd_exits_when_eventd_dies() {
 fn ctdbd_refuses_a_node_address_missing_from_the_nodes_file() {
     let base = make_base("badaddr", bin_ip(7), &[bin_ip(8)]);
     let (code, stderr) = run_foreground(&base, Duration::from_secs(10));
+    let leftovers = ["run/ctdbd.socket", "run/ctdbd.pid"].map(|f| base.join(f).exists());
     let _ = std::fs::remove_dir_all(&base);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("Can not determine PNN"), "{stderr}");
+    assert_eq!(leftovers, [false, false], "a failed start cleans up");
 }
 
 const REQ_CONTROL: u32 = 7;
