@@ -469,6 +469,14 @@ unsafe fn datum_slice<'a>(data: TdbData) -> &'a [u8] {
 }
 
 /// An open TDB (`struct tdb_context`), closed on drop.
+///
+/// libtdb refuses a second open of the same file in one process (`EBUSY`): fcntl locks belong
+/// to the process, so closing one handle would drop the other's locks. Share one handle.
+///
+/// Release every lock before dropping a `MUTEX_LOCKING` database: closing unmaps the mutexes,
+/// and a mutex still held then stays locked for everybody (even after this process exits the
+/// kernel cannot mark an unmapped robust mutex as owner-dead). A process that dies with the
+/// database still open is fine: the next locker recovers the mutex.
 pub struct Tdb {
     ctx: NonNull<TdbContext>,
     /// The name given to `tdb_open`; its heap buffer is also the log callback's private
@@ -920,6 +928,11 @@ impl Tdb {
 
     /// `tdb_lockall_mark`: behave as if holding the all-record write lock (held for real by
     /// the freeze lock helper), so record access and traverses take no locks of their own.
+    ///
+    /// Outside a transaction this fails if [`Tdb::transaction_write_lock_mark`] is in effect
+    /// (libtdb does not mix an all-record lock with other locks held); CTDB marks both only
+    /// inside its recovery transaction, where the transaction already counts as holding every
+    /// chain.
     pub fn lockall_mark(&self) -> Result<(), TdbError> {
         self.plain_call("tdb_lockall_mark", ffi::tdb_lockall_mark)
     }
