@@ -7,4 +7,5 @@ pub mod nodes;
 pub mod path;
 pub mod public_addresses;
 pub mod sys;
+pub mod tdb;
 pub mod tunable;
