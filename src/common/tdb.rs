@@ -1250,11 +1250,11 @@ mod tests {
 
     const CHILD_ENV: &str = "CTDB_RS_TDB_TEST_CHILD";
 
-    /// Not a test: the body of the helper process that [`LockHolder`] starts (this same test
-    /// binary, filtered to this function). It opens the database, takes the requested lock,
-    /// says `CHILD-READY`, and keeps everything until its stdin is closed.
+    /// The body of the helper process that [`LockHolder`] starts (this same test binary,
+    /// filtered to this function). Run as an ordinary test it has nothing to do and passes; with
+    /// `CTDB_RS_TDB_TEST_CHILD` set it opens the database, takes the requested lock, says
+    /// `CHILD-READY`, and keeps everything until its stdin is closed.
     #[test]
-    #[ignore = "helper process for the lock tests"]
     fn lock_holder_child() {
         let Ok(spec) = std::env::var(CHILD_ENV) else {
             return;
@@ -1301,7 +1301,7 @@ mod tests {
                 module_path!().split_once("::").unwrap().1
             );
             let mut child = Command::new(std::env::current_exe().unwrap())
-                .args([&test_name, "--exact", "--ignored", "--nocapture"])
+                .args([&test_name, "--exact", "--nocapture"])
                 .env(
                     CHILD_ENV,
                     format!("{} {action} {}", flags.bits(), path.display()),
