@@ -159,6 +159,11 @@ impl<'fd> Spawn<'fd> {
         &self.argv
     }
 
+    /// Starts the child and returns a handle that can signal it safely (see [`Child`]).
+    pub fn spawn_child(&self) -> Result<Child, SpawnError> {
+        self.spawn().map(Child::new)
+    }
+
     /// Starts the child and returns its pid. The caller owns the child from here on: it must
     /// reap it (ctdbd does that from its SIGCHLD handling).
     pub fn spawn(&self) -> Result<i32, SpawnError> {
@@ -434,6 +439,67 @@ pub fn socketpair_cloexec() -> Result<(OwnedFd, OwnedFd), SpawnError> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
+/// A started child that can be signalled without ever hitting an unrelated process that
+/// reused its pid: signals go through a pidfd, which keeps naming this process even after
+/// someone has reaped it. Reaping stays with the caller (`waitpid`); this handle never waits.
+/// Without pidfd support (Linux < 5.3) it falls back to plain `kill`, and the caller must then
+/// stop signalling once it has reaped the pid.
+#[derive(Debug)]
+pub struct Child {
+    pid: i32,
+    pidfd: Option<OwnedFd>,
+}
+
+impl Child {
+    /// Wraps a child that has not been reaped yet (its pid cannot have been reused).
+    pub fn new(pid: i32) -> Self {
+        Child {
+            pid,
+            pidfd: pidfd_open(pid),
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Sends `signal`; a child that has exited (or been reaped) is not an error.
+    pub fn signal(&self, signal: i32) -> Result<(), SpawnError> {
+        let Some(pidfd) = &self.pidfd else {
+            return signal_pid(self.pid, signal);
+        };
+        // SAFETY: pidfd_send_signal reads only its scalar arguments; the pidfd is open and
+        // owned by us, and a NULL siginfo asks for the default (SI_USER) information.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                pidfd.as_raw_fd(),
+                signal,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        if rc != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::ESRCH) {
+                return Err(SpawnError::Os {
+                    op: "pidfd_send_signal",
+                    source: err,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn pidfd_open(pid: i32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes scalars and returns a new fd (close-on-exec by definition).
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let fd = RawFd::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+    // SAFETY: the fd was just created and nothing else owns it.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// Sends `signal` to `pid`; a process that is already gone is not an error.
 pub fn signal_pid(pid: i32, signal: i32) -> Result<(), SpawnError> {
     if pid <= 0 {
@@ -625,6 +691,23 @@ mod tests {
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines.len(), 2, "{out:?}");
         assert_eq!(lines[0], lines[1], "pgid must equal the child's pid");
+    }
+
+    #[test]
+    fn child_handle_signals_and_survives_reaping() {
+        let child = Spawn::from_argv(&["/bin/sleep", "10"])
+            .unwrap()
+            .spawn_child()
+            .unwrap();
+        assert!(child.pidfd.is_some(), "this kernel should have pidfds");
+        child.signal(libc::SIGTERM).unwrap();
+        let mut status = 0;
+        // SAFETY: waits for our own child, writing only into `status`.
+        let waited = unsafe { libc::waitpid(child.pid(), &mut status, 0) };
+        assert_eq!(waited, child.pid());
+        assert!(libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGTERM);
+        // Reaped: the pid may now belong to anyone, but the pidfd still names the dead child.
+        child.signal(libc::SIGKILL).unwrap();
     }
 
     #[test]
