@@ -113,6 +113,9 @@ enum ExitReason {
 impl Helper {
     fn run(&self) {
         let (result, lock) = self.take_lock();
+        // From the moment the parent can know that we hold the lock, SIGTERM must take the
+        // orderly way out (through the signalfd), not kill us half-way through setting up.
+        let signals = lock.as_ref().and_then(|_| self.exit_signals());
         write_result(result);
         let Some(lock) = lock else {
             return;
@@ -123,7 +126,7 @@ impl Helper {
         }
 
         let checker = if self.args.recheck_interval > 0 {
-            match self.start_checker(&lock) {
+            match self.start_checker(&lock, signals.as_ref()) {
                 Ok(checker) => Some(checker),
                 Err(reason) => {
                     // Stock gives up the lock when it cannot run the checks.
@@ -135,7 +138,7 @@ impl Helper {
             None
         };
 
-        let reason = self.hold(checker.as_ref());
+        let reason = self.hold(checker.as_ref(), signals.as_ref());
         match reason {
             ExitReason::ParentGone(how) => eprintln!("parent gone ({how})"),
             ExitReason::Signal(signo) => {
@@ -192,7 +195,7 @@ impl Helper {
         }
     }
 
-    fn start_checker(&self, lock: &File) -> Result<Checker, String> {
+    fn start_checker(&self, lock: &File, signals: Option<&SignalFd>) -> Result<Checker, String> {
         let meta = lock.metadata().map_err(|e| {
             format!(
                 "lock lost - lock file \"{}\" stat failed ({e})",
@@ -210,6 +213,9 @@ impl Helper {
                 // Closing the child's copy of the lock fd is harmless: fcntl locks belong to
                 // the process that took them, and the child holds none.
                 let _ = nix::unistd::close(lock.as_raw_fd());
+                if let Some(signals) = signals {
+                    let _ = nix::unistd::close(signals.as_raw_fd());
+                }
                 let code = CheckerChild {
                     progname: &self.progname,
                     lock_path: &self.lock_path,
@@ -234,19 +240,23 @@ impl Helper {
     }
 
     /// Waits for a reason to let go of the lock.
-    fn hold(&self, checker: Option<&Checker>) -> ExitReason {
-        let signals = match block_exit_signals() {
+    fn exit_signals(&self) -> Option<SignalFd> {
+        match block_exit_signals() {
             Ok(fd) => Some(fd),
             Err(e) => {
                 // Without the signalfd the default actions still end the process, and the
                 // kernel drops the lock with it.
+                let _ = exit_signal_set().thread_unblock();
                 eprintln!(
                     "{}: signalfd failed ({e}), using default signal actions",
                     self.progname
                 );
                 None
             }
-        };
+        }
+    }
+
+    fn hold(&self, checker: Option<&Checker>, signals: Option<&SignalFd>) -> ExitReason {
         let stdout = std::io::stdout();
         let mut watch_stdout = true;
         let ping_timeout = Duration::from_secs(self.args.ping_timeout);
@@ -276,7 +286,7 @@ impl Helper {
                 fds.push(PollFd::new(stdout.as_fd(), PollFlags::empty()));
                 fds.len() - 1
             });
-            let signal_index = signals.as_ref().map(|s| {
+            let signal_index = signals.map(|s| {
                 fds.push(PollFd::new(s.as_fd(), PollFlags::POLLIN));
                 fds.len() - 1
             });
@@ -303,7 +313,7 @@ impl Helper {
             }
 
             if !revents(signal_index).is_empty() {
-                if let Some(Ok(Some(info))) = signals.as_ref().map(SignalFd::read_signal) {
+                if let Some(Ok(Some(info))) = signals.map(SignalFd::read_signal) {
                     return ExitReason::Signal(i32::try_from(info.ssi_signo).unwrap_or(0));
                 }
             }
@@ -478,11 +488,16 @@ fn write_result(result: ClusterMutexResult) {
     let _ = out.flush();
 }
 
-fn block_exit_signals() -> nix::Result<SignalFd> {
+fn exit_signal_set() -> SigSet {
     let mut set = SigSet::empty();
     for signal in EXIT_SIGNALS {
         set.add(signal);
     }
+    set
+}
+
+fn block_exit_signals() -> nix::Result<SignalFd> {
+    let set = exit_signal_set();
     set.thread_block()?;
     SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
 }

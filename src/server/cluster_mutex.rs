@@ -220,12 +220,14 @@ impl ClusterMutex {
         now: Instant,
     ) -> Result<ClusterMutex, ClusterMutexError> {
         let argv = cluster_mutex_argv(argstring, helper_path).map_err(ClusterMutexError::Args)?;
-        Self::start_argv(&argv, timeout, now)
+        Self::start_argv(&argv, None, timeout, now)
     }
 
-    /// Starts a helper from a ready-made argv (`argv[0]` is the program path).
+    /// Starts a helper from a ready-made argv (`argv[0]` is the program path). Its stderr is
+    /// ours unless `stderr` names another fd (a log pipe, say).
     pub fn start_argv(
         argv: &[String],
+        stderr: Option<BorrowedFd<'_>>,
         timeout: Option<Duration>,
         now: Instant,
     ) -> Result<ClusterMutex, ClusterMutexError> {
@@ -237,9 +239,12 @@ impl ClusterMutex {
                 source: e.source,
             })
         })?;
-        let child = Spawn::from_argv(argv)?
-            .map_fd(write_end.as_fd(), libc::STDOUT_FILENO)
-            .spawn_child()?;
+        let mut spawn = Spawn::from_argv(argv)?;
+        spawn.map_fd(write_end.as_fd(), libc::STDOUT_FILENO);
+        if let Some(stderr) = stderr {
+            spawn.map_fd(stderr, libc::STDERR_FILENO);
+        }
+        let child = spawn.spawn_child()?;
         // Only the helper may hold the write end, or its exit would never read as EOF.
         drop(write_end);
         Ok(ClusterMutex {
