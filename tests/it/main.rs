@@ -4,4 +4,5 @@
 #![allow(clippy::unwrap_used)]
 
 mod golden;
+mod mutex;
 mod tidy;
