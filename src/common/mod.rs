@@ -6,4 +6,5 @@ pub mod logging;
 pub mod nodes;
 pub mod path;
 pub mod public_addresses;
+pub mod sys;
 pub mod tunable;
