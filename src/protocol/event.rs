@@ -826,3 +826,278 @@ mod tests {
         assert_eq!(EventCommand::from(9).name(), "UNKNOWN");
     }
 }
+/// Packets captured from stock ctdb-eventd 4.17.12 (see `tests/golden/eventd/MANIFEST.md`).
+/// Each must decode to the listed value and re-encode to the identical bytes.
+#[cfg(test)]
+mod golden {
+    use super::*;
+    use std::num::NonZeroI32;
+
+    /// What every stock `ctdb-event` invocation uses as its first (and only) reqid.
+    const TOOL_REQID: u32 = 0x7fff_ff38;
+
+    macro_rules! golden {
+        ($name:literal) => {
+            (
+                include_bytes!(concat!("../../tests/golden/eventd/", $name, ".request.bin"))
+                    .as_slice(),
+                include_bytes!(concat!("../../tests/golden/eventd/", $name, ".reply.bin"))
+                    .as_slice(),
+            )
+        };
+    }
+
+    fn check(
+        name: &str,
+        files: (&[u8], &[u8]),
+        request: EventRequestPacket,
+        reply: EventReplyPacket,
+    ) {
+        let (request_bytes, reply_bytes) = files;
+        assert_eq!(
+            EventRequestPacket::from_bytes_exact(request_bytes),
+            Ok(request.clone()),
+            "{name} request"
+        );
+        assert_eq!(
+            request.to_bytes(),
+            request_bytes,
+            "{name} request re-encoded"
+        );
+        assert_eq!(
+            EventReplyPacket::from_bytes_exact(reply_bytes),
+            Ok(reply.clone()),
+            "{name} reply"
+        );
+        assert_eq!(reply.to_bytes(), reply_bytes, "{name} reply re-encoded");
+        assert_eq!(
+            complete_frame_len(request_bytes),
+            Ok(Some(request_bytes.len()))
+        );
+        assert_eq!(complete_frame_len(reply_bytes), Ok(Some(reply_bytes.len())));
+    }
+
+    fn packet<T>(reqid: u32, body: T) -> EventPacket<T> {
+        EventPacket {
+            version: 0,
+            reqid,
+            body,
+        }
+    }
+
+    fn run(
+        component: &str,
+        event: &str,
+        args: Option<&str>,
+        timeout: u32,
+        flags: u32,
+    ) -> EventRequest {
+        EventRequest::Run(RunRequest {
+            component: Some(component.into()),
+            event: Some(event.into()),
+            args: args.map(Into::into),
+            timeout,
+            flags,
+        })
+    }
+
+    fn status(component: &str, event: &str) -> EventRequest {
+        EventRequest::Status(StatusRequest {
+            component: Some(component.into()),
+            event: Some(event.into()),
+        })
+    }
+
+    fn script(
+        name: &str,
+        begin: (i64, i64),
+        end: (i64, i64),
+        result: i32,
+        output: Option<&str>,
+    ) -> EventScript {
+        EventScript {
+            name: Some(name.into()),
+            begin: Timeval {
+                tv_sec: begin.0,
+                tv_usec: begin.1,
+            },
+            end: Timeval {
+                tv_sec: end.0,
+                tv_usec: end.1,
+            },
+            result,
+            output: output.map(|o| o.as_bytes().to_vec()),
+        }
+    }
+
+    fn failed(result: i32) -> EventReply {
+        EventReply::Status(Err(NonZeroI32::new(result).unwrap()))
+    }
+
+    const T: i64 = 1_795_692_204;
+
+    #[test]
+    fn run_monitor_stops_at_the_failing_script() {
+        check(
+            "run_monitor",
+            golden!("run_monitor"),
+            packet(TOOL_REQID, run("legacy", "monitor", None, 30, 0)),
+            packet(TOOL_REQID, EventReply::Run(8)),
+        );
+    }
+
+    #[test]
+    fn status_monitor_lists_only_the_scripts_that_ran() {
+        check(
+            "status_monitor",
+            golden!("status_monitor"),
+            packet(TOOL_REQID, status("legacy", "monitor")),
+            packet(
+                TOOL_REQID,
+                EventReply::Status(Ok(StatusReply {
+                    summary: 1,
+                    scripts: vec![
+                        script("01.good", (T, 67), (T, 1600), 0, Some("good: monitor\n")),
+                        script(
+                            "02.fail",
+                            (T, 1650),
+                            (T, 2923),
+                            1,
+                            Some("fail: monitor is unhappy\n"),
+                        ),
+                    ],
+                })),
+            ),
+        );
+    }
+
+    #[test]
+    fn run_with_arguments_and_run_all() {
+        check(
+            "run_takeip_all",
+            golden!("run_takeip_all"),
+            packet(
+                TOOL_REQID,
+                run(
+                    "legacy",
+                    "takeip",
+                    Some("eth0 10.0.0.1 24"),
+                    30,
+                    EVENT_RUN_ALL,
+                ),
+            ),
+            packet(TOOL_REQID, EventReply::Run(0)),
+        );
+    }
+
+    #[test]
+    fn status_reports_silent_and_disabled_scripts_with_null_output() {
+        check(
+            "status_takeip",
+            golden!("status_takeip"),
+            packet(TOOL_REQID, status("legacy", "takeip")),
+            packet(
+                TOOL_REQID,
+                EventReply::Status(Ok(StatusReply {
+                    summary: 0,
+                    scripts: vec![
+                        script(
+                            "01.good",
+                            (T, 47004),
+                            (T, 48409),
+                            0,
+                            Some("good: takeip eth0 10.0.0.1 24\n"),
+                        ),
+                        script("02.fail", (T, 48461), (T, 49765), 0, None),
+                        script("03.off", (T, 49768), (T, 49774), -8, None),
+                    ],
+                })),
+            ),
+        );
+    }
+
+    #[test]
+    fn status_of_an_event_never_run_is_einval() {
+        check(
+            "status_never_run",
+            golden!("status_never_run"),
+            packet(TOOL_REQID, status("legacy", "startup")),
+            packet(TOOL_REQID, failed(22)),
+        );
+    }
+
+    #[test]
+    fn run_of_a_missing_component_is_enoent() {
+        check(
+            "run_no_component",
+            golden!("run_no_component"),
+            packet(TOOL_REQID, run("nosuch", "monitor", None, 30, 0)),
+            packet(TOOL_REQID, EventReply::Run(2)),
+        );
+    }
+
+    #[test]
+    fn run_timeout_is_positive_etimedout() {
+        check(
+            "run_timeout",
+            golden!("run_timeout"),
+            packet(TOOL_REQID, run("legacy", "startrecovery", None, 1, 0)),
+            packet(TOOL_REQID, EventReply::Run(110)),
+        );
+    }
+
+    #[test]
+    fn status_after_timeout_has_negative_etimedout_summary() {
+        check(
+            "status_timeout",
+            golden!("status_timeout"),
+            packet(TOOL_REQID, status("legacy", "startrecovery")),
+            packet(
+                TOOL_REQID,
+                EventReply::Status(Ok(StatusReply {
+                    summary: -110,
+                    scripts: vec![
+                        script(
+                            "01.good",
+                            (T, 133_182),
+                            (T, 134_614),
+                            0,
+                            Some("good: startrecovery\n"),
+                        ),
+                        script("02.fail", (T, 134_666), (T + 1, 134_214), -110, None),
+                    ],
+                })),
+            ),
+        );
+    }
+
+    fn script_request(name: &str, action: ScriptAction) -> EventRequest {
+        EventRequest::Script(ScriptRequest {
+            component: Some("legacy".into()),
+            script: Some(name.into()),
+            action,
+        })
+    }
+
+    #[test]
+    fn script_enable_and_disable() {
+        check(
+            "script_disable",
+            golden!("script_disable"),
+            packet(101, script_request("01.good", ScriptAction::Disable)),
+            packet(101, EventReply::Script(0)),
+        );
+        check(
+            "script_enable",
+            golden!("script_enable"),
+            packet(102, script_request("01.good.script", ScriptAction::Enable)),
+            packet(102, EventReply::Script(0)),
+        );
+        check(
+            "script_enable_missing",
+            golden!("script_enable_missing"),
+            packet(103, script_request("99.missing", ScriptAction::Enable)),
+            packet(103, EventReply::Script(2)),
+        );
+    }
+}
