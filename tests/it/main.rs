@@ -3,4 +3,5 @@
 // Test helpers panic on setup failures by design: a failed setup is a failed test.
 #![allow(clippy::unwrap_used)]
 
+mod eventd;
 mod tidy;
