@@ -129,7 +129,8 @@ fn redirect_stdout_to_null() {
     }
 }
 
-/// A minimal logger in stock's file format (`<time> <host> ctdb-eventd[<pid>]: <message>`).
+/// A minimal logger in stock's formats: `<time> <host> ctdb-eventd[<pid>]: <message>` in a file,
+/// the bare message on stderr.
 /// TODO: replace with `common::logging` once it lands.
 mod logger {
     use super::*;
@@ -240,10 +241,13 @@ mod logger {
             if !self.enabled(record.metadata()) || !record.target().starts_with("ctdb") {
                 return;
             }
-            let line = format!("{} {}: {}\n", timestamp(), self.prefix, record.args());
             let _ = match &self.target {
-                Target::Stderr => std::io::stderr().write_all(line.as_bytes()),
+                // Stock's stderr logging is the bare message.
+                Target::Stderr => {
+                    std::io::stderr().write_all(format!("{}\n", record.args()).as_bytes())
+                }
                 Target::File(file) => {
+                    let line = format!("{} {}: {}\n", timestamp(), self.prefix, record.args());
                     let mut file = file;
                     file.write_all(line.as_bytes())
                 }

@@ -857,3 +857,131 @@ fn script_argv_environment_and_signals_match_stock() {
     ));
     assert!(stock.contains("SigBlk:\t0000000000000000"));
 }
+
+/// Kills a process by pid when dropped, unless disarmed.
+struct PidGuard(Option<i32>);
+
+impl Drop for PidGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            kill_pid(pid, libc::SIGKILL);
+        }
+    }
+}
+
+/// Stock ctdbd, told to use our eventd through `CTDB_EVENTD`, starts it, runs its whole
+/// start-up sequence of events through it, becomes healthy, and stops it at shutdown.
+#[test]
+fn stock_ctdbd_runs_its_events_through_our_eventd() {
+    const CTDBD: &str = "/usr/sbin/ctdbd";
+    const CTDB: &str = "/usr/bin/ctdb";
+    if !Path::new(CTDBD).exists() || !Path::new(CTDB).exists() || !stock_available() {
+        eprintln!("stock ctdbd not installed: skipped");
+        return;
+    }
+    let base = Base::new("ctdbd", Impl::Ours);
+    // A loopback address of our own, so that parallel runs do not fight over port 4379.
+    let pid = std::process::id();
+    let address = format!("127.213.{}.{}", (pid / 250) % 250 + 1, pid % 250 + 2);
+    for dir in ["db/volatile", "db/persistent", "db/state"] {
+        fs::create_dir_all(base.path(dir)).unwrap();
+    }
+    let dir = base.dir.display();
+    fs::write(
+        base.path("ctdb.conf"),
+        format!(
+            "[logging]\n\tlocation = file:{dir}/log.ctdb\n\tlog level = INFO\n\
+             [cluster]\n\tnode address = {address}\n\
+             [database]\n\tvolatile database directory = {dir}/db/volatile\n\
+             \tpersistent database directory = {dir}/db/persistent\n\
+             \tstate database directory = {dir}/db/state\n\
+             [failover]\n\tdisabled = true\n"
+        ),
+    )
+    .unwrap();
+    fs::write(base.path("nodes"), format!("{address}\n")).unwrap();
+    base.script(
+        "01.log",
+        "echo \"$*\" >> \"$CTDB_BASE/events.log\"\nexit 0\n",
+        true,
+    );
+    let socket = base.path("run/ctdbd.socket");
+    let ctdb = |args: &[&str]| {
+        let out = Command::new(CTDB)
+            .args(args)
+            .env("CTDB_TEST_MODE", "yes")
+            .env("CTDB_BASE", &base.dir)
+            .env("CTDB_SOCKET", &socket)
+            .output()
+            .unwrap();
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            out.status.code(),
+        )
+    };
+    let mut ctdbd = Command::new(CTDBD)
+        .arg("-i")
+        .env("CTDB_TEST_MODE", "yes")
+        .env("CTDB_BASE", &base.dir)
+        .env("CTDB_SOCKET", &socket)
+        .env("CTDB_EVENTD", OUR_EVENTD)
+        .env_remove("CTDB_INTERACTIVE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(base.path("ctdbd.stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut ctdbd_guard = PidGuard(Some(i32::try_from(ctdbd.id()).unwrap()));
+    let healthy = wait_until(60, || ctdb(&["status"]).0.contains("OK (THIS NODE)"));
+    let eventd_pid: i32 = fs::read_to_string(base.path("run/eventd.pid"))
+        .unwrap_or_default()
+        .trim()
+        .parse()
+        .unwrap_or(-1);
+    let mut eventd_guard = PidGuard((eventd_pid > 1).then_some(eventd_pid));
+    let stderr = fs::read_to_string(base.path("ctdbd.stderr")).unwrap_or_default();
+    assert!(healthy, "ctdbd never became healthy:\n{stderr}");
+    assert!(
+        stderr.contains(&format!("Starting event daemon {OUR_EVENTD} -P")),
+        "{stderr}"
+    );
+    let events = fs::read_to_string(base.path("events.log")).unwrap();
+    let order = [
+        "init",
+        "setup",
+        "startrecovery",
+        "recovered",
+        "startup",
+        "monitor",
+    ];
+    let mut lines = events.lines();
+    for event in order {
+        assert!(
+            lines.any(|line| line == event),
+            "{event} missing or out of order in:\n{events}"
+        );
+    }
+    let (status, code) = ctdb(&["event", "status", "legacy", "monitor"]);
+    assert_eq!(code, Some(0), "{status}");
+    assert!(
+        status.starts_with("01.log               OK         "),
+        "{status}"
+    );
+
+    let (_, code) = ctdb(&["shutdown"]);
+    assert_eq!(code, Some(0));
+    let mut ctdbd_exited = false;
+    wait_until(30, || {
+        ctdbd_exited = ctdbd.try_wait().unwrap().is_some();
+        ctdbd_exited
+    });
+    assert!(ctdbd_exited, "ctdbd did not shut down");
+    ctdbd_guard.0 = None;
+    assert!(
+        wait_until(10, || !process_alive(eventd_pid)),
+        "eventd outlived ctdbd"
+    );
+    eventd_guard.0 = None;
+    assert!(!base.path("run/eventd.socket").exists());
+    assert!(!base.path("run/eventd.pid").exists());
+}
