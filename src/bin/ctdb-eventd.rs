@@ -3,11 +3,13 @@
 //! `ESRCH` when the watched pid died, `EEXIST` when another eventd holds the pid file, `EIO`
 //! when the socket cannot be set up, `EINVAL` for a bad configuration, 1 for bad options.
 
-use ctdb::common::clock::wall_clock_now;
-use ctdb::event::config::{EventConfig, EventPaths};
+use ctdb::common::logging::{
+    debug_level_parse, level_filter_for, CtdbLogger, LogConfig, LogLocation, DEBUG_NOTICE,
+};
+use ctdb::common::path::{CtdbPaths, Environment};
+use ctdb::event::config::EventConfig;
 use ctdb::event::shell::{self, ShellOptions};
 use std::fs::File;
-use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::ExitCode;
 
@@ -49,9 +51,9 @@ fn main() -> ExitCode {
     let (Ok(watch_pid), Ok(startup_fd)) = (int_option("P"), int_option("S")) else {
         return ExitCode::from(1);
     };
-    let interactive = std::env::var_os("CTDB_INTERACTIVE").is_some();
-
-    let paths = match EventPaths::from_env() {
+    let env = Environment::from_process_env();
+    let interactive = LogLocation::interactive_from_env(&env);
+    let paths = match CtdbPaths::from_env(&env) {
         Ok(paths) => paths,
         Err(e) => {
             eprintln!("{e}");
@@ -59,7 +61,7 @@ fn main() -> ExitCode {
         }
     };
     let config = match EventConfig::load(&paths.config_file())
-        .and_then(|c| c.validate(&paths.etc_dir).map(|()| c))
+        .and_then(|c| c.validate(&paths.etcdir()).map(|()| c))
     {
         Ok(config) => config,
         Err(e) => {
@@ -68,15 +70,30 @@ fn main() -> ExitCode {
             return exit_code(libc::EINVAL);
         }
     };
-    let (location, level) = if interactive {
-        ("file:", "NOTICE")
-    } else {
-        (config.log_location.as_str(), config.log_level.as_str())
+    // Interactive eventd ignores the configuration and logs NOTICE to stderr.
+    let log_config =
+        LogLocation::resolve(&config.log_location, interactive).map(|location| LogConfig {
+            location,
+            level: if interactive {
+                DEBUG_NOTICE
+            } else {
+                debug_level_parse(&config.log_level).unwrap_or(DEBUG_NOTICE)
+            },
+            app_name: "ctdb-eventd".into(),
+        });
+    let logger = match log_config
+        .map_err(|e| e.to_string())
+        .and_then(|c| install_logger(&c, &env))
+    {
+        Ok(logger) => logger,
+        Err(e) => {
+            eprintln!(
+                "Failed to initialize logging, logging={}, debug={}: {e}",
+                config.log_location, config.log_level
+            );
+            return ExitCode::from(1);
+        }
     };
-    if let Err(e) = logger::init(location, level) {
-        eprintln!("Failed to initialize logging, logging={location}, debug={level}: {e}");
-        return ExitCode::from(1);
-    }
 
     let startup_fd = match startup_fd {
         None | Some(-1) => None,
@@ -92,12 +109,14 @@ fn main() -> ExitCode {
     // Stock's become_daemon points stdout at /dev/null; scripts get their own pipe anyway.
     redirect_stdout_to_null();
 
-    let debug_script = config.debug_script_path(&paths.etc_dir);
     match shell::run(ShellOptions {
-        paths,
-        debug_script,
+        socket: paths.eventd_socket(),
+        pid_file: paths.eventd_pidfile(),
+        script_dir: paths.etcdir_append("events"),
+        debug_script: config.debug_script_path(&paths),
         startup_fd,
         watch_pid,
+        logger: Some(logger),
     }) {
         Ok(exit) => exit_code(exit.code()),
         Err(e) => {
@@ -129,131 +148,32 @@ fn redirect_stdout_to_null() {
     }
 }
 
-/// A minimal logger in stock's formats: `<time> <host> ctdb-eventd[<pid>]: <message>` in a file,
-/// the bare message on stderr.
-/// TODO: replace with `common::logging` once it lands.
-mod logger {
-    use super::*;
+/// Forwards our own records to CTDB's logger; dependencies (mio traces every registration)
+/// would otherwise fill a DEBUG log with lines stock never writes.
+#[derive(Debug)]
+struct OwnRecordsOnly(&'static CtdbLogger);
 
-    #[derive(Debug)]
-    enum Target {
-        Stderr,
-        File(File),
+impl log::Log for OwnRecordsOnly {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.target().starts_with("ctdb") && self.0.enabled(metadata)
     }
 
-    #[derive(Debug)]
-    struct Logger {
-        level: log::LevelFilter,
-        target: Target,
-        prefix: String,
-    }
-
-    /// CTDB's level names: NOTICE is `info!`, INFO is `debug!`, DEBUG is `trace!`.
-    fn parse_level(level: &str) -> Option<log::LevelFilter> {
-        let filter = match level.trim().to_ascii_uppercase().as_str() {
-            "ERROR" | "ERR" | "0" => log::LevelFilter::Error,
-            "WARNING" | "WARN" | "1" => log::LevelFilter::Warn,
-            "NOTICE" | "2" => log::LevelFilter::Info,
-            "INFO" | "3" => log::LevelFilter::Debug,
-            "DEBUG" | "4" | "5" | "6" | "7" | "8" | "9" | "10" => log::LevelFilter::Trace,
-            _ => return None,
-        };
-        Some(filter)
-    }
-
-    pub fn init(location: &str, level: &str) -> Result<(), String> {
-        let level = parse_level(level).ok_or_else(|| "bad log level".to_string())?;
-        let target = match location.strip_prefix("file:") {
-            Some("") => Target::Stderr,
-            Some(path) => Target::File(
-                File::options()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(|e| format!("{path}: {e}"))?,
-            ),
-            // Syslog is not implemented; stderr keeps the messages somewhere.
-            None if location.starts_with("syslog") => Target::Stderr,
-            None => return Err("bad log location".into()),
-        };
-        let host = log_hostname();
-        let logger = Logger {
-            level,
-            target,
-            prefix: format!("{host} ctdb-eventd[{}]", std::process::id()),
-        };
-        log::set_max_level(level);
-        log::set_boxed_logger(Box::new(logger)).map_err(|e| e.to_string())
-    }
-
-    /// The host name in log lines: in test mode stock fakes it as the last component of
-    /// `CTDB_BASE`, so that local daemons can be told apart.
-    fn log_hostname() -> String {
-        if std::env::var_os("CTDB_TEST_MODE").is_some() {
-            if let Some(base) = std::env::var_os("CTDB_BASE") {
-                let base = base.to_string_lossy().into_owned();
-                return match base.rsplit_once('/') {
-                    Some((_, "")) => "unknown".to_string(),
-                    Some((_, last)) => last.to_string(),
-                    None => base,
-                };
-            }
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            self.0.log(record);
         }
-        nix::unistd::gethostname()
-            .ok()
-            .and_then(|h| h.into_string().ok())
-            .map(|h| h.split('.').next().unwrap_or_default().to_string())
-            .unwrap_or_default()
     }
 
-    /// `YYYY-MM-DDTHH:MM:SS.uuuuuu+HH:MM` in local time, as stock writes it.
-    fn timestamp() -> String {
-        let (sec, usec) = wall_clock_now();
-        // SAFETY: an all-zero `tm` is a valid value for localtime_r to overwrite.
-        let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-        let t: libc::time_t = sec;
-        // SAFETY: both pointers refer to live, properly aligned values for the call.
-        if unsafe { libc::localtime_r(&t, &mut tm) }.is_null() {
-            return format!("{sec}.{usec:06}");
-        }
-        let offset_min = tm.tm_gmtoff / 60;
-        let sign = if offset_min < 0 { '-' } else { '+' };
-        format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{usec:06}{sign}{:02}:{:02}",
-            tm.tm_year + 1900,
-            tm.tm_mon + 1,
-            tm.tm_mday,
-            tm.tm_hour,
-            tm.tm_min,
-            tm.tm_sec,
-            offset_min.abs() / 60,
-            offset_min.abs() % 60
-        )
+    fn flush(&self) {
+        self.0.flush();
     }
+}
 
-    impl log::Log for Logger {
-        fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-            metadata.level() <= self.level
-        }
-
-        fn log(&self, record: &log::Record<'_>) {
-            // Only our own messages: dependencies (mio) have their own chatter.
-            if !self.enabled(record.metadata()) || !record.target().starts_with("ctdb") {
-                return;
-            }
-            let _ = match &self.target {
-                // Stock's stderr logging is the bare message.
-                Target::Stderr => {
-                    std::io::stderr().write_all(format!("{}\n", record.args()).as_bytes())
-                }
-                Target::File(file) => {
-                    let line = format!("{} {}: {}\n", timestamp(), self.prefix, record.args());
-                    let mut file = file;
-                    file.write_all(line.as_bytes())
-                }
-            };
-        }
-
-        fn flush(&self) {}
-    }
+fn install_logger(config: &LogConfig, env: &Environment) -> Result<&'static CtdbLogger, String> {
+    let logger: &'static CtdbLogger = Box::leak(Box::new(
+        CtdbLogger::new(config, env).map_err(|e| e.to_string())?,
+    ));
+    log::set_boxed_logger(Box::new(OwnRecordsOnly(logger))).map_err(|e| e.to_string())?;
+    log::set_max_level(level_filter_for(config.level));
+    Ok(logger)
 }

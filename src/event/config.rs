@@ -1,23 +1,16 @@
-//! Where eventd finds things and what it reads from `ctdb.conf` (mirrors
-//! `ctdb/event/event_config.c`, `event_conf.c` and the parts of `ctdb/common/path.c` it uses).
+//! What ctdb-eventd reads from `ctdb.conf` (mirrors `ctdb/event/event_config.c` and
+//! `event_conf.c`).
 //!
-//! Paths: without `CTDB_TEST_MODE` the etc dir is `/etc/ctdb` and the run dir `/run/ctdb`; in
-//! test mode both move under `$CTDB_BASE` (`$CTDB_BASE` and `$CTDB_BASE/run`), and `CTDB_BASE`
-//! must be set.
-//!
-//! Configuration: only the keys eventd uses are read — `[logging] location`, `[logging] log
-//! level` and `[event] debug script` — with a small ini reader (section names compared without
-//! case, blank runs in keys collapsed, whole-line `#`/`;` comments). Unknown sections and keys
-//! are ignored, as stock does; a malformed file is not diagnosed line by line.
-//! TODO: switch to `common::conf` and `common::path` once they land.
+//! Only the keys eventd uses are read — `[logging] location`, `[logging] log level` and
+//! `[event] debug script` — with a small ini reader (section names compared without case,
+//! blank runs in keys collapsed, whole-line `#`/`;` comments). Unknown sections and keys are
+//! ignored, as stock does; a malformed line is skipped rather than diagnosed.
+//! TODO: switch to `common::conf` once it is merged.
 
+use crate::common::logging::{debug_level_parse, LogLocation};
+use crate::common::path::CtdbPaths;
 use std::path::{Path, PathBuf};
 
-const DEFAULT_ETC_DIR: &str = "/etc/ctdb";
-const DEFAULT_RUN_DIR: &str = "/run/ctdb";
-
-/// `LOGGING_LOCATION_DEFAULT` in the Debian build.
-pub const DEFAULT_LOG_LOCATION: &str = "file:/var/log/ctdb/log.ctdb";
 /// `LOGGING_LOG_LEVEL_DEFAULT`: eventd passes no default of its own.
 pub const DEFAULT_LOG_LEVEL: &str = "ERROR";
 
@@ -33,63 +26,6 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// The directories eventd works in.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EventPaths {
-    pub etc_dir: PathBuf,
-    pub run_dir: PathBuf,
-}
-
-impl EventPaths {
-    /// The paths for the given environment values (`CTDB_TEST_MODE`, `CTDB_BASE`).
-    pub fn new(test_mode: bool, base: Option<&Path>) -> Result<EventPaths, ConfigError> {
-        if !test_mode {
-            return Ok(EventPaths {
-                etc_dir: PathBuf::from(DEFAULT_ETC_DIR),
-                run_dir: PathBuf::from(DEFAULT_RUN_DIR),
-            });
-        }
-        let Some(base) = base else {
-            return Err(ConfigError(
-                "Broken CTDB setup, CTDB_BASE not set in test mode".into(),
-            ));
-        };
-        Ok(EventPaths {
-            etc_dir: base.to_path_buf(),
-            run_dir: base.join("run"),
-        })
-    }
-
-    /// The paths for this process's environment.
-    pub fn from_env() -> Result<EventPaths, ConfigError> {
-        let base = std::env::var_os("CTDB_BASE").map(PathBuf::from);
-        Self::new(
-            std::env::var_os("CTDB_TEST_MODE").is_some(),
-            base.as_deref(),
-        )
-    }
-
-    /// `path_socket("eventd")`.
-    pub fn socket(&self) -> PathBuf {
-        self.run_dir.join("eventd.socket")
-    }
-
-    /// `path_pidfile("eventd")`.
-    pub fn pid_file(&self) -> PathBuf {
-        self.run_dir.join("eventd.pid")
-    }
-
-    /// `path_config()`.
-    pub fn config_file(&self) -> PathBuf {
-        self.etc_dir.join("ctdb.conf")
-    }
-
-    /// `etcdir/events`, which holds one directory per component.
-    pub fn script_dir(&self) -> PathBuf {
-        self.etc_dir.join("events")
-    }
-}
-
 /// The settings eventd reads from `ctdb.conf`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventConfig {
@@ -102,7 +38,7 @@ pub struct EventConfig {
 impl Default for EventConfig {
     fn default() -> Self {
         EventConfig {
-            log_location: DEFAULT_LOG_LOCATION.into(),
+            log_location: CtdbPaths::default_log_location(),
             log_level: DEFAULT_LOG_LEVEL.into(),
             debug_script: None,
         }
@@ -164,9 +100,18 @@ impl EventConfig {
         }
     }
 
-    /// Stock's check of `[event] debug script` (`event_conf_validate_debug_script`): the file
-    /// named by the value's last component must be an executable regular file in the etc dir.
+    /// Stock's checks at load time: the log location and level must parse, and the debug script
+    /// (`event_conf_validate_debug_script`) — the file named by the value's last component —
+    /// must be an executable regular file in the etc dir.
     pub fn validate(&self, etc_dir: &Path) -> Result<(), ConfigError> {
+        LogLocation::parse(&self.log_location)
+            .map_err(|e| ConfigError(format!("Invalid logging location: {e}")))?;
+        if debug_level_parse(&self.log_level).is_none() {
+            return Err(ConfigError(format!(
+                "Invalid logging level {}",
+                self.log_level
+            )));
+        }
         let Some(script) = &self.debug_script else {
             return Ok(());
         };
@@ -195,28 +140,14 @@ impl EventConfig {
     }
 
     /// The debug script's path as eventd runs it: the value appended to the etc dir.
-    pub fn debug_script_path(&self, etc_dir: &Path) -> Option<PathBuf> {
-        self.debug_script
-            .as_ref()
-            .map(|s| PathBuf::from(format!("{}/{s}", etc_dir.display())))
+    pub fn debug_script_path(&self, paths: &CtdbPaths) -> Option<PathBuf> {
+        self.debug_script.as_ref().map(|s| paths.etcdir_append(s))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn paths_follow_test_mode() {
-        let real = EventPaths::new(false, Some(Path::new("/ignored"))).unwrap();
-        assert_eq!(real.socket(), Path::new("/run/ctdb/eventd.socket"));
-        assert_eq!(real.config_file(), Path::new("/etc/ctdb/ctdb.conf"));
-        let test = EventPaths::new(true, Some(Path::new("/tmp/n0"))).unwrap();
-        assert_eq!(test.socket(), Path::new("/tmp/n0/run/eventd.socket"));
-        assert_eq!(test.pid_file(), Path::new("/tmp/n0/run/eventd.pid"));
-        assert_eq!(test.script_dir(), Path::new("/tmp/n0/events"));
-        assert!(EventPaths::new(true, None).is_err());
-    }
 
     #[test]
     fn parses_only_what_eventd_uses() {
@@ -233,9 +164,15 @@ mod tests {
             }
         );
         assert_eq!(EventConfig::parse(""), EventConfig::default());
+        let paths = CtdbPaths::from_env(
+            &crate::common::path::Environment::new()
+                .with("CTDB_TEST_MODE", "yes")
+                .with("CTDB_BASE", "/tmp/n0"),
+        )
+        .unwrap();
         assert_eq!(
-            config.debug_script_path(Path::new("/etc/ctdb")),
-            Some(PathBuf::from("/etc/ctdb/debug.sh"))
+            config.debug_script_path(&paths),
+            Some(PathBuf::from("/tmp/n0/debug.sh"))
         );
     }
 
@@ -261,6 +198,16 @@ mod tests {
         std::fs::create_dir(dir.join("d.sh")).unwrap();
         assert!(with("d.sh").validate(&dir).is_err());
         assert!(EventConfig::default().validate(&dir).is_ok());
+        let bad_level = EventConfig {
+            log_level: "LOUD".into(),
+            ..EventConfig::default()
+        };
+        assert!(bad_level.validate(&dir).is_err());
+        let bad_location = EventConfig {
+            log_location: "carrier-pigeon".into(),
+            ..EventConfig::default()
+        };
+        assert!(bad_location.validate(&dir).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -9,7 +9,8 @@
 //!   bound, then `unsigned int 0` is written to the `-S` fd, which is otherwise kept open (and
 //!   close-on-exec) for the daemon's life: ctdbd watches it to notice eventd dying;
 //! * the `-P` pid is checked 1 s after start and every 5 s after that; when it is gone eventd
-//!   exits with `ESRCH`; SIGTERM/SIGINT exit with 0; SIGHUP and SIGUSR1 are logged only;
+//!   exits with `ESRCH`; SIGTERM/SIGINT exit with 0; SIGHUP reopens the log file; SIGUSR1
+//!   (reconfigure) is only logged, since nothing eventd reads can change on reload;
 //! * a child runs in its own process group with stdout and stderr on one pipe and stdin
 //!   inherited; a script is done when it is reaped, not when its pipe closes, and whatever is
 //!   in the pipe at that moment is its last output;
@@ -19,12 +20,12 @@
 //! (further input is left unread until replies go out), and [`MAX_PENDING_OUTPUT`] bytes of
 //! unsent replies per client (beyond that the client is dropped).
 
-use super::config::EventPaths;
 use super::context::{
     ClientId, Effect, EventContext, KillSignal, Now, ProcExit, ProcId, SpawnOutcome,
 };
 use super::script::FsScriptDir;
 use crate::common::clock::{wall_clock_now, Instant, MonotonicClock};
+use crate::common::logging::CtdbLogger;
 use crate::common::sys::{bind_unix_socket, signal_fd, PidFile, SysError};
 use crate::protocol::event::{EventReplyPacket, EventRequestPacket, FrameBuffer};
 use crate::protocol::{Marshal, Timeval};
@@ -61,13 +62,20 @@ const PID_WATCH_INTERVAL: Duration = Duration::from_secs(5);
 /// What the daemon needs to run.
 #[derive(Debug)]
 pub struct ShellOptions {
-    pub paths: EventPaths,
+    /// `rundir/eventd.socket`.
+    pub socket: PathBuf,
+    /// `rundir/eventd.pid`.
+    pub pid_file: PathBuf,
+    /// `etcdir/events`, holding one directory per component.
+    pub script_dir: PathBuf,
     /// The debug script's full path, when configured.
     pub debug_script: Option<PathBuf>,
     /// `-S`: where to report a successful start. Already close-on-exec.
     pub startup_fd: Option<OwnedFd>,
     /// `-P`: the pid whose death ends the daemon.
     pub watch_pid: Option<i32>,
+    /// The installed logger, reopened on SIGHUP.
+    pub logger: Option<&'static CtdbLogger>,
 }
 
 /// Why the daemon stopped. [`Exit::code`] is the process exit status stock uses.
@@ -145,6 +153,7 @@ struct Shell {
     next_client: u64,
     watch_pid: Option<i32>,
     next_pid_check: Instant,
+    logger: Option<&'static CtdbLogger>,
     exit: Option<Exit>,
 }
 
@@ -163,7 +172,7 @@ pub fn run(options: ShellOptions) -> Result<Exit, ShellError> {
         Signal::SIGUSR1,
     ])
     .map_err(sys)?;
-    let pid_file = match PidFile::create(&options.paths.pid_file()) {
+    let pid_file = match PidFile::create(&options.pid_file) {
         Ok(pid_file) => pid_file,
         Err(e) => {
             log::debug!("{e}");
@@ -173,12 +182,12 @@ pub fn run(options: ShellOptions) -> Result<Exit, ShellError> {
     log::info!("daemon started, pid={}", std::process::id());
     let core = EventContext::new(
         FsScriptDir,
-        options.paths.script_dir(),
+        options.script_dir.clone(),
         options.debug_script.clone(),
     );
     log::info!("startup completed successfully");
 
-    let socket_path = options.paths.socket();
+    let socket_path = options.socket.clone();
     let listener = match bind_unix_socket(&socket_path) {
         Ok(listener) => listener,
         Err(e) => {
@@ -225,6 +234,7 @@ pub fn run(options: ShellOptions) -> Result<Exit, ShellError> {
         next_token: FIRST_DYNAMIC_TOKEN,
         next_client: 1,
         watch_pid: options.watch_pid.filter(|&pid| pid > 1),
+        logger: options.logger,
         next_pid_check: start.saturating_add(PID_WATCH_FIRST),
         exit: None,
     };
@@ -350,7 +360,10 @@ impl Shell {
                     match signo {
                         libc::SIGTERM | libc::SIGINT => self.exit = Some(Exit::Signal(signo)),
                         libc::SIGUSR1 => log::info!("reconfigure completed successfully"),
-                        libc::SIGHUP => log::info!("reopen logs completed successfully"),
+                        libc::SIGHUP => match self.logger.map_or(Ok(()), CtdbLogger::reopen) {
+                            Ok(()) => log::info!("reopen logs completed successfully"),
+                            Err(e) => log::error!("reopen logs, ret={e}"),
+                        },
                         _ => {}
                     }
                 }
