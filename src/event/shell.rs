@@ -11,8 +11,9 @@
 //! * the `-P` pid is checked 1 s after start and every 5 s after that; when it is gone eventd
 //!   exits with `ESRCH`; SIGTERM/SIGINT exit with 0; SIGHUP reopens the log file; SIGUSR1
 //!   (reconfigure) is only logged, since nothing eventd reads can change on reload;
-//! * a child runs in its own process group with stdout and stderr on one pipe and stdin
-//!   inherited; a script is done when it is reaped, not when its pipe closes, and whatever is
+//! * a child is forked and `execv`ed (no `#!`-less /bin/sh fallback) in its own process group,
+//!   stdout and stderr on one pipe, stdin inherited, nothing blocked; exec failures exit with
+//!   64 + errno; a script is done when it is reaped, not when its pipe closes, and whatever is
 //!   in the pipe at that moment is its last output;
 //! * a client sending a packet that does not parse is disconnected.
 //!
@@ -37,12 +38,12 @@ use nix::sys::signalfd::SignalFd;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use std::collections::HashMap;
+use std::ffi::CString;
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 pub const MAX_CLIENTS: usize = 1024;
@@ -600,50 +601,44 @@ impl Shell {
             Ok(_) => {}
             Err(e) => return SpawnOutcome::Failed { errno: errno(&e) },
         }
+        // Everything the child needs is allocated before fork: after it, the child may only
+        // make async-signal-safe calls.
+        let Ok(c_path) = CString::new(path.as_os_str().as_bytes()) else {
+            return SpawnOutcome::Failed {
+                errno: libc::EINVAL,
+            };
+        };
+        let Ok(c_args) = argv
+            .iter()
+            .map(|a| CString::new(a.as_bytes()))
+            .collect::<Result<Vec<CString>, _>>()
+        else {
+            return SpawnOutcome::Failed {
+                errno: libc::EINVAL,
+            };
+        };
+        let mut c_argv: Vec<*const libc::c_char> = c_args.iter().map(|a| a.as_ptr()).collect();
+        c_argv.push(std::ptr::null());
         let (read_end, write_end) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
             Ok(ends) => ends,
             Err(e) => return SpawnOutcome::Failed { errno: e as i32 },
         };
-        let stderr_end = match write_end.try_clone() {
-            Ok(fd) => fd,
-            Err(e) => return SpawnOutcome::Failed { errno: errno(&e) },
+        // SAFETY: eventd is single-threaded, so the child is a faithful copy and, until exec,
+        // runs only `exec_child`, which makes async-signal-safe calls on data prepared above.
+        let pid = match unsafe { libc::fork() } {
+            -1 => {
+                return SpawnOutcome::Failed {
+                    errno: std::io::Error::last_os_error()
+                        .raw_os_error()
+                        .unwrap_or(libc::EIO),
+                }
+            }
+            // SAFETY: see above; `exec_child` never returns.
+            0 => unsafe { exec_child(write_end.as_raw_fd(), &c_path, &c_argv) },
+            pid => pid,
         };
-        let mut command = Command::new(path);
-        if let Some(arg0) = argv.first() {
-            command.arg0(arg0);
-        }
-        command
-            .args(argv.iter().skip(1))
-            .stdin(Stdio::inherit())
-            .stdout(Stdio::from(write_end))
-            .stderr(Stdio::from(stderr_end))
-            .process_group(0);
-        // The daemon blocks the signals its signalfd reports, and a blocked mask survives exec:
-        // without this a script could not be stopped by SIGTERM.
-        // SAFETY: the hook runs in the child between fork and exec and only calls
-        // sigprocmask, which is async-signal-safe.
-        unsafe {
-            command.pre_exec(|| {
-                nix::sys::signal::sigprocmask(
-                    nix::sys::signal::SigmaskHow::SIG_SETMASK,
-                    Some(&nix::sys::signal::SigSet::empty()),
-                    None,
-                )
-                .map_err(std::io::Error::from)
-            });
-        }
-        let spawned = command.spawn();
-        // The parent's copies of the write end must go, or EOF never comes.
-        drop(command);
-        let child = match spawned {
-            Ok(child) => child,
-            Err(e) => return SpawnOutcome::Failed { errno: errno(&e) },
-        };
-        let Ok(pid) = i32::try_from(child.id()) else {
-            return SpawnOutcome::Failed { errno: libc::EIO };
-        };
-        // Reaping is done by pid through SIGCHLD; dropping the handle neither waits nor kills.
-        drop(child);
+        // The parent's write end must go, or end of file never comes.
+        drop(write_end);
         self.pids.insert(pid, proc_id);
         if let Err(e) = crate::common::sys::set_nonblocking(&read_end, true) {
             log::error!("{e}");
@@ -736,5 +731,40 @@ impl Shell {
         for token in self.pipes.keys().copied().collect::<Vec<_>>() {
             self.close_pipe(token);
         }
+    }
+}
+
+/// The child half of `run_proc`'s `proc_start`: output to the pipe, a process group of its
+/// own, a clean signal state, then `execv` — not `execvp`, which would run a script without a
+/// `#!` line through /bin/sh where stock reports `ENOEXEC`. Failures exit with 64 + errno,
+/// the convention the parent decodes.
+///
+/// # Safety
+///
+/// Must only be called in a freshly forked child of a single-threaded process; `argv` must be
+/// a NULL-terminated array of pointers into live C strings.
+unsafe fn exec_child(output_fd: RawFd, path: &CString, argv: &[*const libc::c_char]) -> ! {
+    // SAFETY: each call is async-signal-safe and its arguments are valid (see above).
+    unsafe {
+        let fail = || -> ! {
+            let errno = *libc::__errno_location();
+            libc::_exit(64 + errno)
+        };
+        if libc::dup2(output_fd, libc::STDOUT_FILENO) == -1
+            || libc::dup2(output_fd, libc::STDERR_FILENO) == -1
+        {
+            fail();
+        }
+        if libc::setpgid(0, 0) != 0 {
+            fail();
+        }
+        // The daemon blocks the signals its signalfd reports and ignores SIGPIPE; both would
+        // survive exec, and a script with SIGTERM blocked could not be stopped.
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::execv(path.as_ptr(), argv.as_ptr());
+        fail()
     }
 }

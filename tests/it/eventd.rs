@@ -413,6 +413,29 @@ fn standard_scripts(base: &Base) {
         base.path("events/legacy/05.shipped.script"),
     )
     .unwrap();
+    // Scripts that cannot be executed in various ways.
+    fs::create_dir_all(base.path("events/weird")).unwrap();
+    base.file(
+        "events/weird/01.noshebang.script",
+        "echo no interpreter line\n",
+        0o755,
+    );
+    base.file(
+        "events/weird/02.badinterp.script",
+        "#!/nonexistent/sh\necho hi\n",
+        0o755,
+    );
+    std::os::unix::fs::symlink(
+        base.path("events/weird/nowhere"),
+        base.path("events/weird/03.dangling.script"),
+    )
+    .unwrap();
+    fs::create_dir_all(base.path("events/weird/04.dir.script")).unwrap();
+    base.file(
+        "events/weird/05.ok.script",
+        &format!("#!/bin/sh\n{OK_SCRIPT}"),
+        0o755,
+    );
 }
 
 /// The main transcript: run/status over success, failure, disabled scripts, run-all, errors,
@@ -457,6 +480,16 @@ fn basic_transcript(imp: Impl) -> String {
     step("status nosuch", base.tool(&["status", "nosuch", "monitor"]));
     step("run empty", base.tool(&["run", "30", "empty", "monitor"]));
     step("status empty", base.tool(&["status", "empty", "monitor"]));
+    step(
+        "run weird (run all)",
+        base.tool_env(
+            &["run", "30", "weird", "monitor"],
+            &[("CTDB_EVENT_RUN_ALL", "1")],
+        ),
+    );
+    step("status weird", base.tool(&["status", "weird", "monitor"]));
+    step("run weird", base.tool(&["run", "30", "weird", "monitor"]));
+    step("status weird", base.tool(&["status", "weird", "monitor"]));
     step("run e65", base.tool(&["run", "30", "legacy", "e65"]));
     step("status e65", base.tool(&["status", "legacy", "e65"]));
     step("run killed", base.tool(&["run", "30", "legacy", "killed"]));
@@ -557,6 +590,9 @@ fn tool_transcript_matches_stock() {
     assert!(stock.contains("TIMEDOUT"));
     assert!(stock.contains("hung script still running\ntrue true"));
     assert!(stock.contains("hung script killed at shutdown\ntrue"));
+    // execv, not execvp: no /bin/sh fallback for a script without `#!`.
+    assert!(stock.contains("01.noshebang         DISABLED"));
+    assert!(stock.contains("04.dir               DISABLED  \n05.ok                OK"));
 }
 
 /// On timeout the debug script runs as `<script> <pid> <event>` and, once it finishes, the hung
