@@ -1039,3 +1039,36 @@ fn stock_ctdbd_runs_its_events_through_our_eventd() {
     assert!(!base.path("run/eventd.socket").exists());
     assert!(!base.path("run/eventd.pid").exists());
 }
+
+/// A client that goes away mid-run abandons its event: the script's process group is killed
+/// and nothing is stored, as in stock. Unlike stock, no stale "running" marker is left behind,
+/// so the next monitor runs instead of being cancelled.
+#[test]
+fn disconnect_mid_run_kills_the_script_and_moves_on() {
+    let base = Base::new("gone", Impl::Ours);
+    base.script(
+        "01.slow",
+        "echo $$ > \"$CTDB_BASE/$1.pid\"\n[ \"$1\" = startup ] && sleep 30\nexit 0\n",
+        true,
+    );
+    let _daemon = Daemon::start(&base, Impl::Ours);
+    let mut client = base
+        .event_tool(&["run", "60", "legacy", "startup"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let script = base.pid_in("startup.pid");
+    client.kill().unwrap();
+    client.wait().unwrap();
+    assert!(
+        wait_until(10, || !process_alive(script)),
+        "abandoned script still running"
+    );
+    kill_pid(script, libc::SIGKILL);
+    assert_eq!(
+        base.tool(&["status", "legacy", "startup"]),
+        "Event startup has never run in legacy\nrc=22\n"
+    );
+    assert_eq!(base.tool(&["run", "30", "legacy", "monitor"]), "rc=0\n");
+}
