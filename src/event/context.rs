@@ -37,7 +37,7 @@ use crate::protocol::event::{
 use crate::protocol::Timeval;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::num::NonZeroI32;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// The most output kept per script. Stock keeps everything; a runaway script should not be able
@@ -319,7 +319,8 @@ impl<D: ScriptDir> EventContext<D> {
             .min()
     }
 
-    /// Whether any process is still tracked (for tests and shutdown).
+    /// The pids of every process still tracked: running scripts, debug scripts and timed-out
+    /// scripts that have not exited yet.
     pub fn tracked_processes(&self) -> Vec<i32> {
         self.procs.values().filter_map(|p| p.pid).collect()
     }
@@ -835,15 +836,11 @@ impl<D: ScriptDir> EventContext<D> {
     }
 }
 
-/// `etcdir/events`, where components live.
-pub fn script_dir(etc_dir: &Path) -> PathBuf {
-    etc_dir.join("events")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::cell::RefCell;
+    use std::path::Path;
     use std::rc::Rc;
 
     /// Component name -> (script name, enabled).
