@@ -866,15 +866,17 @@ fn concurrent_clients_are_served_independently() {
 
 /// The scripts see the daemon's environment, `<name> <event> <args...>` as argv and the same
 /// ignored signals as under stock (SIGPIPE not ignored). Returns the transcript without the
-/// blocked-signal mask, and that mask.
-fn environment_transcript(imp: Impl) -> (String, String) {
+/// blocked-signal mask and the open fds, and those two.
+fn environment_transcript(imp: Impl) -> (String, String, Vec<u32>) {
     let base = Base::new("env", imp);
     base.script(
         "01.env",
         "echo \"argv0=$0 args=$*\"\necho \"base=$CTDB_BASE\"\n\
          while read -r key value; do\n\
          \tcase \"$key\" in SigBlk:|SigIgn:) echo \"$key $value\" ;; esac\n\
-         done < /proc/$$/status\nexit 1\n",
+         done < /proc/$$/status\n\
+         fds=\nfor f in /proc/$$/fd/*; do fds=\"$fds ${f##*/}\"; done\necho \"fds:$fds\"\n\
+         exit 1\n",
         true,
     );
     let _daemon = Daemon::start(&base, imp);
@@ -886,12 +888,19 @@ fn environment_transcript(imp: Impl) -> (String, String) {
         .find_map(|l| l.strip_prefix("SigBlk: "))
         .unwrap_or("missing")
         .to_string();
+    let fds = out
+        .lines()
+        .find_map(|l| l.strip_prefix("fds:"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|fd| fd.parse().unwrap())
+        .collect();
     let rest = out
         .lines()
-        .filter(|l| !l.starts_with("SigBlk:"))
+        .filter(|l| !l.starts_with("SigBlk:") && !l.starts_with("fds:"))
         .collect::<Vec<_>>()
         .join("\n");
-    (rest, blocked)
+    (rest, blocked, fds)
 }
 
 #[test]
@@ -899,8 +908,8 @@ fn script_argv_environment_and_signals_match_stock() {
     if !stock_available() {
         return;
     }
-    let (stock, stock_blocked) = environment_transcript(Impl::Stock);
-    let (ours, ours_blocked) = environment_transcript(Impl::Ours);
+    let (stock, stock_blocked, stock_fds) = environment_transcript(Impl::Stock);
+    let (ours, ours_blocked, ours_fds) = environment_transcript(Impl::Ours);
     assert_eq!(ours, stock);
     assert!(stock.contains(
         "argv0=<base>/events/legacy/01.env.script args=takeip eth0 1.2.3.4 24\nbase=<base>\n"
@@ -910,6 +919,15 @@ fn script_argv_environment_and_signals_match_stock() {
     // timed-out one could not be terminated.
     assert_eq!(stock_blocked, "0000000000000000");
     assert_eq!(ours_blocked, stock_blocked);
+    // Scripts inherit only what eventd itself inherited (stock also leaks a few of its own).
+    assert!(
+        ours_fds.contains(&1) && ours_fds.contains(&2),
+        "{ours_fds:?}"
+    );
+    assert!(
+        ours_fds.iter().all(|fd| stock_fds.contains(fd)),
+        "ours {ours_fds:?} stock {stock_fds:?}"
+    );
 }
 
 /// Kills a process by pid when dropped, unless disarmed.
