@@ -1,12 +1,10 @@
 //! What ctdb-eventd reads from `ctdb.conf` (mirrors `ctdb/event/event_config.c` and
 //! `event_conf.c`).
 //!
-//! Only the keys eventd uses are read — `[logging] location`, `[logging] log level` and
-//! `[event] debug script` — with a small ini reader (section names compared without case,
-//! blank runs in keys collapsed, whole-line `#`/`;` comments). Unknown sections and keys are
-//! ignored, as stock does; a malformed line is skipped rather than diagnosed.
-//! TODO: switch to `common::conf` once it is merged.
+//! The file is read with the shared `ctdb.conf` reader; eventd keeps the keys it uses —
+//! `[logging] location`, `[logging] log level` and `[event] debug script`.
 
+use crate::common::conf::CtdbConf;
 use crate::common::logging::{debug_level_parse, LogLocation};
 use crate::common::path::CtdbPaths;
 use std::path::{Path, PathBuf};
@@ -45,53 +43,31 @@ impl Default for EventConfig {
     }
 }
 
-/// Trims a key and collapses runs of blanks to their first character, as stock's ini reader
-/// does, so `debug   script` is `debug script`.
-fn normalise_key(key: &str) -> String {
-    let mut out = String::with_capacity(key.len());
-    let mut previous_blank = false;
-    for c in key.trim().chars() {
-        let blank = c == ' ' || c == '\t';
-        if !(blank && previous_blank) {
-            out.push(c);
-        }
-        previous_blank = blank;
-    }
-    out
-}
-
 impl EventConfig {
-    /// Parses `ctdb.conf` text. Values are validated by [`EventConfig::validate`].
-    pub fn parse(text: &str) -> EventConfig {
-        let mut config = EventConfig::default();
-        let mut section = String::new();
-        for raw in text.lines() {
-            let line = raw.trim();
-            if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
-                continue;
-            }
-            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-                section = name.trim().to_ascii_lowercase();
-                continue;
-            }
-            let Some((key, value)) = line.split_once('=') else {
-                continue;
-            };
-            let value = value.trim().to_string();
-            match (section.as_str(), normalise_key(key).as_str()) {
-                ("logging", "location") => config.log_location = value,
-                ("logging", "log level") => config.log_level = value,
-                ("event", "debug script") => config.debug_script = Some(value),
-                _ => {}
-            }
-        }
-        config
+    /// Parses `ctdb.conf` text with the shared reader ([`CtdbConf`]), keeping the keys eventd
+    /// uses. A syntax error or an invalid value stops eventd, naming the file and line.
+    pub fn parse(text: &str, file_name: &str) -> Result<EventConfig, ConfigError> {
+        let loaded = CtdbConf::parse_with_log_level_default(text, file_name, DEFAULT_LOG_LEVEL)
+            .map_err(|e| ConfigError(e.to_string()))?;
+        let raw = |section: &str, key: &str| {
+            loaded
+                .conf
+                .store
+                .get(section, key)
+                .and_then(|(v, _)| v.as_str().map(str::to_string))
+        };
+        let defaults = EventConfig::default();
+        Ok(EventConfig {
+            log_location: raw("logging", "location").unwrap_or(defaults.log_location),
+            log_level: raw("logging", "log level").unwrap_or(defaults.log_level),
+            debug_script: loaded.conf.event.debug_script.clone(),
+        })
     }
 
     /// Reads the configuration file; a missing file means all defaults.
     pub fn load(path: &Path) -> Result<EventConfig, ConfigError> {
         match std::fs::read_to_string(path) {
-            Ok(text) => Ok(Self::parse(&text)),
+            Ok(text) => Self::parse(&text, &path.display().to_string()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(EventConfig::default()),
             Err(e) => Err(ConfigError(format!(
                 "Failed to read {}: {e}",
@@ -153,8 +129,10 @@ mod tests {
     fn parses_only_what_eventd_uses() {
         let config = EventConfig::parse(
             "# comment\n[LOGGING]\n  location = file:/tmp/log\n\tlog   level=DEBUG\n\
-             [cluster]\n  location = elsewhere\n[event]\n; no\n  debug script = debug.sh \n",
-        );
+             [cluster]\n  node address = 127.0.0.1\n[event]\n; no\n  debug script = debug.sh \n",
+            "ctdb.conf",
+        )
+        .unwrap();
         assert_eq!(
             config,
             EventConfig {
@@ -163,7 +141,11 @@ mod tests {
                 debug_script: Some("debug.sh".into()),
             }
         );
-        assert_eq!(EventConfig::parse(""), EventConfig::default());
+        assert_eq!(
+            EventConfig::parse("", "ctdb.conf").unwrap(),
+            EventConfig::default()
+        );
+        assert!(EventConfig::parse("[logging]\nlog level = LOUD\n", "ctdb.conf").is_err());
         let paths = CtdbPaths::from_env(
             &crate::common::path::Environment::new()
                 .with("CTDB_TEST_MODE", "yes")
