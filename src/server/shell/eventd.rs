@@ -8,6 +8,7 @@
 
 use super::queue::{read_bounded, QueueLimits, ReadOutcome, WriteQueue};
 use crate::common::clock::MonotonicClock;
+use crate::common::spawn::{self, Child, Spawn};
 use crate::protocol::event::{EventPacket, EventReply, EventRequest, FrameBuffer, RunRequest};
 use crate::protocol::Marshal;
 use crate::server::effect::EventOutcome;
@@ -20,12 +21,13 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// How long eventd may take to report that it is ready.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// The descriptor number eventd gets the write end of the startup pipe as.
+const STARTUP_FD: i32 = 3;
 /// The only component ctdbd uses.
 const COMPONENT: &str = "legacy";
 
@@ -54,8 +56,10 @@ struct Connection {
 /// The running event daemon and our client connection to it.
 #[derive(Debug)]
 pub struct Eventd {
-    /// Cleared once the child has been reaped, so a recycled pid is never signalled.
+    /// Cleared once eventd has been stopped or reaped.
     pid: Option<i32>,
+    /// Signals go through its pidfd, so they can never hit a process that reused the pid.
+    child: Child,
     /// Read end of the startup pipe; EOF = eventd is gone.
     pipe: OwnedFd,
     socket_path: PathBuf,
@@ -85,50 +89,37 @@ impl Eventd {
                 )))
             }
         }
-        let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| EventdError(format!("pipe: {e}")))?;
-        let write_fd = write_end.as_raw_fd();
+        let (read_end, write_end) =
+            spawn::pipe_cloexec().map_err(|e| EventdError(format!("pipe: {e}")))?;
         info!(
-            "Starting event daemon {} -P {ctdbd_pid} -S {write_fd}",
+            "Starting event daemon {} -P {ctdbd_pid} -S {STARTUP_FD}",
             eventd.display()
         );
-        let mut command = std::process::Command::new(eventd);
-        command.args(["-P", &ctdbd_pid.to_string(), "-S", &write_fd.to_string()]);
-        // SAFETY: the closure only makes async-signal-safe calls (fcntl, sigprocmask) on
-        // descriptors and memory it owns.
-        unsafe {
-            command.pre_exec(move || {
-                // Our signals are blocked for the signalfd; eventd must start with them open.
-                let mut empty: libc::sigset_t = std::mem::zeroed();
-                libc::sigemptyset(&mut empty);
-                libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-                if libc::fcntl(write_fd, libc::F_SETFD, 0) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        let mut command = Spawn::new(eventd);
+        command
+            .args(&["-P", &ctdbd_pid.to_string(), "-S", &STARTUP_FD.to_string()])
+            .map_fd(write_end.as_fd(), STARTUP_FD);
         let child = command
-            .spawn()
+            .spawn_child()
             .map_err(|e| EventdError(format!("Failed to start {}: {e}", eventd.display())))?;
+        // Only eventd holds the write end from here on, so EOF means eventd is gone.
         drop(write_end);
-        let pid = i32::try_from(child.id()).unwrap_or(-1);
-        // The child is reaped through SIGCHLD like every other child; the handle is not needed.
-        drop(child);
+        let pid = child.pid();
 
         if let Err(e) = wait_for_startup(&read_end) {
-            kill(pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = child.signal(libc::SIGKILL);
             return Err(EventdError(format!(
                 "Failed to initialize event daemon ({e})"
             )));
         }
         // Only EOF is ever expected on the pipe from now on; never block on it.
         if let Err(e) = crate::common::sys::set_nonblocking(&read_end, true) {
-            kill(pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = child.signal(libc::SIGKILL);
             return Err(EventdError(e.to_string()));
         }
         let mut eventd = Eventd {
             pid: Some(pid),
+            child,
             pipe: read_end,
             socket_path: socket_path.to_path_buf(),
             conn: None,
@@ -321,8 +312,8 @@ impl Eventd {
 
     /// SIGTERM to eventd (`ctdb_stop_eventd`); the connection and pipe are closed.
     pub fn stop(&mut self) {
-        if let Some(pid) = self.pid.take() {
-            kill(pid, nix::sys::signal::Signal::SIGTERM);
+        if self.pid.take().is_some() {
+            let _ = self.child.signal(libc::SIGTERM);
         }
         self.conn = None;
     }
@@ -351,12 +342,6 @@ fn decode_reply(frame: &[u8], pending: &mut HashMap<u32, u64>) -> Option<EventOu
         id,
         result: packet.body.result(),
     })
-}
-
-fn kill(pid: i32, signal: nix::sys::signal::Signal) {
-    if pid > 0 {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
-    }
 }
 
 /// Waits for eventd's ready value on the pipe (`wait_for_daemon_startup`).
