@@ -296,7 +296,6 @@ impl Daemon {
 
     /// A client connected to the unix socket; `pid` from SO_PEERCRED.
     pub fn on_client_connected(&mut self, _now: Instant, client: ClientId, pid: i32) {
-        log::info!("Connected client with pid:{pid}");
         self.clients.insert(client, Client { pid });
         self.statistics.num_clients = self.clients.len() as u32;
     }

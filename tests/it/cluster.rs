@@ -198,6 +198,8 @@ impl LocalCluster {
 
 impl Drop for LocalCluster {
     fn drop(&mut self) {
-        let _ = self.run_script(&["teardown".into()]);
+        if std::env::var_os("CTDB_TEST_KEEP").is_none() {
+            let _ = self.run_script(&["teardown".into()]);
+        }
     }
 }
