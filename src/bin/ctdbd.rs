@@ -305,6 +305,7 @@ fn start_daemon(startup: Startup) -> Result<i32, StartError> {
         signals: Some(signals),
         watch_stdin,
         limits,
+        cluster_mutex_helper: paths.helper(Helper::ClusterMutex),
     })
     .map_err(|e| StartError::Other(format!("Failed to set up the event loop: {e}")))?;
     socket_guard.0 = None;
