@@ -43,7 +43,6 @@ pub struct LocalCluster {
     flavour: Flavour,
 }
 
-#[allow(dead_code)] // Some helpers serve tests still being written.
 impl LocalCluster {
     /// Writes the configuration of an `nodes`-node cluster on `prefix` (like `127.0.71`).
     pub fn setup(name: &str, flavour: Flavour, nodes: u32, prefix: &str, extra: &[&str]) -> Self {

@@ -131,3 +131,38 @@ fn connections_from_unknown_addresses_and_garbage_never_hurt_the_daemon() {
     drop(slow);
     assert!(c.pid(0).is_some() && c.pid(1).is_some());
 }
+#[test]
+fn failing_monitor_event_marks_the_node_unhealthy() {
+    // The monitor event runs only once the node is RUNNING, which needs a first recovery by a
+    // leader; a stock node leads this cluster until ctdb-rs has its own recovery daemon.
+    let c = LocalCluster::setup("monitor", Flavour::Stock, 2, "127.0.77", &[]);
+    let env = format!(
+        "NODE_CTDBD={}\nexport CTDB_EVENTD={}\n",
+        our_ctdbd().display(),
+        our_eventd().display()
+    );
+    std::fs::write(c.node_base(1).join("node.env"), env).unwrap();
+    c.write_event_script(
+        1,
+        "01.health.script",
+        "#!/bin/sh\n[ \"$1\" = monitor ] || exit 0\n[ -e \"$CTDB_BASE/sick\" ] && exit 1\nexit 0\n",
+    );
+    std::fs::write(c.node_base(1).join("sick"), b"").unwrap();
+    c.start();
+    c.wait_connected(Duration::from_secs(30));
+    let unhealthy = |pnn: u32| c.node_flags(pnn).get(1).map(|r| r[4]) == Some(true);
+    c.wait_for("node 1 RUNNING", Duration::from_secs(40), || {
+        c.ctdb_stdout(1, &["runstate"]).trim() == "RUNNING"
+    });
+    c.wait_for("a failed monitor run", Duration::from_secs(30), || {
+        let out = c.ctdb_stdout(1, &["event", "status", "legacy", "monitor"]);
+        out.contains("01.health") && out.contains("ERROR")
+    });
+    assert!(unhealthy(1));
+    std::fs::remove_file(c.node_base(1).join("sick")).unwrap();
+    c.wait_for("node 1 healthy", Duration::from_secs(40), || !unhealthy(1));
+    std::fs::write(c.node_base(1).join("sick"), b"").unwrap();
+    c.wait_for("node 1 unhealthy again", Duration::from_secs(40), || {
+        unhealthy(1)
+    });
+}
