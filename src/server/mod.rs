@@ -2,4 +2,5 @@
 
 pub mod daemon;
 pub mod effect;
+pub mod recoverd;
 pub mod srvid;
