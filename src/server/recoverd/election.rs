@@ -125,6 +125,9 @@ impl Recoverd {
             return;
         }
         if self.lock != LockState::None {
+            if self.config.extensions.lock_holder_leads && self.holds_cluster_lock() {
+                self.leader = self.pnn;
+            }
             self.election_in_progress = false;
             return;
         }
@@ -219,9 +222,17 @@ impl Recoverd {
 
     /// `ctdb_election_timeout`: the election is over; a winner with a cluster lock configured
     /// must now take it, or ban itself.
-    pub(super) fn on_election_timeout(&mut self) {
+    pub(super) fn on_election_timeout(&mut self, now: Instant) {
         self.election_in_progress = false;
         self.fast_start = false;
+        if self
+            .config
+            .extensions
+            .leader_timeout_restarts_after_election
+            && self.leader_broadcast_timeout_active()
+        {
+            self.arm_leader_broadcast_timeout(now);
+        }
         log::warn!("Election period ended, leader={}", self.leader);
         if !self.is_leader() {
             return;
@@ -253,6 +264,15 @@ impl Recoverd {
             {
                 self.arm_election_timeout(now);
             }
+            return;
+        }
+        if self.config.extensions.lock_holder_leads
+            && self.holds_cluster_lock()
+            && self.cluster_lock_enabled()
+        {
+            log::warn!("Ignoring leader broadcast from {pnn}: this node holds the cluster lock");
+            self.leader = self.pnn;
+            self.arm_leader_broadcast_timeout(now);
             return;
         }
         log::info!("Received leader broadcast, leader={pnn}");

@@ -28,7 +28,13 @@
 //! * Remote node maps shorter than ours are not indexed out of bounds (stock reads past them).
 //! * Messages with short payloads are ignored (stock reads ELECTION and PUSH_NODE_FLAGS
 //!   payloads without a size check).
+//! * With a cluster lock the holder always leads ([`Extensions::lock_holder_leads`]).
+//! * The leader timeout restarts when an election ends
+//!   ([`Extensions::leader_timeout_restarts_after_election`]).
 //! * A second `force_election` while one is still setting recovery mode is ignored.
+//! * A recovery that fails while refreshing capabilities or pushing flags ends the
+//!   "recovery in progress" state (stock leaves it set until the next successful recovery,
+//!   so DISABLE_RECOVERIES answers -EAGAIN meanwhile).
 
 mod banning;
 mod election;
@@ -105,12 +111,25 @@ pub struct Extensions {
     pub election_on_leader_disconnect: bool,
     /// Without a cluster lock, LEADER(unknown) arms the election timeout if none is armed.
     pub bounded_unknown_leader_election: bool,
+    /// With a cluster lock, the holder is the leader: a LEADER broadcast naming another node
+    /// is stale and ignored while we hold the lock, and an election that finds the lock
+    /// already held makes us leader. Stock can end in a permanent stalemate otherwise: an old
+    /// leader's broadcast that arrives just after we took the lock makes us follow a node
+    /// that no longer leads, while we keep the lock nobody else can take.
+    pub lock_holder_leads: bool,
+    /// When an ELECTION-message election ends, a running leader timeout starts afresh. Stock
+    /// lets a timer armed before the election run on, so a node that never saw the
+    /// LEADER(unknown) can time out before the winner's first broadcast and start a second,
+    /// needless election.
+    pub leader_timeout_restarts_after_election: bool,
 }
 
 impl Extensions {
     pub const STOCK: Extensions = Extensions {
         election_on_leader_disconnect: false,
         bounded_unknown_leader_election: false,
+        lock_holder_leads: false,
+        leader_timeout_restarts_after_election: false,
     };
 }
 
@@ -119,6 +138,8 @@ impl Default for Extensions {
         Extensions {
             election_on_leader_disconnect: true,
             bounded_unknown_leader_election: true,
+            lock_holder_leads: true,
+            leader_timeout_restarts_after_election: true,
         }
     }
 }
@@ -561,7 +582,7 @@ impl Recoverd {
 
         if self.election_timeout.is_some_and(|t| now >= t) {
             self.election_timeout = None;
-            self.on_election_timeout();
+            self.on_election_timeout(now);
             self.drain(now, host);
         }
         if self.send_election_at.is_some_and(|t| now >= t) {
