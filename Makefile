@@ -21,7 +21,7 @@ CARGO       ?= cargo
 APT_PACKAGES = libtdb-dev pkg-config ctdb tdb-tools
 # Binaries built from src/bin/, installed as CTDB installs its own.
 SBIN_PROGS    =
-HELPER_PROGS  =
+HELPER_PROGS  = ctdb-eventd ctdb_mutex_fcntl_helper
 
 .PHONY: all build deps test lint fuzz-check demo install uninstall clean
 

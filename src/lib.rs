@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod common;
+pub mod event;
 pub mod protocol;
 pub mod server;
 pub mod testing;

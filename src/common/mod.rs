@@ -6,5 +6,7 @@ pub mod logging;
 pub mod nodes;
 pub mod path;
 pub mod public_addresses;
+pub mod spawn;
 pub mod sys;
+pub mod tdb;
 pub mod tunable;

@@ -10,7 +10,7 @@
 //! the consumers decide whether a payload must have an exact size (the recovery daemon insists
 //! on 24-byte disable messages, for instance).
 
-use super::basic::{Marshal, PullError, Reader, Timeval, Writer};
+use super::basic::{Marshal, PullError, Reader, Writer};
 
 /// Catches every message (`CTDB_SRVID_ALL`).
 pub const ALL: u64 = u64::MAX;
@@ -118,109 +118,8 @@ pub fn name(srvid: u64) -> Option<&'static str> {
     })
 }
 
-/// `struct ctdb_election_message`: what a recovery daemon campaigns with (32 bytes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct ElectionMessage {
-    pub num_connected: u32,
-    pub priority_time: Timeval,
-    pub pnn: u32,
-    pub node_flags: u32,
-}
-
-impl Marshal for ElectionMessage {
-    fn wire_len(&self) -> usize {
-        32
-    }
-    fn push(&self, out: &mut Vec<u8>) {
-        out.put_u32(self.num_connected);
-        out.put_zeros(4);
-        self.priority_time.push(out);
-        out.put_u32(self.pnn);
-        out.put_u32(self.node_flags);
-    }
-    fn pull(buf: &[u8]) -> Result<(Self, usize), PullError> {
-        let mut r = Reader::new(buf);
-        let num_connected = r.u32()?;
-        r.skip(4)?;
-        let (priority_time, used) = Timeval::pull(r.rest())?;
-        r.skip(used)?;
-        let pnn = r.u32()?;
-        let node_flags = r.u32()?;
-        Ok((
-            ElectionMessage {
-                num_connected,
-                priority_time,
-                pnn,
-                node_flags,
-            },
-            r.pos(),
-        ))
-    }
-}
-
-/// `struct ctdb_srvid_message`: a request naming where to send the reply (16 bytes).
-/// `srvid == 0` asks for no reply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct SrvidMessage {
-    pub pnn: u32,
-    pub srvid: u64,
-}
-
-impl Marshal for SrvidMessage {
-    fn wire_len(&self) -> usize {
-        16
-    }
-    fn push(&self, out: &mut Vec<u8>) {
-        out.put_u32(self.pnn);
-        out.put_zeros(4);
-        out.put_u64(self.srvid);
-    }
-    fn pull(buf: &[u8]) -> Result<(Self, usize), PullError> {
-        let mut r = Reader::new(buf);
-        let pnn = r.u32()?;
-        r.skip(4)?;
-        let srvid = r.u64()?;
-        Ok((SrvidMessage { pnn, srvid }, r.pos()))
-    }
-}
-
-/// `struct ctdb_disable_message`: disable something for `timeout` seconds, 0 re-enables
-/// (24 bytes, trailing hole included).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct DisableMessage {
-    pub pnn: u32,
-    pub srvid: u64,
-    pub timeout: u32,
-}
-
-impl Marshal for DisableMessage {
-    fn wire_len(&self) -> usize {
-        24
-    }
-    fn push(&self, out: &mut Vec<u8>) {
-        out.put_u32(self.pnn);
-        out.put_zeros(4);
-        out.put_u64(self.srvid);
-        out.put_u32(self.timeout);
-        out.put_zeros(4);
-    }
-    fn pull(buf: &[u8]) -> Result<(Self, usize), PullError> {
-        let mut r = Reader::new(buf);
-        let pnn = r.u32()?;
-        r.skip(4)?;
-        let srvid = r.u64()?;
-        let timeout = r.u32()?;
-        r.skip(4)?;
-        Ok((
-            DisableMessage {
-                pnn,
-                srvid,
-                timeout,
-            },
-            r.pos(),
-        ))
-    }
-}
+// The message bodies that are also control payloads live with the other payload types.
+pub use super::types::{DisableMessage, ElectionMessage, SrvidMessage};
 
 /// A REQ_MESSAGE payload, decoded according to its srvid (`union ctdb_message_data`).
 ///
@@ -418,6 +317,7 @@ impl MessageData {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::Timeval;
     use crate::testing::{seeds, Prng};
 
     fn round_trip<T: Marshal + PartialEq + std::fmt::Debug>(value: &T, seed: u64) {

@@ -26,33 +26,17 @@ use crate::protocol::{Marshal, SockAddr, Timeval};
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-pub const NODE_FLAGS_DISCONNECTED: u32 = 0x01;
-pub const NODE_FLAGS_UNHEALTHY: u32 = 0x02;
-pub const NODE_FLAGS_PERMANENTLY_DISABLED: u32 = 0x04;
-pub const NODE_FLAGS_BANNED: u32 = 0x08;
-pub const NODE_FLAGS_DELETED: u32 = 0x10;
-pub const NODE_FLAGS_STOPPED: u32 = 0x20;
-pub const NODE_FLAGS_INACTIVE: u32 =
-    NODE_FLAGS_DELETED | NODE_FLAGS_DISCONNECTED | NODE_FLAGS_BANNED | NODE_FLAGS_STOPPED;
-
-pub const CAP_RECMASTER: u32 = 0x1;
-pub const CAP_LMASTER: u32 = 0x2;
-pub const CAP_DEFAULT: u32 = 0x0003_0003;
+pub use crate::protocol::types::capabilities::DEFAULT as CAP_DEFAULT;
+use crate::protocol::types::node_flags::{
+    DELETED as NODE_FLAGS_DELETED, DISCONNECTED as NODE_FLAGS_DISCONNECTED,
+    INACTIVE as NODE_FLAGS_INACTIVE, PERMANENTLY_DISABLED as NODE_FLAGS_PERMANENTLY_DISABLED,
+    STOPPED as NODE_FLAGS_STOPPED, UNHEALTHY as NODE_FLAGS_UNHEALTHY,
+};
 
 pub const RECOVERY_NORMAL: u32 = 0;
 pub const RECOVERY_ACTIVE: u32 = 1;
 
-/// `enum ctdb_runstate`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Runstate {
-    Unknown = 0,
-    Init = 1,
-    Setup = 2,
-    FirstRecovery = 3,
-    Startup = 4,
-    Running = 5,
-    Shutdown = 6,
-}
+pub use crate::protocol::types::Runstate;
 
 /// Upper bound on controls this node has forwarded and not yet seen answered; past it new
 /// forwards fail at once instead of growing the table without limit.
@@ -416,27 +400,14 @@ impl Daemon {
             return;
         }
 
-        let Some(node) = self.nodes.get(destnode as usize) else {
+        let reachable = self
+            .nodes
+            .get(destnode as usize)
+            .is_some_and(|n| n.flags & (NODE_FLAGS_DISCONNECTED | NODE_FLAGS_DELETED) == 0);
+        if !reachable {
             if !noreply {
-                self.reply_client_control(
-                    client,
-                    client_reqid,
-                    -1,
-                    Vec::new(),
-                    b"ctdb_control to disconnected node",
-                );
-            }
-            return;
-        };
-        if node.flags & (NODE_FLAGS_DISCONNECTED | NODE_FLAGS_DELETED) != 0 {
-            if !noreply {
-                self.reply_client_control(
-                    client,
-                    client_reqid,
-                    -1,
-                    Vec::new(),
-                    b"ctdb_control to disconnected node",
-                );
+                let error = b"ctdb_control to disconnected node";
+                self.reply_client_control(client, client_reqid, -1, Vec::new(), error);
             }
             return;
         }
@@ -892,9 +863,10 @@ impl Daemon {
                 if !data.is_empty() {
                     return ControlResult::status(-1);
                 }
-                let list = StatisticsList {
-                    stats: self.stat_history.iter().cloned().collect(),
-                };
+                // Stock always sends all MAX_STAT_HISTORY slots, zeroed until they fill up.
+                let mut stats: Vec<Statistics> = self.stat_history.iter().copied().collect();
+                stats.resize(STAT_HISTORY_LEN, Statistics::default());
+                let list = StatisticsList { hole: 0, stats };
                 ControlResult::data(list.to_bytes())
             }
             Op::Ping => {
@@ -911,7 +883,7 @@ impl Daemon {
                 if !data.is_empty() {
                     return ControlResult::status(-1);
                 }
-                ControlResult::data((self.runstate as u32).to_bytes())
+                ControlResult::data(u32::from(self.runstate).to_bytes())
             }
             Op::GetCapabilities => ControlResult::data(self.capabilities.to_bytes()),
             Op::Uptime => {
@@ -1018,11 +990,10 @@ impl Daemon {
                 let Some(client) = self.local_client(c.client_id, srcnode) else {
                     return ControlResult::status(-1);
                 };
-                ControlResult::status(if self.srvids.deregister(c.srvid, client) {
-                    0
-                } else {
-                    -1
-                })
+                // `srvid_deregister` answers ENOENT for a registration that does not exist.
+                const ENOENT: i32 = 2;
+                let found = self.srvids.deregister(c.srvid, client);
+                ControlResult::status(if found { 0 } else { ENOENT })
             }
             Op::EchoData => ControlResult::data(data.to_vec()),
             Op::Shutdown => {
@@ -1142,7 +1113,11 @@ impl Daemon {
     }
 
     fn set_runstate(&mut self, runstate: Runstate) {
-        log::info!("Set runstate to {runstate:?} ({})", runstate as u32);
+        log::info!(
+            "Set runstate to {} ({})",
+            runstate.name(),
+            u32::from(runstate)
+        );
         self.runstate = runstate;
     }
 
@@ -1296,7 +1271,7 @@ impl Daemon {
             self.run_event(EventPurpose::Startup, "startup", Vec::new());
         }
         if now >= self.next_stat_history {
-            self.stat_history_tick();
+            self.stat_history_tick(now);
             let interval = u64::from(self.tunable("StatHistoryInterval").max(1));
             self.next_stat_history = now.saturating_add(Duration::from_secs(interval));
         }
@@ -1320,13 +1295,34 @@ impl Daemon {
         }
     }
 
-    fn stat_history_tick(&mut self) {
-        let mut snapshot = std::mem::take(&mut self.statistics_current);
-        snapshot.statistics_current_time = snapshot.statistics_start_time;
+    /// Mirrors `ctdb_statistics_update`: the current slot becomes history and a new one starts.
+    fn stat_history_tick(&mut self, now: Instant) {
+        let wall = self.wall_clock_at(now);
+        let fresh = Statistics {
+            statistics_start_time: wall,
+            ..Statistics::default()
+        };
+        let mut snapshot = std::mem::replace(&mut self.statistics_current, fresh);
+        snapshot.statistics_current_time = wall;
         if self.stat_history.len() == STAT_HISTORY_LEN {
             self.stat_history.pop_back();
         }
         self.stat_history.push_front(snapshot);
+    }
+
+    /// Wall-clock time at monotonic `now`: the start time plus the time since start. Timers and
+    /// history stamps use it so that the core never needs to ask the host for the time.
+    fn wall_clock_at(&self, now: Instant) -> Timeval {
+        let start = self.config.start_time;
+        let micros = now
+            .micros
+            .saturating_add(u64::try_from(start.tv_usec).unwrap_or(0));
+        Timeval {
+            tv_sec: start
+                .tv_sec
+                .saturating_add(i64::try_from(micros / 1_000_000).unwrap_or(i64::MAX)),
+            tv_usec: i64::try_from(micros % 1_000_000).unwrap_or(0),
+        }
     }
 
     /// The earliest instant at which `handle_timeout` has work to do.

@@ -20,7 +20,7 @@ impl SrvidRegistry {
     }
 
     /// Removes one registration; false when the client had none for `srvid` (stock then
-    /// answers DEREGISTER_SRVID with -1).
+    /// answers DEREGISTER_SRVID with ENOENT).
     pub fn deregister(&mut self, srvid: u64, client: ClientId) -> bool {
         let Some(list) = self.by_srvid.get_mut(&srvid) else {
             return false;

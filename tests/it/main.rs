@@ -3,4 +3,8 @@
 // Test helpers panic on setup failures by design: a failed setup is a failed test.
 #![allow(clippy::unwrap_used)]
 
+mod eventd;
+mod golden;
+mod mutex;
+mod shell;
 mod tidy;

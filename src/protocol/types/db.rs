@@ -158,7 +158,9 @@ fixed_struct! {
 }
 
 fixed_struct! {
-    /// `ctdb_traverse_all_ext` (32 bytes): TRAVERSE_ALL_EXT between daemons.
+    /// `ctdb_traverse_all_ext` (32 bytes): TRAVERSE_ALL_EXT between daemons. The stock daemon
+    /// sends a stack struct, so the 7 bytes after the bool can hold garbage; they are ignored
+    /// on input and written as zeros.
     TraverseAllExt (32) {
         db_id: u32 => u32 / put_u32,
         reqid: u32 => u32 / put_u32,

@@ -374,6 +374,7 @@ pub(crate) fn statistics(rng: &mut Prng) -> Statistics {
 
 pub(crate) fn statistics_list(rng: &mut Prng) -> StatisticsList {
     StatisticsList {
+        hole: if rng.bool() { rng.u32() } else { 0 },
         stats: vec_of(rng, 2, statistics),
     }
 }

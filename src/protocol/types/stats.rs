@@ -1,7 +1,9 @@
 //! Statistics payloads: STATISTICS, GET_STAT_HISTORY and GET_DB_STATISTICS.
 //!
 //! The daemon sends these as raw copies of its C structs, so every alignment hole is explicit
-//! here. Holes are written as zeros and ignored on input.
+//! here. Holes are written as zeros and ignored on input, except the two places where the stock
+//! daemon puts meaningless but non-zero bytes on the wire ([`StatisticsList::hole`],
+//! [`HotKey::key_ptr`]): those are kept so that captured replies re-encode byte for byte.
 
 use crate::protocol::basic::{Marshal, PullError, Reader, Timeval, Writer};
 
@@ -339,6 +341,10 @@ impl Marshal for Statistics {
 /// entries. A negative count is rejected (stock would fail the allocation).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct StatisticsList {
+    /// The bytes in the hole after the count. The stock daemon does not initialise them (it
+    /// `talloc_size`s the reply), so captured replies hold heap garbage here; they are kept so
+    /// that such captures re-encode byte for byte. Set 0 when building a reply.
+    pub hole: u32,
     pub stats: Vec<Statistics>,
 }
 
@@ -348,7 +354,7 @@ impl Marshal for StatisticsList {
     }
     fn push(&self, out: &mut Vec<u8>) {
         out.put_len(self.stats.len());
-        out.put_zeros(4);
+        out.put_u32(self.hole);
         for stats in &self.stats {
             stats.push(out);
         }
@@ -356,7 +362,7 @@ impl Marshal for StatisticsList {
     fn pull(buf: &[u8]) -> Result<(Self, usize), PullError> {
         let mut r = Reader::new(buf);
         let num = r.i32()?;
-        r.skip(4)?;
+        let hole = r.u32()?;
         let num = usize::try_from(num).map_err(|_| PullError::BadValue {
             what: "statistics_list num",
             value: u64::from(num.unsigned_abs()),
@@ -368,7 +374,7 @@ impl Marshal for StatisticsList {
             });
         }
         let stats = super::pull_items(&mut r, num)?;
-        Ok((StatisticsList { stats }, r.pos()))
+        Ok((StatisticsList { hole, stats }, r.pos()))
     }
 }
 
@@ -536,6 +542,7 @@ mod tests {
     #[test]
     fn statistics_list_layout() {
         let list = StatisticsList {
+            hole: 0,
             stats: vec![Statistics::default(); 2],
         };
         let b = list.to_bytes();
@@ -582,6 +589,24 @@ mod tests {
         assert_eq!(u32_at(&b, 224 + 9 * 24), 1);
         assert_eq!(&b[464..], b"abz");
         assert_eq!(DbStatistics::from_bytes_exact(&b).unwrap(), s);
+    }
+
+    #[test]
+    fn db_statistics_reply_captured_from_stock() {
+        // GET_DB_STATISTICS from a stock 4.17.12 node after one `ctdb writekey`: ten hot-key
+        // slots, the first holding "key1" behind a live heap pointer.
+        let mut b = vec![0u8; 464];
+        b[216] = 10;
+        b[224] = 1;
+        b[232..240].copy_from_slice(&0x5577_f3a3_0300u64.to_ne_bytes());
+        b[240] = 4;
+        b.extend_from_slice(b"key1");
+        let s = DbStatistics::from_bytes_exact(&b).unwrap();
+        assert_eq!(s.num_hot_keys, 10);
+        assert_eq!(s.hot_keys[0].count, 1);
+        assert_eq!(s.hot_keys[0].key, b"key1");
+        assert!(s.hot_keys[1..].iter().all(|k| k.key.is_empty()));
+        assert_eq!(s.to_bytes(), b);
     }
 
     #[test]

@@ -1,0 +1,224 @@
+//! Per-connection output queues and bounded reads (the I/O half of `common/ctdb_io.c`).
+//!
+//! Stock queues are unbounded: a peer that stops reading makes ctdbd grow without limit. Ours
+//! have an explicit limit in bytes and in frames; exceeding it is the caller's cue to drop the
+//! connection, which every CTDB peer already has to survive.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+
+/// Limits of one output queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueLimits {
+    pub max_bytes: usize,
+    pub max_frames: usize,
+}
+
+/// The queue would exceed its limits; nothing was queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueFull {
+    pub bytes: usize,
+    pub frames: usize,
+}
+
+impl std::fmt::Display for QueueFull {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "output queue full ({} bytes in {} frames)",
+            self.bytes, self.frames
+        )
+    }
+}
+
+/// Frames waiting to be written, the first possibly partly written.
+#[derive(Debug)]
+pub struct WriteQueue {
+    frames: VecDeque<Vec<u8>>,
+    /// Bytes of the front frame already written.
+    offset: usize,
+    /// Bytes not yet written, over all frames.
+    bytes: usize,
+    limits: QueueLimits,
+}
+
+impl WriteQueue {
+    pub fn new(limits: QueueLimits) -> Self {
+        WriteQueue {
+            frames: VecDeque::new(),
+            offset: 0,
+            bytes: 0,
+            limits,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    pub fn pending_bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn push(&mut self, frame: Vec<u8>) -> Result<(), QueueFull> {
+        if frame.is_empty() {
+            return Ok(());
+        }
+        let bytes = self.bytes.saturating_add(frame.len());
+        // A single frame larger than the byte limit is still accepted into an empty queue, so a
+        // legitimate large reply is never refused outright.
+        if (bytes > self.limits.max_bytes && !self.frames.is_empty())
+            || self.frames.len() >= self.limits.max_frames
+        {
+            return Err(QueueFull {
+                bytes: self.bytes,
+                frames: self.frames.len(),
+            });
+        }
+        self.bytes = bytes;
+        self.frames.push_back(frame);
+        Ok(())
+    }
+
+    /// Writes until the queue is empty or the socket would block. Errors other than
+    /// `WouldBlock`/`Interrupted` are returned and leave the queue as it was.
+    pub fn flush(&mut self, out: &mut impl Write) -> io::Result<()> {
+        while let Some(front) = self.frames.front() {
+            let rest = front.get(self.offset..).unwrap_or_default();
+            match out.write(rest) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.offset += n;
+                    self.bytes = self.bytes.saturating_sub(n);
+                    if self.offset >= front.len() {
+                        self.frames.pop_front();
+                        self.offset = 0;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a bounded read found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadOutcome {
+    /// The socket has nothing more for now.
+    Drained,
+    /// The budget ran out with data possibly left: read again next turn.
+    BudgetSpent,
+    /// The peer closed its end.
+    Eof,
+}
+
+/// Reads from `src` into `sink` until `WouldBlock`, EOF, or `budget` bytes. Bytes read before an
+/// EOF or error are still handed to `sink`.
+pub fn read_bounded(
+    src: &mut impl Read,
+    budget: usize,
+    mut sink: impl FnMut(&[u8]),
+) -> io::Result<ReadOutcome> {
+    let mut buf = [0u8; 16 * 1024];
+    let mut total = 0usize;
+    while total < budget {
+        match src.read(&mut buf) {
+            Ok(0) => return Ok(ReadOutcome::Eof),
+            Ok(n) => {
+                total += n;
+                sink(buf.get(..n).unwrap_or_default());
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(ReadOutcome::Drained),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(ReadOutcome::BudgetSpent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer that accepts at most `room` bytes, then would block.
+    struct Trickle {
+        written: Vec<u8>,
+        room: usize,
+    }
+
+    impl Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.room == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(self.room).min(3);
+            self.room -= n;
+            self.written.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn partial_writes_resume_in_order() {
+        let mut q = WriteQueue::new(QueueLimits {
+            max_bytes: 100,
+            max_frames: 10,
+        });
+        q.push(vec![1; 10]).unwrap();
+        q.push(vec![2; 5]).unwrap();
+        assert_eq!(q.pending_bytes(), 15);
+        let mut w = Trickle {
+            written: Vec::new(),
+            room: 7,
+        };
+        q.flush(&mut w).unwrap();
+        assert_eq!(q.pending_bytes(), 8);
+        w.room = 100;
+        q.flush(&mut w).unwrap();
+        assert!(q.is_empty());
+        let mut expected = vec![1; 10];
+        expected.extend_from_slice(&[2; 5]);
+        assert_eq!(w.written, expected);
+    }
+
+    #[test]
+    fn limits_refuse_without_queueing() {
+        let mut q = WriteQueue::new(QueueLimits {
+            max_bytes: 10,
+            max_frames: 2,
+        });
+        q.push(vec![0; 50]).unwrap(); // one oversized frame into an empty queue is allowed
+        assert!(q.push(vec![0; 1]).is_err());
+        let mut q = WriteQueue::new(QueueLimits {
+            max_bytes: 100,
+            max_frames: 2,
+        });
+        q.push(vec![0; 1]).unwrap();
+        q.push(vec![0; 1]).unwrap();
+        assert_eq!(
+            q.push(vec![0; 1]),
+            Err(QueueFull {
+                bytes: 2,
+                frames: 2
+            })
+        );
+    }
+
+    #[test]
+    fn bounded_read_stops_at_budget_and_reports_eof() {
+        let data = vec![7u8; 40_000];
+        let mut src = &data[..];
+        let mut got = Vec::new();
+        let outcome = read_bounded(&mut src, 20_000, |b| got.extend_from_slice(b)).unwrap();
+        assert_eq!(outcome, ReadOutcome::BudgetSpent);
+        let outcome = read_bounded(&mut src, 1 << 20, |b| got.extend_from_slice(b)).unwrap();
+        assert_eq!(outcome, ReadOutcome::Eof);
+        assert_eq!(got, data);
+    }
+}
