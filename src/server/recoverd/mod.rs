@@ -203,6 +203,16 @@ pub enum ClusterLockEvent {
     Lost,
 }
 
+impl From<crate::server::cluster_mutex::ClusterMutexEvent> for ClusterLockEvent {
+    fn from(event: crate::server::cluster_mutex::ClusterMutexEvent) -> Self {
+        use crate::server::cluster_mutex::ClusterMutexEvent as E;
+        match event {
+            E::Result { result, latency } => Self::from_result(result, latency.as_secs_f64()),
+            E::Lost => ClusterLockEvent::Lost,
+        }
+    }
+}
+
 impl ClusterLockEvent {
     /// The first answer of a cluster mutex helper.
     pub fn from_result(result: ClusterMutexResult, latency: f64) -> Self {

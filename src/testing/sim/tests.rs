@@ -15,52 +15,30 @@ fn cold_start_elects_one_leader_and_recovers() {
     }
 }
 
-#[test]
-#[ignore]
-fn debug_print_trace() {
-    let seed = std::env::var("CTDB_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1);
-    let mut config = SimConfig::new(seed, 3);
-    config.cluster_lock = std::env::var("SIM_LOCK").is_ok();
-    let mut sim = Sim::new(config);
-    let r = sim.run_until_healthy(Duration::from_secs(60));
-    println!(
-        "{r:?}\n{}\n{}\n{:?}",
-        sim.trace(),
-        sim.describe(),
-        sim.stats()
-    );
-}
+/// The randomised runs are spread over [`RANDOM_RUN_SHARDS`] tests so that they run in
+/// parallel. `CTDB_TEST_SEED=<seed>` replays one seed (in shard 0); otherwise `CTDB_SIM_SEEDS`
+/// seeds (default 200) starting at `CTDB_SIM_FIRST_SEED` (default 1) are dealt round-robin.
+/// `SIM_LOG=1` adds every recovery daemon's log lines to the trace a failure prints.
+const RANDOM_RUN_SHARDS: u64 = 4;
 
-/// Seeds for the randomised runs: `CTDB_TEST_SEED` alone, else `CTDB_SIM_SEEDS` of them (or
-/// `default`), starting at `CTDB_SIM_FIRST_SEED` (1).
-fn sim_seeds(default: u64) -> Vec<u64> {
-    if let Some(seed) = std::env::var("CTDB_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-    {
-        return vec![seed];
+fn shard_seeds(shard: u64) -> Vec<u64> {
+    let env = |name: &str| std::env::var(name).ok().and_then(|s| s.parse::<u64>().ok());
+    if let Some(seed) = env("CTDB_TEST_SEED") {
+        return if shard == 0 { vec![seed] } else { Vec::new() };
     }
-    let count = std::env::var("CTDB_SIM_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default);
-    let first = std::env::var("CTDB_SIM_FIRST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1);
-    (first..first + count).collect()
+    let count = env("CTDB_SIM_SEEDS").unwrap_or(200);
+    let first = env("CTDB_SIM_FIRST_SEED").unwrap_or(1);
+    (first..first + count)
+        .filter(|s| s % RANDOM_RUN_SHARDS == shard)
+        .collect()
 }
 
-#[test]
-fn random_faults_heal_to_one_leader_and_one_generation() {
+fn random_runs(shard: u64) {
     let options = RandomRun::default();
     let mut failures = Vec::new();
-    for seed in sim_seeds(200) {
+    for seed in shard_seeds(shard) {
         if let Err(e) = run_random(seed, &options) {
-            eprintln!("{e}\n\nreplay with CTDB_TEST_SEED={seed}\n");
+            eprintln!("{e}\n\nreplay with CTDB_TEST_SEED={seed} (SIM_LOG=1 for logs)\n");
             failures.push(seed);
             if failures.len() >= 3 {
                 break;
@@ -68,6 +46,26 @@ fn random_faults_heal_to_one_leader_and_one_generation() {
         }
     }
     assert!(failures.is_empty(), "failing seeds: {failures:?}");
+}
+
+#[test]
+fn random_faults_heal_to_one_leader_and_one_generation_0() {
+    random_runs(0);
+}
+
+#[test]
+fn random_faults_heal_to_one_leader_and_one_generation_1() {
+    random_runs(1);
+}
+
+#[test]
+fn random_faults_heal_to_one_leader_and_one_generation_2() {
+    random_runs(2);
+}
+
+#[test]
+fn random_faults_heal_to_one_leader_and_one_generation_3() {
+    random_runs(3);
 }
 
 fn cluster(seed: u64, nodes: usize, lock: bool, extensions: Extensions) -> Sim {
@@ -226,12 +224,31 @@ fn leader_link_drop_starts_the_election_at_once() {
     }
 }
 
+/// Pure stock behaviour (every extension off), for exploring: `cargo test --lib
+/// random_faults_with_stock -- --ignored`. Stock can end in the lock-holder stalemate
+/// described at [`Extensions::lock_holder_leads`], so failures here are expected now and then
+/// (seeds 249 and 593 of the first thousand).
 #[test]
 #[ignore]
-fn debug_print_config() {
-    let seed = std::env::var("CTDB_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1);
-    println!("{:#?}", random_config(seed).extensions);
+fn random_faults_with_stock_behaviour_only() {
+    let options = RandomRun {
+        extensions: Some(Extensions::STOCK),
+        max_quiet_recoveries: 1,
+        ..RandomRun::default()
+    };
+    let mut failures = Vec::new();
+    for seed in shard_seeds(0)
+        .into_iter()
+        .chain((1..4).flat_map(shard_seeds))
+    {
+        if let Err(e) = run_random(seed, &options) {
+            if std::env::var_os("SIM_LOG").is_some() {
+                eprintln!("{e}");
+            } else {
+                eprintln!("{}", e.lines().next().unwrap_or_default());
+            }
+            failures.push(seed);
+        }
+    }
+    assert!(failures.is_empty(), "failing seeds: {failures:?}");
 }
