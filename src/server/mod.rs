@@ -3,5 +3,6 @@
 pub mod cluster_mutex;
 pub mod daemon;
 pub mod effect;
+pub mod recoverd;
 pub mod shell;
 pub mod srvid;

@@ -4,6 +4,7 @@
 //! with `CTDB_TEST_SEED=<seed>`.
 
 pub mod prng;
+pub mod sim;
 
 pub use prng::Prng;
 
