@@ -201,8 +201,13 @@ pub struct Daemon {
     startup_running: bool,
     /// Wall-clock end of the last recovery, as monotonic time, for the re-recovery wait.
     last_recovery_finished_at: Option<Instant>,
-    /// Last time the recovery daemon pinged (RECD_PING).
+    /// Last time the recovery daemon pinged (RECD_PING), once it runs.
     last_recd_ping: Option<Instant>,
+    /// Consecutive `RecdPingTimeout` periods without a ping.
+    recd_ping_misses: u32,
+    recoverd_running: bool,
+    /// When to start the recovery daemon again after it exited.
+    recoverd_restart_due: Option<Instant>,
     /// When a ban lifts, if this node is banned.
     ban_ends: Option<Instant>,
 
@@ -286,6 +291,9 @@ impl Daemon {
             startup_running: false,
             last_recovery_finished_at: None,
             last_recd_ping: None,
+            recd_ping_misses: 0,
+            recoverd_running: false,
+            recoverd_restart_due: None,
             ban_ends: None,
             statistics,
             statistics_current: statistics,
@@ -1205,6 +1213,7 @@ impl Daemon {
             }
             Op::RecdPing if data.is_empty() => {
                 self.last_recd_ping = Some(now);
+                self.recd_ping_misses = 0;
                 ControlResult::status(0)
             }
             Op::RecdReclockLatency => match <[u8; 8]>::try_from(data) {
@@ -1631,6 +1640,7 @@ impl Daemon {
                 }
                 self.set_runstate(Runstate::FirstRecovery);
                 self.wait_recovered_due = Some(now.saturating_add(Duration::from_secs(1)));
+                self.start_recoverd(now);
             }
             EventPurpose::Startup => {
                 self.startup_running = false;
@@ -1665,6 +1675,56 @@ impl Daemon {
                 self.control_event_done(now, token, kind, outcome.result);
             }
         }
+    }
+
+    fn start_recoverd(&mut self, now: Instant) {
+        if self.shutting_down || self.recoverd_running {
+            return;
+        }
+        self.recoverd_running = true;
+        self.recoverd_restart_due = None;
+        self.last_recd_ping = Some(now);
+        self.recd_ping_misses = 0;
+        self.effects.push_back(Effect::StartRecoverd);
+    }
+
+    /// The recovery daemon exited: start another one shortly, as stock's `ctdb_check_recd`
+    /// does (unless the daemon is shutting down).
+    pub fn on_recoverd_exited(&mut self, now: Instant) {
+        self.recoverd_running = false;
+        if self.shutting_down {
+            return;
+        }
+        log::error!("Recovery daemon has exited, restarting it");
+        self.recoverd_restart_due = Some(now.saturating_add(Duration::from_secs(1)));
+    }
+
+    /// Mirrors `ctdb_recd_ping_timeout`: after `RecdFailCount` silent `RecdPingTimeout`
+    /// periods the recovery daemon is restarted.
+    fn recd_ping_check(&mut self, now: Instant) {
+        let Some(last) = self.last_recd_ping else {
+            return;
+        };
+        let period = Duration::from_secs(u64::from(self.tunable("RecdPingTimeout").max(1)));
+        if now.saturating_since(last) < period {
+            return;
+        }
+        self.recd_ping_misses += 1;
+        self.last_recd_ping = Some(now);
+        log::error!(
+            "Recovery daemon ping timeout. Count : {}",
+            self.recd_ping_misses
+        );
+        if self.recd_ping_misses >= self.tunable("RecdFailCount") && self.recoverd_running {
+            log::error!("Final timeout for recovery daemon ping. Restarting recovery daemon");
+            self.effects.push_back(Effect::StopRecoverd);
+        }
+    }
+
+    fn recd_ping_due(&self) -> Option<Instant> {
+        let last = self.last_recd_ping?;
+        let period = Duration::from_secs(u64::from(self.tunable("RecdPingTimeout").max(1)));
+        Some(last.saturating_add(period))
     }
 
     /// Mirrors `ctdb_wait_until_recovered`: once a recovery has given this node a generation
@@ -1766,6 +1826,11 @@ impl Daemon {
         }
         self.exit_code = exit_code;
         self.wait_recovered_due = None;
+        self.recoverd_restart_due = None;
+        self.last_recd_ping = None;
+        if self.recoverd_running {
+            self.effects.push_back(Effect::StopRecoverd);
+        }
         self.shutting_down = true;
         self.set_runstate(Runstate::Shutdown);
         self.next_keepalive = None;
@@ -1799,6 +1864,12 @@ impl Daemon {
         }
         if self.wait_recovered_due.is_some_and(|due| now >= due) {
             self.wait_until_recovered(now);
+        }
+        if self.recoverd_restart_due.is_some_and(|due| now >= due) {
+            self.start_recoverd(now);
+        }
+        if self.recd_ping_due().is_some_and(|due| now >= due) {
+            self.recd_ping_check(now);
         }
         if self.ban_ends.is_some_and(|due| now >= due) {
             self.ban_ends = None;
@@ -1866,6 +1937,8 @@ impl Daemon {
             self.startup_due,
             self.wait_recovered_due,
             self.ban_ends,
+            self.recoverd_restart_due,
+            self.recd_ping_due(),
             Some(self.next_stat_history),
             self.pending.values().map(|p| p.deadline).min(),
         ]

@@ -193,6 +193,7 @@ impl Core for ScriptCore {
         self.effects.push_back(Effect::Exit { code: 0 });
     }
     fn on_cluster_lock_test(&mut self, _now: Instant, _token: u64, _result: u8, _latency: f64) {}
+    fn on_recoverd_exited(&mut self, _now: Instant) {}
     fn handle_timeout(&mut self, _now: Instant) {}
     fn poll_timeout(&self) -> Option<Instant> {
         None
@@ -261,6 +262,7 @@ fn start_shell_with(
             watch_stdin: false,
             limits,
             cluster_mutex_helper: "/usr/libexec/ctdb/ctdb_mutex_fcntl_helper".into(),
+            recoverd_argv: None,
         })
         .unwrap();
         shell.run()

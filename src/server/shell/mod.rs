@@ -60,6 +60,7 @@ pub trait Core {
     fn on_event_done(&mut self, now: Instant, outcome: EventOutcome);
     fn on_shutdown_request(&mut self, now: Instant);
     fn on_cluster_lock_test(&mut self, now: Instant, token: u64, result: u8, latency_s: f64);
+    fn on_recoverd_exited(&mut self, now: Instant);
     fn handle_timeout(&mut self, now: Instant);
     fn poll_timeout(&self) -> Option<Instant>;
     fn poll_effect(&mut self) -> Option<Effect>;
@@ -92,6 +93,9 @@ impl Core for Daemon {
     }
     fn on_cluster_lock_test(&mut self, now: Instant, token: u64, result: u8, latency_s: f64) {
         Daemon::on_cluster_lock_test(self, now, token, result, latency_s);
+    }
+    fn on_recoverd_exited(&mut self, now: Instant) {
+        Daemon::on_recoverd_exited(self, now);
     }
     fn handle_timeout(&mut self, now: Instant) {
         Daemon::handle_timeout(self, now);
@@ -208,6 +212,9 @@ pub struct ShellParts<C> {
     /// The cluster mutex helper (`$CTDB_CLUSTER_MUTEX_HELPER` or the helper dir's
     /// `ctdb_mutex_fcntl_helper`) used to test the cluster lock.
     pub cluster_mutex_helper: PathBuf,
+    /// How to start the recovery daemon (`None`: the core's requests are ignored, for tests
+    /// that drive a scripted core).
+    pub recoverd_argv: Option<Vec<String>>,
 }
 
 /// Why the shell stopped.
@@ -247,6 +254,8 @@ pub struct Shell<C> {
     shutdown_deadline: Option<Instant>,
     lock_tests: lock_test::LockTests,
     cluster_mutex_helper: PathBuf,
+    recoverd_argv: Option<Vec<String>>,
+    recoverd: Option<crate::common::spawn::Child>,
     /// Exit code for a forced exit (EPIPE after stdin EOF, as stock's shutdown uses).
     forced_code: i32,
     exit: Option<(ExitReason, i32)>,
@@ -315,6 +324,8 @@ impl<C: Core> Shell<C> {
             exit: None,
             lock_tests: lock_test::LockTests::default(),
             cluster_mutex_helper: parts.cluster_mutex_helper,
+            recoverd_argv: parts.recoverd_argv,
+            recoverd: None,
         })
     }
 
@@ -481,6 +492,12 @@ impl<C: Core> Shell<C> {
                 {
                     error!("Failed to test the cluster lock: {e}");
                     self.core.on_cluster_lock_test(now, token, b'3', 0.0);
+                }
+            }
+            Effect::StartRecoverd => self.start_recoverd(now),
+            Effect::StopRecoverd => {
+                if let Some(child) = &self.recoverd {
+                    let _ = child.signal(libc::SIGTERM);
                 }
             }
             Effect::SetLogLevel { level } => {
@@ -718,6 +735,12 @@ impl<C: Core> Shell<C> {
                     let pid = pid.as_raw();
                     let is_eventd = self.eventd.as_mut().is_some_and(|e| e.reaped(pid));
                     self.lock_tests.reaped(pid);
+                    if self.recoverd.as_ref().is_some_and(|c| c.pid() == pid) {
+                        warn!("Recovery daemon (pid {pid}) exited: {status:?}");
+                        self.recoverd = None;
+                        let now = self.clock.now();
+                        self.core.on_recoverd_exited(now);
+                    }
                     if is_eventd {
                         warn!("Event daemon (pid {pid}) exited: {status:?}");
                     } else {
@@ -812,7 +835,27 @@ impl<C: Core> Shell<C> {
 
     /// `ctdb_shutdown_sequence`'s tail: eventd stopped, transport closed, socket and pid
     /// file removed.
+    /// Starts the recovery daemon as a client of this daemon.
+    fn start_recoverd(&mut self, now: Instant) {
+        let Some(argv) = &self.recoverd_argv else {
+            return;
+        };
+        match crate::common::spawn::Spawn::from_argv(argv).and_then(|s| s.spawn_child()) {
+            Ok(child) => {
+                info!("Started recovery daemon (pid {})", child.pid());
+                self.recoverd = Some(child);
+            }
+            Err(e) => {
+                error!("Failed to start the recovery daemon: {e}");
+                self.core.on_recoverd_exited(now);
+            }
+        }
+    }
+
     fn finish(&mut self, code: i32) {
+        if let Some(recoverd) = self.recoverd.take() {
+            let _ = recoverd.signal(libc::SIGTERM);
+        }
         if let Some(eventd) = &mut self.eventd {
             eventd.stop();
         }
