@@ -594,7 +594,7 @@ impl Process {
 
     fn handle_signals(&mut self, now: Instant) {
         while let Ok(Some(info)) = self.signals.read_signal() {
-            match Signal::try_from(info.ssi_signo as i32) {
+            match Signal::try_from(info.ssi_signo.cast_signed()) {
                 Ok(Signal::SIGTERM | Signal::SIGINT) => self.core.on_terminate(now),
                 Ok(Signal::SIGHUP) => {
                     if let Some(logger) = self.opts.logger {
