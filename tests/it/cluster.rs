@@ -181,6 +181,13 @@ impl LocalCluster {
         })
     }
 
+    /// Waits until every node reports every node OK (`ctdb nodestatus all` exits 0).
+    pub fn wait_all_ok(&self, limit: Duration) -> Duration {
+        self.wait_for("all nodes OK", limit, || {
+            (0..self.nodes).all(|n| self.ctdb(n, &["nodestatus", "all"]).status.success())
+        })
+    }
+
     pub fn write_event_script(&self, pnn: u32, name: &str, body: &str) {
         let dir = self.node_base(pnn).join("events/legacy");
         std::fs::create_dir_all(&dir).unwrap();
