@@ -1,22 +1,34 @@
 #!/usr/bin/env bash
-# `make demo`: until the daemon exists this shows what the build produced and what the
-# foundation checks against. From the daemon-core issue on it starts a 3-node local cluster.
+# `make demo`: starts a 3-node ctdb-rs cluster on 127.0.55.1-3 (test mode, one CTDB_BASE per
+# node under /tmp/ctdb-rs-demo), waits until every node is OK and shows it with the stock
+# `ctdb` CLI. The cluster keeps running; the last lines say how to use and stop it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "ctdb-rs foundation build: $(cargo pkgid 2>/dev/null)"
+dir=${CTDB_RS_DEMO_DIR:-/tmp/ctdb-rs-demo}
+prefix=${CTDB_RS_DEMO_PREFIX:-127.0.55}
+bin=$PWD/target/release
+lc="scripts/local_cluster.sh $dir"
+
+if [ -f "$dir/cluster.env" ]; then
+	$lc teardown >/dev/null 2>&1 || true
+fi
+export CTDB_EVENTD=$bin/ctdb-eventd
+export CTDB_CLUSTER_MUTEX_HELPER=$bin/ctdb_mutex_fcntl_helper
+$lc setup -n 3 -a "$prefix" --ctdbd "$bin/ctdbd"
+$lc start
+echo "waiting for all nodes to become OK ..."
+$lc wait-ok 60
 echo
-echo "Built binaries (target/release):"
-found=0
-for f in target/release/*; do
-	if [ -f "$f" ] && [ -x "$f" ] && [[ "$(basename "$f")" != *.* ]]; then
-		echo "  $(basename "$f")"; found=1
-	fi
-done
-[ "$found" = 1 ] || echo "  (none yet: the daemon arrives with the daemon-core issue)"
+$lc onnode 0 ctdb status
 echo
-echo "Stock reference on this machine: $(ctdb version 2>/dev/null || echo 'ctdb not installed')"
-echo "What 'make test' checks today:"
-echo "  - every CTDB 4.17 packet and control payload round-trips (seeded; CTDB_TEST_SEED=N replays)"
-echo "  - golden byte vectors captured from stock ctdbd 4.17 decode and re-encode identically"
-echo "  - ctdb.conf, nodes, public_addresses and ctdb.tunables parse like stock"
+$lc onnode 0 ctdb uptime
+cat <<MSG
+
+The cluster is running. Try for example:
+  $lc onnode 1 ctdb nodestatus all
+  $lc onnode 2 ctdb listvars
+  $lc status
+Stop it with:
+  $lc teardown
+MSG
