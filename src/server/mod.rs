@@ -2,5 +2,6 @@
 
 pub mod cluster_mutex;
 pub mod daemon;
+pub mod database;
 pub mod effect;
 pub mod srvid;
