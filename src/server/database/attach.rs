@@ -183,7 +183,7 @@ impl DatabaseSet {
         } else {
             &self.config.volatile_dir
         };
-        let path = dir.join(format!("{name}.{}", self.config.pnn));
+        let path = super::file_in(dir, name, self.config.pnn);
         let tdb_flags = db_tdb_flags(flags, self.config.tdb_mutexes, self.mutexes_supported);
         let mut store = match self
             .backend
@@ -231,8 +231,67 @@ impl DatabaseSet {
             invalid_records: false,
             push: None,
             unhealthy_reason,
+            readonly_tracking: None,
         });
         Ok(())
+    }
+
+    /// SET_DB_READONLY (`ctdb_set_db_readonly`): volatile databases only; opens the tracking
+    /// database `<path>.RO` and sets the READONLY flag.
+    pub(super) fn set_db_readonly(&mut self, db_id: u32, ctx: &DbContext<'_>) -> DbReply {
+        let Some(index) = self.index_of(db_id) else {
+            return DbReply::fail();
+        };
+        let db = &self.dbs[index];
+        if db.flags & db_flags::READONLY != 0 {
+            return DbReply::status(0);
+        }
+        if !db.is_volatile() {
+            log::error!("Non-volatile databases do not support readonly flag");
+            return DbReply::fail();
+        }
+        let mut ro_path = db.path.as_os_str().to_owned();
+        ro_path.push(".RO");
+        let ro_path = std::path::PathBuf::from(ro_path);
+        let flags = crate::common::tdb::TdbFlags::NOLOCK
+            | crate::common::tdb::TdbFlags::CLEAR_IF_FIRST
+            | crate::common::tdb::TdbFlags::NOSYNC;
+        let tracking = match self
+            .backend
+            .open(&ro_path, ctx.tunables.database_hash_size(), flags)
+        {
+            Ok(tracking) => tracking,
+            Err(e) => {
+                log::error!(
+                    "Failed to open/create the tracking database '{}': {e}",
+                    ro_path.display()
+                );
+                return DbReply::fail();
+            }
+        };
+        log::info!("OPENED tracking database : '{}'", ro_path.display());
+        let db = &mut self.dbs[index];
+        db.readonly_tracking = Some(tracking);
+        db.flags |= db_flags::READONLY;
+        log::info!("Readonly property set on DB {}", db.name);
+        DbReply::status(0)
+    }
+
+    /// SET_DB_STICKY: volatile databases only.
+    pub(super) fn set_db_sticky(&mut self, db_id: u32) -> DbReply {
+        let Some(db) = self.get_mut(db_id) else {
+            return DbReply::fail();
+        };
+        if db.flags & db_flags::STICKY != 0 {
+            return DbReply::status(0);
+        }
+        if !db.is_volatile() {
+            log::error!("Non-volatile databases do not support sticky flag");
+            return DbReply::fail();
+        }
+        db.flags |= db_flags::STICKY;
+        log::info!("set db sticky {}", db.name);
+        DbReply::status(0)
     }
 
     /// The start-up scan (`ctdb_attach_persistent`): every `<name>.tdb.<own pnn>` in the

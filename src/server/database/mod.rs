@@ -199,6 +199,8 @@ pub struct Database {
     invalid_records: bool,
     push: Option<PushState>,
     unhealthy_reason: Option<String>,
+    /// The read-only delegation tracking database `<path>.RO` (SET_DB_READONLY).
+    readonly_tracking: Option<Box<dyn DbStore>>,
 }
 
 impl Database {
@@ -311,9 +313,7 @@ impl DatabaseSet {
     /// the first step of stock's `ctdb_attach_databases`. No database is attached yet; see
     /// [`DatabaseSet::attach_persistent_databases`].
     pub fn new(config: DbConfig, mut backend: Box<dyn StorageBackend>) -> Result<Self, TdbError> {
-        let health_path = config
-            .state_dir
-            .join(format!("{PERSISTENT_HEALTH_TDB}.{}", config.pnn));
+        let health_path = file_in(&config.state_dir, PERSISTENT_HEALTH_TDB, config.pnn);
         let mut health = backend.open(&health_path, 0, TdbFlags::DISALLOW_NESTING)?;
         health.check_integrity()?;
         let mutexes_supported = config.tdb_mutexes && backend.robust_mutexes_supported();
@@ -505,6 +505,16 @@ impl DatabaseSet {
                 };
                 self.control_db_set_healthy(db_id, ctx)
             }
+            Op::SetDbReadonly | Op::SetDbSticky => {
+                let Some(db_id) = exact_u32(data) else {
+                    return invalid_size(req.opcode, data.len(), 4);
+                };
+                if req.opcode == Op::SetDbReadonly {
+                    self.set_db_readonly(db_id, ctx)
+                } else {
+                    self.set_db_sticky(db_id)
+                }
+            }
             Op::Freeze => {
                 if !data.is_empty() {
                     return invalid_size(req.opcode, data.len(), 0);
@@ -557,6 +567,13 @@ fn invalid_size(opcode: ControlOpcode, got: usize, expected: usize) -> DbControl
         u32::from(opcode)
     );
     DbControlOutcome::Reply(DbReply::fail())
+}
+
+/// `"%s/%s.%u"`, as stock builds database paths: the directory exactly as configured.
+fn file_in(dir: &Path, name: &str, pnn: Pnn) -> PathBuf {
+    let mut path = dir.as_os_str().to_owned();
+    path.push(format!("/{name}.{pnn}"));
+    PathBuf::from(path)
 }
 
 fn exact_u32(data: &[u8]) -> Option<u32> {

@@ -294,6 +294,18 @@ impl DatabaseSet {
             log::error!("DB push not started");
             return DbReply::fail();
         };
+        // A recovery revokes every delegation, so the tracking database starts empty again.
+        if let Some(tracking) = db.readonly_tracking.as_mut() {
+            log::error!("Clearing the tracking database for dbid 0x{:x}", db.db_id);
+            if let Err(e) = tracking.wipe_all() {
+                log::error!(
+                    "Failed to wipe tracking database for 0x{:x}. Dropping read-only delegation support: {e}",
+                    db.db_id
+                );
+                db.readonly_tracking = None;
+                db.flags &= !crate::protocol::types::db_flags::READONLY;
+            }
+        }
         let _ = db.store.unmark_locked();
         DbReply::data(push.num_records.to_ne_bytes().to_vec())
     }

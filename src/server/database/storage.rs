@@ -23,9 +23,14 @@
 //! libtdb call made by this process while frozen issues a real unlock (which for fcntl locks
 //! would punch a hole into the freeze lock) or waits on its own mutex.
 //!
-//! Consequence for callers: this process's own handle does *not* see a frozen database as
-//! locked. Code that serves record requests must ask [`super::DatabaseSet::allow_access`]
-//! first, where stock would find the chain lock taken and queue a lock helper.
+//! Consequences for the rest of the daemon:
+//! * This process's own handle does *not* see a frozen database as locked. Code that serves
+//!   record requests must ask [`super::DatabaseSet::allow_access`] first, where stock would
+//!   find the chain lock taken and queue a lock helper.
+//! * fcntl locks belong to the process and are all dropped when the process closes *any*
+//!   descriptor of the file. Nothing in the daemon may open a database file other than through
+//!   its one handle (libtdb refuses a second `tdb_open` for the same reason) — not even to
+//!   read it.
 
 use crate::common::tdb::{self, StoreMode, Tdb, TdbError, TdbErrorCode, TdbFlags, Traverse};
 use std::ffi::OsString;

@@ -367,7 +367,14 @@ struct FileHeader {
 }
 
 fn file_header(path: &Path) -> FileHeader {
-    let bytes = std::fs::read(path).unwrap();
+    // Read by another process: closing a descriptor of the file in this one would drop this
+    // process's fcntl locks on it (the CLEAR_IF_FIRST active lock among them).
+    let out = Command::new("head")
+        .args(["-c", "68"])
+        .arg(path)
+        .output()
+        .unwrap();
+    let bytes = out.stdout;
     let word = |at: usize| u32::from_ne_bytes(bytes[at..at + 4].try_into().unwrap());
     FileHeader {
         hash_size: word(36),
@@ -1905,4 +1912,61 @@ fn node_wide_freeze() {
     assert!(dbs.all_frozen());
     assert!(dbs.databases().all(|db| db.generation() == 1));
     assert!(!dbs.generations_match(7));
+}
+
+#[test]
+fn readonly_and_sticky_flags() {
+    let (backend, mut dbs) = memory_set(0);
+    let env = Env::new();
+    let vol = attach(&mut dbs, &env, ControlOpcode::DbAttach, "v.tdb");
+    let per = attach(&mut dbs, &env, ControlOpcode::DbAttachPersistent, "p.tdb");
+    for opcode in [ControlOpcode::SetDbReadonly, ControlOpcode::SetDbSticky] {
+        fails(&mut dbs, &env, opcode, &per.to_ne_bytes());
+        fails(&mut dbs, &env, opcode, &1u32.to_ne_bytes());
+        ok(&mut dbs, &env, opcode, &vol.to_ne_bytes());
+        ok(&mut dbs, &env, opcode, &vol.to_ne_bytes());
+    }
+    let map = DbidMap::from_bytes_exact(&ok(&mut dbs, &env, ControlOpcode::GetDbmap, &[])).unwrap();
+    assert_eq!(
+        map.dbs.iter().map(|d| d.flags).collect::<Vec<_>>(),
+        [db_flags::PERSISTENT, db_flags::READONLY | db_flags::STICKY]
+    );
+    // The tracking database sits next to the database and is emptied by a recovery.
+    let ro = PathBuf::from("/mem/volatile/v.tdb.0.RO");
+    backend.put_file(&ro, [(b"k".to_vec(), b"\x01".to_vec())]);
+    ok(&mut dbs, &env, ControlOpcode::DbFreeze, &vol.to_ne_bytes());
+    ok(
+        &mut dbs,
+        &env,
+        ControlOpcode::DbTransactionStart,
+        &transdb(vol, 2),
+    );
+    ok(
+        &mut dbs,
+        &env,
+        ControlOpcode::DbPushStart,
+        &pulldb(vol, PUSH_SRVID),
+    );
+    ok(
+        &mut dbs,
+        &env,
+        ControlOpcode::DbPushConfirm,
+        &vol.to_ne_bytes(),
+    );
+    assert_eq!(backend.file_records(&ro).unwrap(), vec![]);
+}
+
+#[test]
+fn database_paths_keep_the_configured_directory_text() {
+    let backend = MemoryBackend::new();
+    let mut config = memory_config(3);
+    config.volatile_dir = PathBuf::from("/mem/volatile/");
+    let mut dbs = DatabaseSet::new(config, Box::new(backend)).unwrap();
+    let env = Env::new();
+    let id = attach(&mut dbs, &env, ControlOpcode::DbAttach, "x.tdb");
+    // Stock prints "%s/%s.%u": a trailing slash in the configuration stays.
+    assert_eq!(
+        ok(&mut dbs, &env, ControlOpcode::Getdbpath, &id.to_ne_bytes()),
+        b"/mem/volatile//x.tdb.3\0"
+    );
 }
