@@ -24,6 +24,8 @@ pub mod storage;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_stock;
 
 pub use memory::MemoryBackend;
 pub use storage::{db_tdb_flags, DbStore, StorageBackend, TdbBackend};
@@ -35,7 +37,7 @@ use crate::common::tunable::Tunables;
 use crate::protocol::opcode::ControlOpcode;
 use crate::protocol::types::{db_flags, Dbid, DbidMap, Runstate, VnnMap};
 use crate::protocol::Marshal;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
 pub const RECOVERY_NORMAL: u32 = 0;
@@ -362,6 +364,19 @@ impl DatabaseSet {
         self.dbs.iter().find(|db| db.name == name)
     }
 
+    pub fn len(&self) -> usize {
+        self.dbs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.dbs.is_empty()
+    }
+
+    /// Local attaches waiting for the recovery to end.
+    pub fn deferred_attach_count(&self) -> usize {
+        self.deferred_attaches.len()
+    }
+
     fn index_of(&self, db_id: u32) -> Option<usize> {
         self.dbs.iter().position(|db| db.db_id == db_id)
     }
@@ -490,7 +505,7 @@ impl DatabaseSet {
                 if data.len() != 8 {
                     return invalid_size(req.opcode, data.len(), 8);
                 }
-                let db_id = exact_u32(&data[..4]).unwrap_or_default();
+                let db_id = data.get(..4).and_then(exact_u32).unwrap_or_default();
                 self.control_get_db_seqnum(db_id, ctx)
             }
             Op::DbGetHealth => {
@@ -587,8 +602,8 @@ fn nul_terminated(bytes: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Lets a request be kept and replayed.
 impl DeferredAttach {
+    /// The request again, for the re-injection.
     fn request(&self) -> DbRequest<'_> {
         DbRequest {
             opcode: self.opcode,
@@ -598,31 +613,5 @@ impl DeferredAttach {
             srcnode: self.srcnode,
             client: Some(self.client),
         }
-    }
-}
-
-/// Statistics the daemon may want about the set (kept small on purpose).
-impl DatabaseSet {
-    pub fn len(&self) -> usize {
-        self.dbs.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.dbs.is_empty()
-    }
-
-    /// Deferred attaches waiting for the recovery to end.
-    pub fn deferred_attach_count(&self) -> usize {
-        self.deferred_attaches.len()
-    }
-}
-
-/// Map from db_id to freeze mode, for tests and status output.
-impl DatabaseSet {
-    pub fn freeze_modes(&self) -> BTreeMap<u32, FreezeMode> {
-        self.dbs
-            .iter()
-            .map(|db| (db.db_id, db.freeze_mode))
-            .collect()
     }
 }

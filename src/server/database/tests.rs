@@ -190,7 +190,7 @@ fn memory_set(pnn: Pnn) -> (MemoryBackend, DatabaseSet) {
 
 /// Every record of a real TDB file as the stock `tdbdump` prints it (decoded), so the files
 /// are read by a process other than the one holding them open.
-fn tdbdump(path: &Path) -> Records {
+pub(super) fn tdbdump(path: &Path) -> Records {
     let out = Command::new("tdbdump")
         .arg(path)
         .output()
