@@ -305,14 +305,14 @@ fn probe(path: &Path, flags: u32, key: &str) -> &'static str {
 }
 
 /// Another process holding a chain lock until dropped.
-struct ChainHolder {
+pub(super) struct ChainHolder {
     child: Child,
     stdin: Option<ChildStdin>,
     stdout: BufReader<ChildStdout>,
 }
 
 impl ChainHolder {
-    fn start(path: &Path, flags: u32, key: &str) -> Self {
+    pub(super) fn start(path: &Path, flags: u32, key: &str) -> Self {
         let mut child = child_command(path, flags, "hold", key)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -31,6 +31,8 @@ struct MiniDaemon {
     /// Opcodes the helper sent that this stand-in does not know.
     unknown: Vec<ControlOpcode>,
     opcodes_seen: Vec<ControlOpcode>,
+    /// How many controls were answered later.
+    deferred_replies: usize,
     out: Vec<u8>,
 }
 
@@ -95,6 +97,7 @@ impl MiniDaemon {
                 }
                 DbEffect::Complete { id, reply } => {
                     if let Some(reqid) = self.deferred.remove(&id) {
+                        self.deferred_replies += 1;
                         self.reply(reqid, reply);
                     }
                 }
@@ -195,13 +198,45 @@ impl MiniDaemon {
     }
 
     /// Serves one client connection until it closes or `child` exits.
-    fn serve(&mut self, mut stream: UnixStream, child: &mut std::process::Child) {
+    /// `lock_holder` (another process holding a chain lock) is let go after a few idle turns,
+    /// so that a freeze has to wait for it.
+    fn serve(
+        &mut self,
+        mut stream: UnixStream,
+        child: &mut std::process::Child,
+        mut lock_holder: Option<tests::ChainHolder>,
+    ) {
         stream
             .set_read_timeout(Some(Duration::from_millis(50)))
             .unwrap();
         let mut reader = FrameReader::new(64 * 1024 * 1024);
         let mut buf = vec![0u8; 65536];
-        for _ in 0..1200 {
+        let mut waiting_turns = 0;
+        for turn in 0..1200u64 {
+            // Simulated time: 50 ms per turn, enough for every freeze retry to be due.
+            let now = Instant::from_millis(turn * 50);
+            if !self.deferred.is_empty() {
+                waiting_turns += 1;
+                if waiting_turns == 5 {
+                    // The freeze has been retried a few times in vain; let go.
+                    drop(lock_holder.take());
+                }
+            }
+            if let Some(due) = self.dbs.poll_timeout() {
+                if now >= due {
+                    let vnn_map = self.vnn_map.clone();
+                    let tunables = self.tunables;
+                    let ctx = DbContext {
+                        vnn_map: &vnn_map,
+                        tunables: &tunables,
+                        ..self.ctx()
+                    };
+                    self.dbs.handle_timeout(now, &ctx);
+                    self.drain_effects();
+                    let out = std::mem::take(&mut self.out);
+                    stream.write_all(&out).unwrap();
+                }
+            }
             match stream.read(&mut buf) {
                 Ok(0) => return,
                 Ok(n) => {
@@ -212,7 +247,12 @@ impl MiniDaemon {
                     let out = std::mem::take(&mut self.out);
                     stream.write_all(&out).unwrap();
                 }
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                    ) =>
+                {
                     if child.try_wait().unwrap().is_some() {
                         return;
                     }
@@ -240,11 +280,25 @@ use crate::protocol::ltdb::{LtdbHeader, REC_FLAG_MIGRATED_WITH_DATA};
 
 #[test]
 fn stock_recovery_helper_recovers_our_databases() {
+    stock_recovery(true);
+}
+
+/// Not frozen beforehand, and an smbd-like process holds a chain lock of the volatile database
+/// for a while: the helper's DB_FREEZE waits for it.
+#[test]
+fn stock_recovery_helper_waits_for_a_freeze() {
+    stock_recovery(false);
+}
+
+fn stock_recovery(prefrozen: bool) {
     if !Path::new(HELPER).exists() {
         eprintln!("{HELPER} not installed: skipped");
         return;
     }
-    let dir = std::env::temp_dir().join(format!("ctdb-rs-db-{}-stockrh", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "ctdb-rs-db-{}-stockrh-{prefrozen}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     for sub in ["volatile", "persistent", "state"] {
         std::fs::create_dir_all(dir.join(sub)).unwrap();
@@ -269,6 +323,7 @@ fn stock_recovery_helper_recovers_our_databases() {
         deferred: BTreeMap::new(),
         unknown: Vec::new(),
         opcodes_seen: Vec::new(),
+        deferred_replies: 0,
         out: Vec::new(),
     };
 
@@ -317,7 +372,21 @@ fn stock_recovery_helper_recovers_our_databases() {
         ],
     );
     fill(&mut daemon.dbs, "repl.tdb", &[(b"r", value(1, 0, 0, b"x"))]);
-    daemon.dbs.freeze_all_blocking().unwrap();
+    let mut lock_holder = None;
+    if prefrozen {
+        // As at start-up.
+        daemon.dbs.freeze_all_blocking().unwrap();
+    } else {
+        let db = daemon
+            .dbs
+            .get(crate::protocol::hash::db_id("locking.tdb"))
+            .unwrap();
+        lock_holder = Some(tests::ChainHolder::start(
+            db.path(),
+            db.tdb_flags().bits(),
+            "open-file",
+        ));
+    }
 
     let socket = dir.join("ctdbd.socket");
     let listener = UnixListener::bind(&socket).unwrap();
@@ -355,7 +424,7 @@ fn stock_recovery_helper_recovers_our_databases() {
         );
     };
     stream.set_nonblocking(false).unwrap();
-    daemon.serve(stream, &mut child);
+    daemon.serve(stream, &mut child, lock_holder);
     let out = child.wait_with_output().unwrap();
     let stderr = format!(
         "{}{}",
@@ -369,6 +438,9 @@ fn stock_recovery_helper_recovers_our_databases() {
     );
     assert_eq!(out.stdout, 0i32.to_ne_bytes(), "{stderr}");
     assert!(daemon.unknown.is_empty(), "{:?}", daemon.unknown);
+    // Without the start-up freeze the helper's DB_FREEZEs lock the databases; the one held by
+    // the other process answers only after the retries got the lock.
+    assert_eq!(daemon.deferred_replies, usize::from(!prefrozen));
     for op in [
         ControlOpcode::DbFreeze,
         ControlOpcode::DbTransactionStart,
