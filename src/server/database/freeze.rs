@@ -20,15 +20,20 @@ impl DatabaseSet {
             log::error!("Freeze all: frozen");
             return DbControlOutcome::Reply(DbReply::status(0));
         }
-        let id = self.alloc_deferred();
-        let Some(global) = self.global.as_mut() else {
-            log::error!("No freeze lock handle when adding a waiter");
-            return DbControlOutcome::Reply(DbReply::fail());
-        };
-        if global.num_total == 0 {
-            return DbControlOutcome::Reply(DbReply::status(0));
+        match &self.global {
+            None => {
+                log::error!("No freeze lock handle when adding a waiter");
+                return DbControlOutcome::Reply(DbReply::fail());
+            }
+            Some(global) if global.num_total == 0 => {
+                return DbControlOutcome::Reply(DbReply::status(0));
+            }
+            Some(_) => {}
         }
-        global.waiters.push(id);
+        let id = self.alloc_deferred();
+        if let Some(global) = self.global.as_mut() {
+            global.waiters.push(id);
+        }
         DbControlOutcome::Deferred(id)
     }
 

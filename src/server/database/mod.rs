@@ -14,6 +14,35 @@
 //! Freezing takes the all-record lock in this process rather than in a `ctdb_lock_helper`
 //! child; [`storage`] explains why that is equivalent for everybody else and what it means for
 //! this process's own record access ([`DatabaseSet::allow_access`]).
+//!
+//! # Wiring into the daemon
+//!
+//! * Start-up, before clients are accepted: [`DatabaseSet::new`] (opens the persistent-health
+//!   database), [`DatabaseSet::attach_persistent_databases`], then
+//!   [`DatabaseSet::freeze_all_blocking`]; an error in any of them is fatal, as in stock.
+//! * Every REQ_CONTROL run on this node, from a local client or from another node: build a
+//!   [`DbRequest`] (with `client` set only for a connected local client) and a [`DbContext`]
+//!   and call [`DatabaseSet::handle_control`] *before* the daemon's own dispatch. On
+//!   [`DbControlOutcome::Reply`] forward every pending effect, then send the reply; on
+//!   [`DbControlOutcome::Deferred`] remember where the reply goes under that id.
+//! * Every REQ_MESSAGE for this node (a client's to its own node, one from another node, or a
+//!   [`DbEffect::SendMessage`] to the own PNN): [`DatabaseSet::on_message`], then the usual
+//!   delivery to registered clients.
+//! * Effects: [`DbEffect::SendMessage`] is `ctdb_daemon_send_message`;
+//!   [`DbEffect::BroadcastControl`] a NOREPLY control to `BROADCAST_CONNECTED` (this node
+//!   included); [`DbEffect::Complete`] the deferred reply (ignore an unknown id);
+//!   [`DbEffect::SetRecoveryModeActive`], [`DbEffect::Thawed`] (resend waiting record
+//!   requests) and [`DbEffect::Fatal`] (exit) as named.
+//! * Time: fold [`DatabaseSet::poll_timeout`] into the daemon's and call
+//!   [`DatabaseSet::handle_timeout`] from its timer handler.
+//! * SET_RECMODE(NORMAL), when the mode changes: fail with -1 unless
+//!   [`DatabaseSet::generations_match`] the vnn map's generation; [`DatabaseSet::thaw_all`] if
+//!   [`DatabaseSet::all_frozen`]; once the mode is NORMAL (after the cluster-lock test),
+//!   [`DatabaseSet::process_deferred_attaches`].
+//! * Becoming inactive: [`DatabaseSet::become_inactive`] (with the vnn map generation set to
+//!   `INVALID_GENERATION` and recovery mode ACTIVE by the daemon).
+//! * A local client disconnects: [`DatabaseSet::on_client_closed`].
+//! * STATISTICS `frozen`: [`DatabaseSet::all_frozen`].
 
 mod attach;
 mod freeze;
