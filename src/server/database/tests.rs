@@ -13,10 +13,10 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 // ---- fixtures -----------------------------------------------------------------------------
 
 /// A per-test scratch directory with the three database directories, removed on drop.
-struct TempDir(PathBuf);
+pub(super) struct TempDir(pub(super) PathBuf);
 
 impl TempDir {
-    fn new(tag: &str) -> Self {
+    pub(super) fn new(tag: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("ctdb-rs-db-{}-{tag}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         for sub in ["volatile", "persistent", "state"] {
@@ -25,7 +25,7 @@ impl TempDir {
         Self(dir)
     }
 
-    fn config(&self, pnn: Pnn) -> DbConfig {
+    pub(super) fn config(&self, pnn: Pnn) -> DbConfig {
         DbConfig {
             pnn,
             volatile_dir: self.0.join("volatile"),

@@ -295,21 +295,9 @@ fn stock_recovery(prefrozen: bool) {
         eprintln!("{HELPER} not installed: skipped");
         return;
     }
-    let dir = std::env::temp_dir().join(format!(
-        "ctdb-rs-db-{}-stockrh-{prefrozen}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    for sub in ["volatile", "persistent", "state"] {
-        std::fs::create_dir_all(dir.join(sub)).unwrap();
-    }
-    let config = DbConfig {
-        pnn: 0,
-        volatile_dir: dir.join("volatile"),
-        persistent_dir: dir.join("persistent"),
-        state_dir: dir.join("state"),
-        tdb_mutexes: true,
-    };
+    let tmp = tests::TempDir::new(&format!("stockrh-{prefrozen}"));
+    let dir = tmp.0.clone();
+    let config = tmp.config(0);
     let mut daemon = MiniDaemon {
         dbs: DatabaseSet::new(config, Box::new(TdbBackend)).unwrap(),
         tunables: Tunables::default(),
@@ -491,5 +479,4 @@ fn stock_recovery(prefrozen: bool) {
         vec![(b"r".to_vec(), value(1, 0, mwd, b"x"))]
     );
     drop(daemon);
-    let _ = std::fs::remove_dir_all(&dir);
 }
