@@ -2,6 +2,7 @@
 
 pub mod cluster_mutex;
 pub mod daemon;
+pub mod database;
 pub mod effect;
 pub mod recoverd;
 pub mod recoverd_shell;

@@ -1,0 +1,415 @@
+//! The storage boundary of the database service: what `server/ctdb_ltdb_server.c`,
+//! `server/ctdb_freeze.c`, `server/ctdb_lock.c` and `server/ctdb_recover.c` do to a TDB, behind
+//! a trait so that a simulation can swap libtdb for memory ([`super::memory`]).
+//!
+//! # The freeze lock lives in this process
+//!
+//! Stock ctdbd freezes a database by running `ctdb_lock_helper`, a child that takes
+//! `tdb_lockall` and holds it; the daemon then only *marks* its own handle locked (or runs with
+//! `TDB_NOLOCK`) while it pulls, wipes and pushes. The helper exists so that ctdbd never blocks
+//! on a lock an smbd holds. Here the daemon takes the all-record lock itself, with
+//! `tdb_lockall_nonblock`, and simply tries again later while somebody holds a chain
+//! ([`DbStore::freeze_try_lock`] answers "busy"). The lock is then owned by this process (fcntl)
+//! or this thread (robust mutexes) exactly as the helper would own it, so smbd's
+//! `tdb_chainlock` blocks and `tdb_chainlock_nonblock` fails until the thaw.
+//!
+//! To keep libtdb's bookkeeping consistent with a lock it did not take for the transaction code,
+//! [`TdbStore`] keeps one invariant while frozen: the handle's all-record count is exactly 1,
+//! either from the `tdb_lockall` itself or, inside the recovery transaction, from the
+//! transaction (whose own all-record lock was taken with `TDB_NOLOCK`, so it is bookkeeping
+//! only). Moving between the two uses `tdb_lockall_unmark`/`tdb_lockall_mark`, which change
+//! the count without touching the real lock, and every transaction start, commit and cancel runs
+//! with `TDB_NOLOCK` as stock's do. Because the count never drops to 0 outside those calls, no
+//! libtdb call made by this process while frozen issues a real unlock (which for fcntl locks
+//! would punch a hole into the freeze lock) or waits on its own mutex.
+//!
+//! Consequences for the rest of the daemon:
+//! * This process's own handle does *not* see a frozen database as locked. Code that serves
+//!   record requests must ask [`super::DatabaseSet::allow_access`] first, where stock would
+//!   find the chain lock taken and queue a lock helper.
+//! * fcntl locks belong to the process and are all dropped when the process closes *any*
+//!   descriptor of the file. Nothing in the daemon may open a database file other than through
+//!   its one handle (libtdb refuses a second `tdb_open` for the same reason) — not even to
+//!   read it.
+
+use crate::common::tdb::{self, StoreMode, Tdb, TdbError, TdbErrorCode, TdbFlags, Traverse};
+use std::ffi::OsString;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// One open database file.
+pub trait DbStore: fmt::Debug {
+    /// `tdb_get_flags` (DB_OPEN_FLAGS).
+    fn tdb_flags(&self) -> u32;
+    /// `tdb_fetch`.
+    fn fetch(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, TdbError>;
+    /// `tdb_storev(..., TDB_REPLACE)` of the concatenated parts.
+    fn store(&mut self, key: &[u8], parts: &[&[u8]]) -> Result<(), TdbError>;
+    /// `tdb_delete`; a missing record fails with `TdbErrorCode::NoExist`.
+    fn delete(&mut self, key: &[u8]) -> Result<(), TdbError>;
+    /// `tdb_traverse_read` over every record, in the store's order.
+    fn traverse_read(&mut self, visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<usize, TdbError>;
+    /// `tdb_wipe_all`.
+    fn wipe_all(&mut self) -> Result<(), TdbError>;
+    /// `tdb_check` without a record checker.
+    fn check_integrity(&mut self) -> Result<(), TdbError>;
+    /// `tdb_set_max_dead` (`DatabaseMaxDead`).
+    fn set_max_dead(&mut self, max_dead: u32);
+
+    /// An ordinary (locking) transaction, used for the persistent-health database.
+    fn transaction_start(&mut self) -> Result<(), TdbError>;
+    fn transaction_commit(&mut self) -> Result<(), TdbError>;
+    fn transaction_cancel(&mut self) -> Result<(), TdbError>;
+
+    /// Tries to take the freeze lock without waiting: `Ok(true)` locked, `Ok(false)` somebody
+    /// else holds a lock in the way (try again later).
+    fn freeze_try_lock(&mut self) -> Result<bool, TdbError>;
+    /// Takes the freeze lock, waiting as long as it takes (start-up only, as stock's
+    /// `ctdb_blocking_freeze`).
+    fn freeze_lock_blocking(&mut self) -> Result<(), TdbError>;
+    /// Thaw: cancels an open recovery transaction, drops marks and releases the freeze lock.
+    fn freeze_release(&mut self) -> Result<(), TdbError>;
+    /// DB_TRANSACTION_START on a frozen database: cancels a previous recovery transaction,
+    /// then starts a new one without taking locks (the freeze lock covers everything).
+    fn freeze_transaction_start(&mut self) -> Result<(), TdbError>;
+    fn freeze_transaction_commit(&mut self) -> Result<(), TdbError>;
+    /// Cancels the recovery transaction if there is one.
+    fn freeze_transaction_cancel(&mut self) -> Result<(), TdbError>;
+    /// `ctdb_lockdb_mark`: lets the traverse of DB_PULL and the stores of a DB push run inside
+    /// the recovery transaction. Fails outside one, as libtdb does for stock.
+    fn mark_locked(&mut self) -> Result<(), TdbError>;
+    fn unmark_locked(&mut self) -> Result<(), TdbError>;
+}
+
+/// Where database files come from.
+pub trait StorageBackend: fmt::Debug {
+    /// `tdb_open(path, hash_size, tdb_flags, O_CREAT|O_RDWR, 0600)`.
+    fn open(
+        &mut self,
+        path: &Path,
+        hash_size: u32,
+        tdb_flags: TdbFlags,
+    ) -> Result<Box<dyn DbStore>, TdbError>;
+    /// File names in `dir` in directory order (empty if it cannot be read).
+    fn list_dir(&self, dir: &Path) -> Vec<OsString>;
+    /// `tdb_runtime_check_for_robust_mutexes`.
+    fn robust_mutexes_supported(&self) -> bool;
+}
+
+/// The TDB flags a database is opened with (`ctdb_db_tdb_flags`).
+pub fn db_tdb_flags(db_flags: u8, mutexes_enabled: bool, mutexes_supported: bool) -> TdbFlags {
+    use crate::protocol::types::db_flags::{PERSISTENT, REPLICATED};
+    let volatile_base = TdbFlags::NOSYNC | TdbFlags::CLEAR_IF_FIRST | TdbFlags::INCOMPATIBLE_HASH;
+    let flags = if db_flags & PERSISTENT != 0 {
+        TdbFlags::DEFAULT
+    } else if db_flags & REPLICATED != 0 {
+        volatile_base
+    } else if mutexes_enabled && mutexes_supported {
+        volatile_base | TdbFlags::MUTEX_LOCKING
+    } else {
+        volatile_base
+    };
+    flags | TdbFlags::DISALLOW_NESTING
+}
+
+// ------------------------------------------------------------------------------------------
+// libtdb
+
+/// The real thing: files opened with the system libtdb.
+#[derive(Debug, Default)]
+pub struct TdbBackend;
+
+impl StorageBackend for TdbBackend {
+    fn open(
+        &mut self,
+        path: &Path,
+        hash_size: u32,
+        tdb_flags: TdbFlags,
+    ) -> Result<Box<dyn DbStore>, TdbError> {
+        let tdb = Tdb::open(
+            path,
+            hash_size,
+            tdb_flags,
+            libc::O_CREAT | libc::O_RDWR,
+            0o600,
+        )?;
+        // libtdb drops flags it does not need for an existing file (MUTEX_LOCKING among them);
+        // stock adds them back so that DB_OPEN_FLAGS tells smbd what to open with.
+        tdb.add_flags(tdb_flags);
+        Ok(Box::new(TdbStore {
+            tdb,
+            state: FreezeState::Thawed,
+            marked: false,
+        }))
+    }
+
+    fn list_dir(&self, dir: &Path) -> Vec<OsString> {
+        match std::fs::read_dir(dir) {
+            Ok(entries) => entries
+                .filter_map(|e| e.ok().map(|e| e.file_name()))
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    fn robust_mutexes_supported(&self) -> bool {
+        tdb::robust_mutexes_supported()
+    }
+}
+
+/// Where a [`TdbStore`] is in the freeze protocol; see the module documentation for what the
+/// handle's all-record count is in each state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FreezeState {
+    Thawed,
+    /// This process holds the all-record lock; count 1 from `tdb_lockall`.
+    Frozen,
+    /// Frozen with the recovery transaction open; count 1 from the transaction.
+    FrozenInTransaction,
+}
+
+pub struct TdbStore {
+    tdb: Tdb,
+    state: FreezeState,
+    /// `ctdb_lockdb_mark` in effect (count 2 plus the transaction-lock mark).
+    marked: bool,
+}
+
+impl fmt::Debug for TdbStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TdbStore")
+            .field("path", &self.tdb.name_lossy())
+            .field("state", &self.state)
+            .field("marked", &self.marked)
+            .finish()
+    }
+}
+
+impl TdbStore {
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(self.tdb.name_lossy())
+    }
+
+    fn not_frozen(&self, op: &'static str) -> TdbError {
+        TdbError {
+            op,
+            name: self.tdb.name_lossy(),
+            code: TdbErrorCode::Lock,
+            errno: None,
+            message: "database is not frozen".to_owned(),
+        }
+    }
+
+    /// Drops the `ctdb_lockdb_mark` marks if they are in effect.
+    fn drop_marks(&mut self) {
+        if self.marked {
+            self.marked = false;
+            if let Err(e) = self.tdb.transaction_write_lock_unmark() {
+                log::error!("{e}");
+            }
+            if let Err(e) = self.tdb.lockall_unmark() {
+                log::error!("{e}");
+            }
+        }
+    }
+
+    /// Cancels the recovery transaction with `TDB_NOLOCK`; libtdb releases its bookkeeping
+    /// (count 0, marks gone), so the count is put back to 1 with a mark.
+    fn cancel_recovery_transaction(&mut self) -> Result<(), TdbError> {
+        let result = self
+            .tdb
+            .with_flags(TdbFlags::NOLOCK, Tdb::transaction_cancel);
+        self.marked = false;
+        self.restore_frozen_count();
+        result
+    }
+
+    fn restore_frozen_count(&mut self) {
+        self.state = FreezeState::Frozen;
+        if let Err(e) = self.tdb.lockall_mark() {
+            // Cannot happen with no other locks held; if it did, the thaw would find the count
+            // at 0 and leave the lock to the process exit.
+            log::error!("Failed to restore the freeze lock count: {e}");
+        }
+    }
+}
+
+impl DbStore for TdbStore {
+    fn tdb_flags(&self) -> u32 {
+        self.tdb.flags().bits()
+    }
+
+    fn fetch(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, TdbError> {
+        self.tdb.fetch(key)
+    }
+
+    fn store(&mut self, key: &[u8], parts: &[&[u8]]) -> Result<(), TdbError> {
+        self.tdb.store_parts(key, parts, StoreMode::Replace)
+    }
+
+    fn delete(&mut self, key: &[u8]) -> Result<(), TdbError> {
+        self.tdb.delete(key)
+    }
+
+    fn traverse_read(&mut self, visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<usize, TdbError> {
+        self.tdb.traverse_read(|k, v| {
+            visit(k, v);
+            Traverse::Continue
+        })
+    }
+
+    fn wipe_all(&mut self) -> Result<(), TdbError> {
+        self.tdb.wipe_all()
+    }
+
+    fn check_integrity(&mut self) -> Result<(), TdbError> {
+        self.tdb.check_integrity()
+    }
+
+    fn set_max_dead(&mut self, max_dead: u32) {
+        self.tdb.set_max_dead(max_dead);
+    }
+
+    fn transaction_start(&mut self) -> Result<(), TdbError> {
+        self.tdb.transaction_start()
+    }
+
+    fn transaction_commit(&mut self) -> Result<(), TdbError> {
+        self.tdb.transaction_commit()
+    }
+
+    fn transaction_cancel(&mut self) -> Result<(), TdbError> {
+        self.tdb.transaction_cancel()
+    }
+
+    fn freeze_try_lock(&mut self) -> Result<bool, TdbError> {
+        if self.state != FreezeState::Thawed {
+            return Ok(true);
+        }
+        match self.tdb.lockall_nonblock() {
+            Ok(()) => {
+                self.state = FreezeState::Frozen;
+                Ok(true)
+            }
+            Err(e) if e.is_lock_failure() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn freeze_lock_blocking(&mut self) -> Result<(), TdbError> {
+        if self.state == FreezeState::Thawed {
+            self.tdb.lockall()?;
+            self.state = FreezeState::Frozen;
+        }
+        Ok(())
+    }
+
+    fn freeze_release(&mut self) -> Result<(), TdbError> {
+        match self.state {
+            FreezeState::Thawed => return Ok(()),
+            FreezeState::FrozenInTransaction => {
+                if let Err(e) = self.cancel_recovery_transaction() {
+                    log::error!("{e}");
+                }
+            }
+            FreezeState::Frozen => self.drop_marks(),
+        }
+        self.state = FreezeState::Thawed;
+        self.tdb.unlockall()
+    }
+
+    fn freeze_transaction_start(&mut self) -> Result<(), TdbError> {
+        match self.state {
+            FreezeState::Thawed => return Err(self.not_frozen("tdb_transaction_start")),
+            FreezeState::FrozenInTransaction => {
+                if let Err(e) = self.cancel_recovery_transaction() {
+                    log::error!("{e}");
+                }
+            }
+            FreezeState::Frozen => self.drop_marks(),
+        }
+        // Count 1 -> 0 without releasing anything, so that libtdb sees no locks held.
+        self.tdb.lockall_unmark()?;
+        match self
+            .tdb
+            .with_flags(TdbFlags::NOLOCK, Tdb::transaction_start)
+        {
+            Ok(()) => {
+                self.state = FreezeState::FrozenInTransaction;
+                Ok(())
+            }
+            Err(e) => {
+                self.restore_frozen_count();
+                Err(e)
+            }
+        }
+    }
+
+    fn freeze_transaction_commit(&mut self) -> Result<(), TdbError> {
+        if self.state != FreezeState::FrozenInTransaction {
+            return Err(self.not_frozen("tdb_transaction_commit"));
+        }
+        let result = self
+            .tdb
+            .with_flags(TdbFlags::NOLOCK, Tdb::transaction_commit);
+        if self.tdb.transaction_active() {
+            // A failed commit that left the transaction open: cancel it to keep the invariant.
+            let _ = self
+                .tdb
+                .with_flags(TdbFlags::NOLOCK, Tdb::transaction_cancel);
+        }
+        self.marked = false;
+        self.restore_frozen_count();
+        result
+    }
+
+    fn freeze_transaction_cancel(&mut self) -> Result<(), TdbError> {
+        if self.state != FreezeState::FrozenInTransaction {
+            return Ok(());
+        }
+        self.cancel_recovery_transaction()
+    }
+
+    fn mark_locked(&mut self) -> Result<(), TdbError> {
+        match self.state {
+            FreezeState::Thawed => Err(self.not_frozen("tdb_lockall_mark")),
+            // libtdb refuses the all-record mark next to the transaction-lock mark outside a
+            // transaction, so stock's DB_PULL and DB_PUSH_START fail there; say so the same way.
+            FreezeState::Frozen => Err(TdbError {
+                op: "tdb_lockall_mark",
+                name: self.tdb.name_lossy(),
+                code: TdbErrorCode::Lock,
+                errno: None,
+                message: "locking error".to_owned(),
+            }),
+            FreezeState::FrozenInTransaction => {
+                if self.marked {
+                    return Ok(());
+                }
+                self.tdb.transaction_write_lock_mark()?;
+                if let Err(e) = self.tdb.lockall_mark() {
+                    let _ = self.tdb.transaction_write_lock_unmark();
+                    return Err(e);
+                }
+                self.marked = true;
+                Ok(())
+            }
+        }
+    }
+
+    fn unmark_locked(&mut self) -> Result<(), TdbError> {
+        self.drop_marks();
+        Ok(())
+    }
+}
+
+impl Drop for TdbStore {
+    fn drop(&mut self) {
+        // A robust mutex still held when the mapping goes away stays locked for everybody.
+        if self.state != FreezeState::Thawed {
+            if let Err(e) = self.freeze_release() {
+                log::error!("Releasing the freeze lock on close: {e}");
+            }
+        }
+    }
+}

@@ -1,0 +1,1972 @@
+use super::*;
+use crate::common::tdb::{self, StoreMode, Tdb};
+use crate::protocol::hash;
+use crate::protocol::ltdb::{
+    LtdbHeader, REC_FLAG_AUTOMATIC, REC_FLAG_MIGRATED_WITH_DATA, REC_RO_HAVE_DELEGATIONS,
+    REC_RO_HAVE_READONLY,
+};
+use crate::protocol::packet::CTRL_FLAG_ATTACH_RECOVERY;
+use crate::protocol::types::{node_flags, PulldbExt, RecBuffer, RecData, Transdb};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+// ---- fixtures -----------------------------------------------------------------------------
+
+/// A per-test scratch directory with the three database directories, removed on drop.
+pub(super) struct TempDir(pub(super) PathBuf);
+
+impl TempDir {
+    pub(super) fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("ctdb-rs-db-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for sub in ["volatile", "persistent", "state"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        Self(dir)
+    }
+
+    pub(super) fn config(&self, pnn: Pnn) -> DbConfig {
+        DbConfig {
+            pnn,
+            volatile_dir: self.0.join("volatile"),
+            persistent_dir: self.0.join("persistent"),
+            state_dir: self.0.join("state"),
+            tdb_mutexes: true,
+        }
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// In-memory paths look like real ones but touch nothing.
+fn memory_config(pnn: Pnn) -> DbConfig {
+    DbConfig {
+        pnn,
+        volatile_dir: PathBuf::from("/mem/volatile"),
+        persistent_dir: PathBuf::from("/mem/persistent"),
+        state_dir: PathBuf::from("/mem/state"),
+        tdb_mutexes: true,
+    }
+}
+
+/// The daemon state the database controls look at.
+struct Env {
+    vnn_map: VnnMap,
+    tunables: Tunables,
+    recovery_mode: u32,
+    runstate: Runstate,
+    own_flags: u32,
+    healthy_nodes: u32,
+}
+
+impl Env {
+    fn new() -> Self {
+        Env {
+            vnn_map: VnnMap {
+                generation: 7,
+                map: vec![0, 1],
+            },
+            tunables: Tunables::default(),
+            recovery_mode: RECOVERY_NORMAL,
+            runstate: Runstate::Running,
+            own_flags: 0,
+            healthy_nodes: 2,
+        }
+    }
+
+    fn ctx(&self) -> DbContext<'_> {
+        DbContext {
+            recovery_mode: self.recovery_mode,
+            runstate: self.runstate,
+            own_flags: self.own_flags,
+            vnn_map: &self.vnn_map,
+            tunables: &self.tunables,
+            healthy_nodes: self.healthy_nodes,
+        }
+    }
+
+    fn set_tunable(&mut self, name: &str, value: u32) {
+        self.tunables.set(name, value).unwrap();
+    }
+}
+
+const T0: Instant = Instant::ZERO;
+const LOCAL_CLIENT: ClientId = 5;
+
+fn request(opcode: ControlOpcode, data: &[u8]) -> DbRequest<'_> {
+    DbRequest {
+        opcode,
+        srvid: 0,
+        flags: 0,
+        data,
+        srcnode: 1,
+        client: None,
+    }
+}
+
+fn outcome(
+    dbs: &mut DatabaseSet,
+    env: &Env,
+    opcode: ControlOpcode,
+    data: &[u8],
+) -> DbControlOutcome {
+    dbs.handle_control(T0, &request(opcode, data), &env.ctx())
+}
+
+/// Runs a control that must reply at once.
+fn control(dbs: &mut DatabaseSet, env: &Env, opcode: ControlOpcode, data: &[u8]) -> DbReply {
+    match outcome(dbs, env, opcode, data) {
+        DbControlOutcome::Reply(reply) => reply,
+        other => panic!("{} did not reply at once: {other:?}", opcode.name()),
+    }
+}
+
+fn ok(dbs: &mut DatabaseSet, env: &Env, opcode: ControlOpcode, data: &[u8]) -> Vec<u8> {
+    let reply = control(dbs, env, opcode, data);
+    assert_eq!(reply.status, 0, "{} failed: {reply:?}", opcode.name());
+    reply.data
+}
+
+fn fails(dbs: &mut DatabaseSet, env: &Env, opcode: ControlOpcode, data: &[u8]) {
+    let reply = control(dbs, env, opcode, data);
+    assert_eq!(reply.status, -1, "{} should fail: {reply:?}", opcode.name());
+}
+
+fn effects(dbs: &mut DatabaseSet) -> Vec<DbEffect> {
+    std::iter::from_fn(|| dbs.poll_effect()).collect()
+}
+
+fn u32_of(data: &[u8]) -> u32 {
+    u32::from_ne_bytes(data.try_into().unwrap())
+}
+
+fn name_data(name: &str) -> Vec<u8> {
+    nul_terminated(name.as_bytes())
+}
+
+fn attach(dbs: &mut DatabaseSet, env: &Env, opcode: ControlOpcode, name: &str) -> u32 {
+    let db_id = u32_of(&ok(dbs, env, opcode, &name_data(name)));
+    effects(dbs);
+    db_id
+}
+
+fn transdb(db_id: u32, tid: u32) -> Vec<u8> {
+    Transdb { db_id, tid }.to_bytes()
+}
+
+fn pulldb(db_id: u32, srvid: u64) -> Vec<u8> {
+    PulldbExt {
+        db_id,
+        lmaster: crate::protocol::types::LMASTER_ANY,
+        srvid,
+    }
+    .to_bytes()
+}
+
+fn header(rsn: u64, dmaster: u32, flags: u32) -> LtdbHeader {
+    LtdbHeader {
+        rsn,
+        dmaster,
+        reserved1: 0,
+        flags,
+    }
+}
+
+fn libtdb_set(tag: &str, pnn: Pnn) -> (TempDir, DatabaseSet) {
+    let dir = TempDir::new(tag);
+    let dbs = DatabaseSet::new(dir.config(pnn), Box::new(TdbBackend)).unwrap();
+    (dir, dbs)
+}
+
+fn memory_set(pnn: Pnn) -> (MemoryBackend, DatabaseSet) {
+    let backend = MemoryBackend::new();
+    let dbs = DatabaseSet::new(memory_config(pnn), Box::new(backend.clone())).unwrap();
+    (backend, dbs)
+}
+
+/// Every record of a real TDB file as the stock `tdbdump` prints it (decoded), so the files
+/// are read by a process other than the one holding them open.
+pub(super) fn tdbdump(path: &Path) -> Records {
+    let out = Command::new("tdbdump")
+        .arg(path)
+        .output()
+        .expect("tdbdump (Debian package tdb-tools) must be installed");
+    assert!(out.status.success(), "tdbdump {}: {out:?}", path.display());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut records = Vec::new();
+    let mut key = None;
+    for line in text.lines() {
+        let Some((tag, quoted)) = line.split_once(" = ") else {
+            continue;
+        };
+        let bytes = decode_tdbdump(quoted.trim_matches('"'));
+        if tag.starts_with("key(") {
+            key = Some(bytes);
+        } else if tag.starts_with("data(") {
+            records.push((key.take().unwrap(), bytes));
+        }
+    }
+    records.sort();
+    records
+}
+
+fn decode_tdbdump(s: &str) -> Vec<u8> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
+            out.push(u8::from_str_radix(hex, 16).unwrap());
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+fn value_with_header(h: &LtdbHeader, data: &[u8]) -> Vec<u8> {
+    let mut v = h.to_bytes();
+    v.extend_from_slice(data);
+    v
+}
+
+// ---- another process touching the same file ----------------------------------------------
+
+const CHILD_ENV: &str = "CTDB_RS_DB_TEST_CHILD";
+
+/// The body of the helper process the lock tests start (this test binary, filtered to this
+/// test). Run as an ordinary test it does nothing. With `CTDB_RS_DB_TEST_CHILD` set to
+/// `<tdb flags> <probe|hold> <key> <path>` it opens the file as smbd would and either reports
+/// whether `tdb_chainlock_nonblock` on `key` succeeds (`probe`), or takes that chain lock,
+/// says `CHILD-READY` and keeps it until its stdin is closed (`hold`).
+#[test]
+fn lock_child() {
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let mut parts = spec.splitn(4, ' ');
+    let flags: u32 = parts.next().unwrap().parse().unwrap();
+    let action = parts.next().unwrap().to_owned();
+    let key = parts.next().unwrap().to_owned();
+    let path = parts.next().unwrap();
+    let tdb = Tdb::open(path, 0, TdbFlags::from_bits(flags), libc::O_RDWR, 0o600).unwrap();
+    if action == "probe" {
+        match tdb.chainlock_nonblock(key.as_bytes()) {
+            Ok(()) => {
+                println!("PROBE-LOCKED");
+                tdb.chainunlock(key.as_bytes()).unwrap();
+            }
+            Err(e) if e.is_lock_failure() => println!("PROBE-BUSY"),
+            Err(e) => println!("PROBE-ERROR {e}"),
+        }
+    } else {
+        tdb.chainlock(key.as_bytes()).unwrap();
+        println!("CHILD-READY");
+        std::io::stdout().flush().unwrap();
+        let mut rest = Vec::new();
+        let _ = std::io::stdin().read_to_end(&mut rest);
+        tdb.chainunlock(key.as_bytes()).unwrap();
+    }
+    std::io::stdout().flush().unwrap();
+    drop(tdb);
+}
+
+fn child_command(path: &Path, flags: u32, action: &str, key: &str) -> Command {
+    let test_name = format!("{}::lock_child", module_path!().split_once("::").unwrap().1);
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([&test_name, "--exact", "--nocapture"]).env(
+        CHILD_ENV,
+        format!("{flags} {action} {key} {}", path.display()),
+    );
+    cmd
+}
+
+/// What another process gets from `tdb_chainlock_nonblock(key)` right now.
+fn probe(path: &Path, flags: u32, key: &str) -> &'static str {
+    let out = child_command(path, flags, "probe", key)
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    if text.contains("PROBE-LOCKED") {
+        "locked"
+    } else if text.contains("PROBE-BUSY") {
+        "busy"
+    } else {
+        panic!("probe failed: {text}")
+    }
+}
+
+/// Another process holding a chain lock until dropped.
+pub(super) struct ChainHolder {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl ChainHolder {
+    pub(super) fn start(path: &Path, flags: u32, key: &str) -> Self {
+        let mut child = child_command(path, flags, "hold", key)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        loop {
+            let mut line = String::new();
+            assert!(stdout.read_line(&mut line).unwrap() > 0, "holder died");
+            // libtest may print the test name on the same line first.
+            if line.trim_end().ends_with("CHILD-READY") {
+                break;
+            }
+        }
+        ChainHolder {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+}
+
+impl Drop for ChainHolder {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let mut rest = Vec::new();
+        let _ = self.stdout.read_to_end(&mut rest);
+        let _ = self.child.wait();
+    }
+}
+
+/// `tdbdump -k` finds a key through the file's hash function: for volatile files that must be
+/// the jenkins hash smbd uses.
+fn tdbdump_key(path: &Path, key: &str) -> Option<Vec<u8>> {
+    let out = Command::new("tdbdump")
+        .arg("-k")
+        .arg(key)
+        .arg(path)
+        .output()
+        .unwrap();
+    out.status
+        .success()
+        .then(|| decode_tdbdump(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// Fields of the on-disk `struct tdb_header`.
+struct FileHeader {
+    hash_size: u32,
+    feature_flags: u32,
+}
+
+fn file_header(path: &Path) -> FileHeader {
+    // Read by another process: closing a descriptor of the file in this one would drop this
+    // process's fcntl locks on it (the CLEAR_IF_FIRST active lock among them).
+    let out = Command::new("head")
+        .args(["-c", "68"])
+        .arg(path)
+        .output()
+        .unwrap();
+    let bytes = out.stdout;
+    let word = |at: usize| u32::from_ne_bytes(bytes[at..at + 4].try_into().unwrap());
+    FileHeader {
+        hash_size: word(36),
+        feature_flags: word(60),
+    }
+}
+
+// ---- attach ------------------------------------------------------------------------------
+
+#[test]
+fn db_ids_of_golden_names() {
+    let (_backend, mut dbs) = memory_set(0);
+    let env = Env::new();
+    for (name, expected) in [
+        ("test.tdb", 0xc445_c6ab_u32),
+        ("locking.tdb", 0x7a19_d84d),
+        ("brlock.tdb", 0x4e66_c2b2),
+        ("g_lock.tdb", 0x4d2a_432b),
+        ("smbXsrv_open_global.tdb", 0x66f7_1b8c),
+    ] {
+        assert_eq!(
+            attach(&mut dbs, &env, ControlOpcode::DbAttach, name),
+            expected,
+            "{name}"
+        );
+    }
+    for (name, expected) in [
+        ("secrets.tdb", 0x7132_c184_u32),
+        ("registry.tdb", 0x6cf2_837d),
+    ] {
+        let id = attach(&mut dbs, &env, ControlOpcode::DbAttachPersistent, name);
+        assert_eq!(id, expected, "{name}");
+    }
+}
+
+#[test]
+fn attach_of_each_kind_creates_the_right_file_with_the_right_flags() {
+    let (dir, mut dbs) = libtdb_set("kinds", 2);
+    let env = Env::new();
+    let mutexes = tdb::robust_mutexes_supported();
+    let cases = [
+        (
+            ControlOpcode::DbAttach,
+            "vol.tdb",
+            "volatile",
+            0u8,
+            if mutexes { 0x1c41 } else { 0xc41 },
+        ),
+        (
+            ControlOpcode::DbAttachPersistent,
+            "per.tdb",
+            "persistent",
+            db_flags::PERSISTENT,
+            0x400,
+        ),
+        (
+            ControlOpcode::DbAttachReplicated,
+            "rep.tdb",
+            "volatile",
+            db_flags::REPLICATED,
+            0xc41,
+        ),
+    ];
+    for (opcode, name, subdir, flags, open_flags) in cases {
+        let db_id = u32_of(&ok(&mut dbs, &env, opcode, &name_data(name)));
+        assert_eq!(db_id, hash::db_id(name));
+        let path = dir.0.join(subdir).join(format!("{name}.2"));
+        assert!(path.exists(), "{}", path.display());
+
+        let reply = ok(
+            &mut dbs,
+            &env,
+            ControlOpcode::Getdbpath,
+            &db_id.to_ne_bytes(),
+        );
+        assert_eq!(reply, nul_terminated(path.as_os_str().as_encoded_bytes()));
+        let reply = ok(
+            &mut dbs,
+            &env,
+            ControlOpcode::GetDbname,
+            &db_id.to_ne_bytes(),
+        );
+        assert_eq!(reply, name_data(name));
+        let reply = ok(
+            &mut dbs,
+            &env,
+            ControlOpcode::DbOpenFlags,
+            &db_id.to_ne_bytes(),
+        );
+        assert_eq!(u32_of(&reply), open_flags, "{name}");
+        assert_eq!(dbs.get(db_id).unwrap().flags(), flags);
+        assert_eq!(dbs.get(db_id).unwrap().generation(), 7);
+
+        // Every attach is announced to all connected nodes with the same payload.
+        assert_eq!(
+            effects(&mut dbs),
+            vec![DbEffect::BroadcastControl {
+                opcode,
+                data: name_data(name)
+            }]
+        );
+
+        let on_disk = file_header(&path);
+        assert_eq!(on_disk.hash_size, 100_001, "DatabaseHashSize");
+        let has_mutexes = on_disk.feature_flags & 1 != 0;
+        assert_eq!(has_mutexes, open_flags & 0x1000 != 0, "{name}");
+
+        // A record written through our handle, read back by stock tdbdump (through the hash
+        // for the key lookup) and checked by tdbtool.
+        let value = value_with_header(&header(1, 2, 0), b"payload");
+        dbs.get_mut(db_id)
+            .unwrap()
+            .store_mut()
+            .store(b"somekey", &[&value])
+            .unwrap();
+        assert_eq!(
+            tdbdump_key(&path, "somekey").as_deref(),
+            Some(&value[..]),
+            "{name}"
+        );
+        let status = Command::new("tdbtool")
+            .arg(&path)
+            .arg("check")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "tdbtool check {name}");
+    }
+
+    // GET_DBMAP: newest first, with the kind flags.
+    let map = DbidMap::from_bytes_exact(&ok(&mut dbs, &env, ControlOpcode::GetDbmap, &[])).unwrap();
+    let got: Vec<(u32, u8)> = map.dbs.iter().map(|d| (d.db_id, d.flags)).collect();
+    assert_eq!(
+        got,
+        vec![
+            (hash::db_id("rep.tdb"), db_flags::REPLICATED),
+            (hash::db_id("per.tdb"), db_flags::PERSISTENT),
+            (hash::db_id("vol.tdb"), 0),
+        ]
+    );
+    fails(&mut dbs, &env, ControlOpcode::GetDbmap, &[0]);
+    fails(
+        &mut dbs,
+        &env,
+        ControlOpcode::GetDbname,
+        &0x1234u32.to_ne_bytes(),
+    );
+    fails(&mut dbs, &env, ControlOpcode::Getdbpath, &[1, 2]);
+}
+
+#[test]
+fn tdb_flags_by_kind() {
+    let volatile = db_tdb_flags(0, true, true).bits();
+    assert_eq!(
+        volatile, 0x1c41,
+        "what stock reports for a volatile database"
+    );
+    assert_eq!(db_tdb_flags(0, false, true).bits(), 0xc41);
+    assert_eq!(db_tdb_flags(0, true, false).bits(), 0xc41);
+    assert_eq!(db_tdb_flags(db_flags::REPLICATED, true, true).bits(), 0xc41);
+    assert_eq!(db_tdb_flags(db_flags::PERSISTENT, true, true).bits(), 0x400);
+}
+
+#[test]
+fn reattach_and_flag_mismatches() {
+    let (_backend, mut dbs) = memory_set(0);
+    let env = Env::new();
+    let id = attach(&mut dbs, &env, ControlOpcode::DbAttach, "a.tdb");
+    // Again: same id, nothing announced.
+    assert_eq!(
+        u32_of(&ok(
+            &mut dbs,
+            &env,
+            ControlOpcode::DbAttach,
+            &name_data("a.tdb")
+        )),
+        id
+    );
+    assert!(effects(&mut dbs).is_empty());
+    // A volatile database cannot be re-attached as persistent, but the reverse is allowed
+    // (stock only checks that the requested flags are a subset).
+    fails(
+        &mut dbs,
+        &env,
+        ControlOpcode::DbAttachPersistent,
+        &name_data("a.tdb"),
+    );
+    let pid = attach(&mut dbs, &env, ControlOpcode::DbAttachPersistent, "p.tdb");
+    assert_eq!(
+        u32_of(&ok(
+            &mut dbs,
+            &env,
+            ControlOpcode::DbAttach,
+            &name_data("p.tdb")
+        )),
+        pid
+    );
+    // The name ends at the first NUL; an empty one is refused.
+    assert_eq!(
+        u32_of(&ok(&mut dbs, &env, ControlOpcode::DbAttach, b"a.tdb\0junk")),
+        id
+    );
+    fails(&mut dbs, &env, ControlOpcode::DbAttach, b"");
+    fails(&mut dbs, &env, ControlOpcode::DbAttach, b"\0");
+    assert_eq!(dbs.len(), 2);
+}
+
+#[test]
+fn attach_rules_for_clients_and_recovery() {
+    let (_backend, mut dbs) = memory_set(0);
+    let mut env = Env::new();
+    let local = |data: &[u8], flags: u32| DbRequest {
+        opcode: ControlOpcode::DbAttach,
+        srvid: 0,
+        flags,
+        data: &data.to_vec().leak()[..],
+        srcnode: 0,
+        client: Some(LOCAL_CLIENT),
+    };
+    let immediate = |o: DbControlOutcome| match o {
+        DbControlOutcome::Reply(r) => r,
+        other => panic!("expected a reply: {other:?}"),
+    };
+
+    // ATTACH_RECOVERY from a local client outside recovery: refused.
+    let r = dbs.handle_control(
+        T0,
+        &local(&name_data("x.tdb"), CTRL_FLAG_ATTACH_RECOVERY),
+        &env.ctx(),
+    );
+    assert_eq!(immediate(r).status, -1);
+
+    // During recovery the flag lets the recovery helper attach at once ...
+    env.recovery_mode = RECOVERY_ACTIVE;
+    let r = dbs.handle_control(
+        T0,
+        &local(&name_data("x.tdb"), CTRL_FLAG_ATTACH_RECOVERY),
+        &env.ctx(),
+    );
+    assert_eq!(immediate(r).status, 0);
+    // ... and another node's attach is never held back ...
+    assert_eq!(
+        ok(&mut dbs, &env, ControlOpcode::DbAttach, &name_data("y.tdb")).len(),
+        4
+    );
+    effects(&mut dbs);
+    // ... but an ordinary client waits.
+    let DbControlOutcome::Deferred(id) =
+        dbs.handle_control(T0, &local(&name_data("z.tdb"), 0), &env.ctx())
+    else {
+        panic!("not deferred")
+    };
+    assert!(dbs.by_name("z.tdb").is_none());
+    assert_eq!(dbs.deferred_attach_count(), 1);
+    assert_eq!(
+        dbs.poll_timeout(),
+        Some(Instant::from_secs(120)),
+        "DeferredAttachTO"
+    );
+
+    // The recovery ends: one second later the attach runs again and answers.
+    env.recovery_mode = RECOVERY_NORMAL;
+    let end = Instant::from_secs(30);
+    dbs.process_deferred_attaches(end);
+    assert_eq!(dbs.poll_timeout(), Some(Instant::from_secs(31)));
+    dbs.handle_timeout(Instant::from_secs(30), &env.ctx());
+    assert!(effects(&mut dbs).is_empty());
+    dbs.handle_timeout(Instant::from_secs(31), &env.ctx());
+    assert_eq!(
+        effects(&mut dbs),
+        vec![
+            DbEffect::BroadcastControl {
+                opcode: ControlOpcode::DbAttach,
+                data: name_data("z.tdb")
+            },
+            DbEffect::Complete {
+                id,
+                reply: DbReply::data(hash::db_id("z.tdb").to_ne_bytes().to_vec())
+            },
+        ]
+    );
+    assert_eq!(dbs.deferred_attach_count(), 0);
+
+    // Before STARTUP clients wait too; unanswered, they fail after DeferredAttachTO.
+    env.runstate = Runstate::FirstRecovery;
+    env.set_tunable("DeferredAttachTO", 10);
+    let DbControlOutcome::Deferred(id) =
+        dbs.handle_control(T0, &local(&name_data("w.tdb"), 0), &env.ctx())
+    else {
+        panic!("not deferred")
+    };
+    dbs.handle_timeout(Instant::from_secs(9), &env.ctx());
+    assert!(effects(&mut dbs).is_empty());
+    dbs.handle_timeout(Instant::from_secs(10), &env.ctx());
+    assert_eq!(
+        effects(&mut dbs),
+        vec![DbEffect::Complete {
+            id,
+            reply: DbReply::status(-1)
+        }]
+    );
+
+    // Recovery again before the re-injection: the attach is deferred again, same id.
+    env.runstate = Runstate::Running;
+    env.recovery_mode = RECOVERY_ACTIVE;
+    let DbControlOutcome::Deferred(id) =
+        dbs.handle_control(T0, &local(&name_data("v.tdb"), 0), &env.ctx())
+    else {
+        panic!("not deferred")
+    };
+    dbs.process_deferred_attaches(Instant::from_secs(1));
+    dbs.handle_timeout(Instant::from_secs(2), &env.ctx());
+    assert!(effects(&mut dbs).is_empty());
+    assert_eq!(dbs.deferred_attach_count(), 1);
+    env.recovery_mode = RECOVERY_NORMAL;
+    dbs.process_deferred_attaches(Instant::from_secs(3));
+    dbs.handle_timeout(Instant::from_secs(4), &env.ctx());
+    let got = effects(&mut dbs);
+    assert!(
+        got.contains(&DbEffect::Complete {
+            id,
+            reply: DbReply::data(hash::db_id("v.tdb").to_ne_bytes().to_vec())
+        }),
+        "{got:?}"
+    );
+
+    // A client that goes away takes its deferred attach with it.
+    env.recovery_mode = RECOVERY_ACTIVE;
+    assert!(matches!(
+        dbs.handle_control(T0, &local(&name_data("u.tdb"), 0), &env.ctx()),
+        DbControlOutcome::Deferred(_)
+    ));
+    dbs.on_client_closed(LOCAL_CLIENT);
+    assert_eq!(dbs.deferred_attach_count(), 0);
+    assert_eq!(dbs.poll_timeout(), None);
+
+    // An inactive node refuses local attaches (remote ones still work).
+    env.recovery_mode = RECOVERY_NORMAL;
+    env.own_flags = node_flags::STOPPED;
+    let r = dbs.handle_control(T0, &local(&name_data("t.tdb"), 0), &env.ctx());
+    assert_eq!(immediate(r).status, -1);
+    ok(&mut dbs, &env, ControlOpcode::DbAttach, &name_data("t.tdb"));
+
+    // AllowClientDBAttach=0 refuses everybody.
+    env.own_flags = 0;
+    env.set_tunable("AllowClientDBAttach", 0);
+    fails(&mut dbs, &env, ControlOpcode::DbAttach, &name_data("s.tdb"));
+}
+
+#[test]
+fn persistent_databases_are_found_at_start_up() {
+    let dir = TempDir::new("scan");
+    let persistent = dir.0.join("persistent");
+    for file in [
+        "secrets.tdb.1",
+        "registry.tdb.1",
+        "other.tdb.0",
+        "bad.tdb.1x",
+        "notes.txt",
+        "zero.tdb.01",
+    ] {
+        let tdb = Tdb::open(
+            persistent.join(file),
+            0,
+            TdbFlags::DEFAULT,
+            libc::O_RDWR | libc::O_CREAT,
+            0o600,
+        )
+        .unwrap();
+        tdb.store(
+            b"k",
+            &value_with_header(&header(3, 1, 0), b"v"),
+            StoreMode::Replace,
+        )
+        .unwrap();
+    }
+    let env = Env::new();
+    let mut dbs = DatabaseSet::new(dir.config(1), Box::new(TdbBackend)).unwrap();
+    dbs.attach_persistent_databases(&env.ctx()).unwrap();
+    let mut names: Vec<&str> = dbs.databases().map(Database::name).collect();
+    names.sort_unstable();
+    // "01" parses as node 1, as sscanf("%u") does.
+    assert_eq!(names, ["registry.tdb", "secrets.tdb", "zero.tdb"]);
+    for db in dbs.databases() {
+        assert!(db.is_persistent());
+        assert_eq!(db.tdb_flags().bits(), 0x400);
+    }
+    // The data survived (persistent files are not cleared).
+    let id = hash::db_id("secrets.tdb");
+    let value = dbs.get_mut(id).unwrap().store_mut().fetch(b"k").unwrap();
+    assert_eq!(value, Some(value_with_header(&header(3, 1, 0), b"v")));
+    // Start-up freezes them all, waiting for the locks.
+    dbs.freeze_all_blocking().unwrap();
+    assert!(dbs
+        .databases()
+        .all(|db| db.freeze_mode() == FreezeMode::Frozen));
+    assert!(!dbs.allow_access(id));
+}
+
+#[test]
+fn unhealthy_persistent_databases_and_health_controls() {
+    let (backend, mut dbs) = memory_set(0);
+    let mut env = Env::new();
+    let health = PathBuf::from("/mem/state/persistent_health.tdb.0");
+    backend.put_file(&health, [(b"bad.tdb".to_vec(), b"corrupt".to_vec())]);
+    // A persistent database marked unhealthy cannot be attached.
+    fails(
+        &mut dbs,
+        &env,
+        ControlOpcode::DbAttachPersistent,
+        &name_data("bad.tdb"),
+    );
+    // A volatile one of the same name can, and reports the reason.
+    let id = attach(&mut dbs, &env, ControlOpcode::DbAttach, "bad.tdb");
+    assert_eq!(
+        ok(
+            &mut dbs,
+            &env,
+            ControlOpcode::DbGetHealth,
+            &id.to_ne_bytes()
+        ),
+        b"corrupt\0"
+    );
+
+    // A commit without healthy nodes keeps the reason, prefixed once.
+    env.healthy_nodes = 0;
+    for _ in 0..2 {
+        ok(&mut dbs, &env, ControlOpcode::DbFreeze, &id.to_ne_bytes());
+        ok(
+            &mut dbs,
+            &env,
+            ControlOpcode::DbTransactionStart,
+            &transdb(id, 9),
+        );
+        ok(
+            &mut dbs,
+            &env,
+            ControlOpcode::DbTransactionCommit,
+            &transdb(id, 9),
+        );
+        ok(&mut dbs, &env, ControlOpcode::DbThaw, &id.to_ne_bytes());
+    }
+    assert_eq!(
+        ok(
+            &mut dbs,
+            &env,
+            ControlOpcode::DbGetHealth,
+            &id.to_ne_bytes()
+        ),
+        b"NO-HEALTHY-NODES - corrupt\0"
+    );
+    effects(&mut dbs);
+
+    // DB_SET_HEALTHY clears it; during STARTUP that forces a recovery.
+    env.runstate = Runstate::Startup;
+    ok(
+        &mut dbs,
+        &env,
+        ControlOpcode::DbSetHealthy,
+        &id.to_ne_bytes(),
+    );
+    assert_eq!(effects(&mut dbs), vec![DbEffect::SetRecoveryModeActive]);
+    assert!(ok(
+        &mut dbs,
+        &env,
+        ControlOpcode::DbGetHealth,
+        &id.to_ne_bytes()
+    )
+    .is_empty());
+    assert_eq!(backend.file_records(&health).unwrap(), vec![]);
+    ok(
+        &mut dbs,
+        &env,
+        ControlOpcode::DbSetHealthy,
+        &id.to_ne_bytes(),
+    );
+    assert!(effects(&mut dbs).is_empty(), "already healthy: no recovery");
+    fails(
+        &mut dbs,
+        &env,
+        ControlOpcode::DbGetHealth,
+        &1u32.to_ne_bytes(),
+    );
+    fails(&mut dbs, &env, ControlOpcode::DbSetHealthy, &[0; 8]);
+
+    // A healthy commit also removes a reason.
+    backend.put_file(&health, [(b"bad.tdb".to_vec(), b"again".to_vec())]);
+    env.healthy_nodes = 1;
+    ok(&mut dbs, &env, ControlOpcode::DbFreeze, &id.to_ne_bytes());
+    ok(
+        &mut dbs,
+        &env,
+        ControlOpcode::DbTransactionStart,
+        &transdb(id, 9),
+    );
+    ok(
+        &mut dbs,
+        &env,
+        ControlOpcode::DbTransactionCommit,
+        &transdb(id, 9),
+    );
+    assert_eq!(backend.file_records(&health).unwrap(), vec![]);
+}
+
+#[test]
+fn volatile_database_not_empty_on_attach_is_fatal() {
+    let (backend, mut dbs) = memory_set(0);
+    let env = Env::new();
+    let path = PathBuf::from("/mem/volatile/busy.tdb.0");
+    backend.put_file(&path, [(b"k".to_vec(), b"v".to_vec())]);
+    // Somebody else has it open, so CLEAR_IF_FIRST does not wipe it.
+    let _other = MemoryBackend::clone(&backend)
+        .open(&path, 0, TdbFlags::DEFAULT)
+        .unwrap();
+    fails(
+        &mut dbs,
+        &env,
+        ControlOpcode::DbAttach,
+        &name_data("busy.tdb"),
+    );
+    assert_eq!(
+        effects(&mut dbs),
+        vec![DbEffect::Fatal {
+            reason: "database not empty on attach".to_owned()
+        }]
+    );
+}
+
+// ---- recovery ----------------------------------------------------------------------------
+
+const PULL_SRVID: u64 = 0xF001_0000_0000_0001;
+const PUSH_SRVID: u64 = 0xF001_0000_0000_0002;
+const TID: u32 = 0x1234_5678;
+
+fn rec_buffer(db_id: u32, records: &[(&[u8], LtdbHeader, &[u8])]) -> Vec<u8> {
+    RecBuffer {
+        db_id,
+        records: records
+            .iter()
+            .map(|(key, h, data)| RecData::with_header(0, h, key, data))
+            .collect(),
+    }
+    .to_bytes()
+}
+
+/// The messages DB_PULL produced, decoded; asserts they all go to `pnn`/`srvid`.
+fn pulled_buffers(got: Vec<DbEffect>, pnn: Pnn, srvid: u64) -> Vec<(usize, RecBuffer)> {
+    got.into_iter()
+        .map(|e| match e {
+            DbEffect::SendMessage {
+                pnn: to,
+                srvid: s,
+                data,
+            } => {
+                assert_eq!((to, s), (pnn, srvid));
+                let (buffer, used) = RecBuffer::pull(&data).unwrap();
+                assert_eq!(used, data.len());
+                (data.len(), buffer)
+            }
+            other => panic!("unexpected effect {other:?}"),
+        })
+        .collect()
+}
+
+/// What the recovery helper does to one database on this node, with the records it pushes.
+fn recover_database(
+    dbs: &mut DatabaseSet,
+    env: &Env,
+    db_id: u32,
+    pushed: &[(&[u8], LtdbHeader, &[u8])],
+    old_records: usize,
+) {
+    let id = db_id.to_ne_bytes();
+    assert_eq!(ok(dbs, env, ControlOpcode::DbFreeze, &id), b"");
+    assert!(!dbs.allow_access(db_id));
+    ok(
+        dbs,
+        env,
+        ControlOpcode::DbTransactionStart,
+        &transdb(db_id, TID),
+    );
+    assert!(dbs.allow_access(db_id));
+
+    // The helper pulls what this node has ...
+    let count = ok(dbs, env, ControlOpcode::DbPull, &pulldb(db_id, PULL_SRVID));
+    let buffers = pulled_buffers(effects(dbs), 1, PULL_SRVID);
+    let pulled: usize = buffers.iter().map(|(_, b)| b.records.len()).sum();
+    assert_eq!(u32_of(&count) as usize, pulled);
+    assert_eq!(pulled, old_records);
+
+    // ... wipes it (only with the transaction's id) ...
+    fails(
+        dbs,
+        env,
+        ControlOpcode::WipeDatabase,
+        &transdb(db_id, TID + 1),
+    );
+    ok(dbs, env, ControlOpcode::WipeDatabase, &transdb(db_id, TID));
+
+    // ... pushes the merged records in two buffers ...
+    ok(
+        dbs,
+        env,
+        ControlOpcode::DbPushStart,
+        &pulldb(db_id, PUSH_SRVID),
+    );
+    let (first, second) = pushed.split_at(pushed.len() / 2);
+    assert!(dbs.on_message(PUSH_SRVID, &rec_buffer(db_id, first), &env.ctx()));
+    assert!(dbs.on_message(PUSH_SRVID, &rec_buffer(db_id, second), &env.ctx()));
+    assert!(!dbs.on_message(PUSH_SRVID + 1, &rec_buffer(db_id, first), &env.ctx()));
+    let confirmed = ok(dbs, env, ControlOpcode::DbPushConfirm, &id);
+    assert_eq!(u32_of(&confirmed) as usize, pushed.len());
+    fails(dbs, env, ControlOpcode::DbPushConfirm, &id);
+
+    // ... and commits with the new generation, then thaws.
+    fails(
+        dbs,
+        env,
+        ControlOpcode::DbTransactionCommit,
+        &transdb(db_id, TID - 1),
+    );
+    assert_eq!(dbs.get(db_id).unwrap().generation(), 7);
+    ok(
+        dbs,
+        env,
+        ControlOpcode::DbTransactionCommit,
+        &transdb(db_id, TID),
+    );
+    assert_eq!(dbs.get(db_id).unwrap().generation(), TID);
+    fails(
+        dbs,
+        env,
+        ControlOpcode::DbTransactionCommit,
+        &transdb(db_id, TID),
+    );
+    ok(dbs, env, ControlOpcode::DbThaw, &id);
+    assert_eq!(effects(dbs), vec![DbEffect::Thawed { db_id }]);
+    assert!(dbs.allow_access(db_id));
+    assert_eq!(dbs.get(db_id).unwrap().freeze_mode(), FreezeMode::None);
+}
+
+/// The full recovery of a volatile and a persistent database, then the files as another
+/// process reads them.
+type Records = Vec<(Vec<u8>, Vec<u8>)>;
+
+fn full_recovery(dbs: &mut DatabaseSet, read_file: &dyn Fn(&Path) -> Records) {
+    let env = Env::new();
+    let vol = attach(dbs, &env, ControlOpcode::DbAttach, "locking.tdb");
+    let per = attach(dbs, &env, ControlOpcode::DbAttachPersistent, "secrets.tdb");
+    for db_id in [vol, per] {
+        let store = dbs.get_mut(db_id).unwrap().store_mut();
+        for i in 0..3 {
+            let key = format!("old-{i}");
+            store
+                .store(key.as_bytes(), &[&header(1, 1, 0).to_bytes(), b"stale"])
+                .unwrap();
+        }
+    }
+    assert!(dbs.generations_match(7));
+
+    let ro = REC_RO_HAVE_READONLY | REC_RO_HAVE_DELEGATIONS;
+    // What the helper sends for a volatile database: dmaster = leader (this node, 0) and
+    // MIGRATED_WITH_DATA; one record says another dmaster.
+    let vol_pushed: Vec<(&[u8], LtdbHeader, &[u8])> = vec![
+        (
+            b"alpha",
+            header(5, 0, REC_FLAG_MIGRATED_WITH_DATA | ro),
+            b"one",
+        ),
+        (b"beta", header(9, 0, REC_FLAG_MIGRATED_WITH_DATA), b"two"),
+        (
+            b"gamma",
+            header(2, 1, REC_FLAG_MIGRATED_WITH_DATA),
+            b"three",
+        ),
+    ];
+    recover_database(dbs, &env, vol, &vol_pushed, 3);
+    assert!(
+        !dbs.generations_match(TID),
+        "the persistent one is not recovered yet"
+    );
+
+    let seqnum_value = 42u64.to_ne_bytes();
+    let per_pushed: Vec<(&[u8], LtdbHeader, &[u8])> = vec![
+        (DB_SEQNUM_KEY, header(3, 1, 0), &seqnum_value),
+        (b"machine-password", header(3, 1, ro), b"secret"),
+    ];
+    recover_database(dbs, &env, per, &per_pushed, 3);
+    assert!(dbs.generations_match(TID));
+    assert!(!dbs.generations_match(7));
+
+    let seqnum = ok(
+        dbs,
+        &env,
+        ControlOpcode::GetDbSeqnum,
+        &u64::from(per).to_ne_bytes(),
+    );
+    assert_eq!(seqnum, 42u64.to_ne_bytes());
+
+    let flags = REC_FLAG_MIGRATED_WITH_DATA;
+    let vol_path = dbs.get(vol).unwrap().path().to_path_buf();
+    assert_eq!(
+        read_file(&vol_path),
+        vec![
+            // RO flags are stripped; this node is the dmaster, so the store bumps the RSN.
+            (
+                b"alpha".to_vec(),
+                value_with_header(&header(6, 0, flags), b"one")
+            ),
+            (
+                b"beta".to_vec(),
+                value_with_header(&header(10, 0, flags), b"two")
+            ),
+            (
+                b"gamma".to_vec(),
+                value_with_header(&header(2, 1, flags), b"three")
+            ),
+        ]
+    );
+    let per_path = dbs.get(per).unwrap().path().to_path_buf();
+    assert_eq!(
+        read_file(&per_path),
+        vec![
+            (
+                DB_SEQNUM_KEY.to_vec(),
+                value_with_header(&header(3, 1, 0), &seqnum_value)
+            ),
+            (
+                b"machine-password".to_vec(),
+                value_with_header(&header(3, 1, 0), b"secret")
+            ),
+        ]
+    );
+}
+
+#[test]
+fn full_recovery_sequence_on_real_tdb_files() {
+    let (_dir, mut dbs) = libtdb_set("recovery", 0);
+    full_recovery(&mut dbs, &tdbdump);
+}
+
+#[test]
+fn full_recovery_sequence_in_memory() {
+    let (backend, mut dbs) = memory_set(0);
+    full_recovery(&mut dbs, &|path| backend.file_records(path).unwrap());
+}
+
+#[test]
+fn pull_streams_buffers_split_at_the_size_limit() {
+    let (_dir, mut dbs) = libtdb_set("pull", 0);
+    let mut env = Env::new();
+    env.set_tunable("RecBufferSizeLimit", 300);
+    let db_id = attach(&mut dbs, &env, ControlOpcode::DbAttach, "pull.tdb");
+    let mut expected = Vec::new();
+    for i in 0..20 {
+        let key = format!("key-{i:02}");
+        let value = value_with_header(&header(i, 1, 0), b"0123456789");
+        dbs.get_mut(db_id)
+            .unwrap()
+            .store_mut()
+            .store(key.as_bytes(), &[&value])
+            .unwrap();
+        expected.push((key.into_bytes(), value));
+    }
+    let id = db_id.to_ne_bytes();
+
+    // Only a frozen database in its recovery transaction can be pulled (outside the
+    // transaction libtdb refuses stock's lock marks).
+    fails(
+        &mut dbs,
+        &env,
+        ControlOpcode::DbPull,
+        &pulldb(db_id, PULL_SRVID),
+    );
+    ok(&mut dbs, &env, ControlOpcode::DbFreeze, &id);
+    fails(
+        &mut dbs,
+        &env,
+        ControlOpcode::DbPull,
+        &pulldb(db_id, PULL_SRVID),
+    );
+    assert!(effects(&mut dbs).is_empty());
+    ok(
+        &mut dbs,
+        &env,
+        ControlOpcode::DbTransactionStart,
+        &transdb(db_id, TID),
+    );
+    fails(&mut dbs, &env, ControlOpcode::DbPull, &[0; 8]);
+
+    let payload = pulldb(db_id, PULL_SRVID);
+    let req = DbRequest {
+        srcnode: 3,
+        ..request(ControlOpcode::DbPull, &payload)
+    };
+    let DbControlOutcome::Reply(reply) = dbs.handle_control(T0, &req, &env.ctx()) else {
+        panic!("no reply");
+    };
+    assert_eq!(u32_of(&reply.data), 20);
+    let buffers = pulled_buffers(effects(&mut dbs), 3, PULL_SRVID);
+    // Each record is 16 + 6 + 34 = 56 bytes: a buffer is sent once 8 + 56 * n >= 300.
+    let counts: Vec<usize> = buffers.iter().map(|(_, b)| b.records.len()).collect();
+    assert_eq!(counts, [6, 6, 6, 2]);
+    let mut got = Vec::new();
+    for (i, (size, buffer)) in buffers.iter().enumerate() {
+        assert_eq!(buffer.db_id, db_id);
+        if i + 1 < buffers.len() {
+            assert!(*size >= 300 && size - 56 < 300, "{size}");
+        }
+        for rec in &buffer.records {
+            assert_eq!(rec.reqid, 0);
+            got.push((rec.key.clone(), rec.data.clone()));
+        }
+    }
+    got.sort();
+    assert_eq!(got, expected);
+
+    // The pull saw the transaction's view: after a wipe there is nothing.
+    ok(
+        &mut dbs,
+        &env,
+        ControlOpcode::WipeDatabase,
+        &transdb(db_id, TID),
+    );
+    assert_eq!(
+        u32_of(&ok(
+            &mut dbs,
+            &env,
+            ControlOpcode::DbPull,
+            &pulldb(db_id, 9)
+        )),
+        0
+    );
+    assert!(effects(&mut dbs).is_empty());
+    // Cancelling brings the records back.
+    ok(&mut dbs, &env, ControlOpcode::DbTransactionCancel, &id);
+    ok(&mut dbs, &env, ControlOpcode::DbTransactionCancel, &id);
+    ok(
+        &mut dbs,
+        &env,
+        ControlOpcode::DbTransactionStart,
+        &transdb(db_id, TID),
+    );
+    env.set_tunable("RecBufferSizeLimit", 1_000_000);
+    assert_eq!(
+        u32_of(&ok(
+            &mut dbs,
+            &env,
+            ControlOpcode::DbPull,
+            &pulldb(db_id, 9)
+        )),
+        20
+    );
+    assert_eq!(
+        effects(&mut dbs).len(),
+        1,
+        "one buffer under the default limit"
+    );
+    ok(&mut dbs, &env, ControlOpcode::DbThaw, &id);
+}
+
+#[test]
+fn transaction_and_push_rules() {
+    let (backend, mut dbs) = memory_set(0);
+    let env = Env::new();
+    let db_id = attach(&mut dbs, &env, ControlOpcode::DbAttach, "t.tdb");
+    let id = db_id.to_ne_bytes();
+    let unknown = 0xdead_beef_u32;
+
+    // Nothing works unfrozen (cancel is always fine).
+    fails(
+        &mut dbs,
+        &env,
+        ControlOpcode::DbTransactionStart,
+        &transdb(db_id, 1),
+    );
+    fails(
+        &mut dbs,
+        &env,
+        ControlOpcode::WipeDatabase,
+        &transdb(db_id, 1),
+    );
+    fails(
+        &mut dbs,
+        &env,
+        ControlOpcode::DbPushStart,
+        &pulldb(db_id, PUSH_SRVID),
+    );
+    fails(&mut dbs, &env, ControlOpcode::DbPushConfirm, &id);
+    ok(&mut dbs, &env, ControlOpcode::DbTransactionCancel, &id);
+    for opcode in [
+        ControlOpcode::DbFreeze,
+        ControlOpcode::DbThaw,
+        ControlOpcode::DbTransactionCancel,
+        ControlOpcode::DbPushConfirm,
+        ControlOpcode::DbOpenFlags,
+    ] {
+        fails(&mut dbs, &env, opcode, &unknown.to_ne_bytes());
+        fails(&mut dbs, &env, opcode, &[0; 3]);
+    }
+    fails(
+        &mut dbs,
+        &env,
+        ControlOpcode::DbTransactionStart,
+        &transdb(unknown, 1),
+    );
+    fails(
+        &mut dbs,
+        &env,
+        ControlOpcode::DbTransactionCommit,
+        &transdb(unknown, 1),
+    );
+    fails(
+        &mut dbs,
+        &env,
+        ControlOpcode::WipeDatabase,
+        &transdb(unknown, 1),
+    );
+    fails(&mut dbs, &env, ControlOpcode::DbPull, &pulldb(unknown, 1));
+    fails(&mut dbs, &env, ControlOpcode::DbTransactionStart, &[0; 9]);
+    fails(&mut dbs, &env, ControlOpcode::DbFreeze, &[]);
+    fails(&mut dbs, &env, ControlOpcode::Freeze, &[0]);
+    assert_eq!(
+        outcome(&mut dbs, &env, ControlOpcode::GetPnn, &[]),
+        DbControlOutcome::NotMine
+    );
+
+    ok(&mut dbs, &env, ControlOpcode::DbFreeze, &id);
+    // Frozen, but no transaction yet.
+    fails(
+        &mut dbs,
+        &env,
+        ControlOpcode::WipeDatabase,
+        &transdb(db_id, 1),
+    );
+    fails(
+        &mut dbs,
+        &env,
+        ControlOpcode::DbTransactionCommit,
+        &transdb(db_id, 1),
+    );
+    fails(
+        &mut dbs,
+        &env,
+        ControlOpcode::DbPushStart,
+        &pulldb(db_id, PUSH_SRVID),
+    );
+
+    // A second start replaces the first transaction (its changes are gone).
+    ok(
+        &mut dbs,
+        &env,
+        ControlOpcode::DbTransactionStart,
+        &transdb(db_id, 1),
+    );
+    dbs.get_mut(db_id)
+        .unwrap()
+        .store_mut()
+        .store(b"lost", &[&header(1, 0, 0).to_bytes()])
+        .unwrap();
+    ok(
+        &mut dbs,
+        &env,
+        ControlOpcode::DbTransactionStart,
+        &transdb(db_id, 2),
+    );
+    fails(
+        &mut dbs,
+        &env,
+        ControlOpcode::DbTransactionCommit,
+        &transdb(db_id, 1),
+    );
+
+    // Pushes: a buffer with a header-less record fails the push from there on, and the
+    // confirmation counts only the buffers stored before.
+    ok(
+        &mut dbs,
+        &env,
+        ControlOpcode::DbPushStart,
+        &pulldb(db_id, PUSH_SRVID),
+    );
+    // A second start restarts the count.
+    assert!(dbs.on_message(
+        PUSH_SRVID,
+        &rec_buffer(db_id, &[(b"a", header(1, 1, 0), b"x")]),
+        &env.ctx()
+    ));
+    ok(
+        &mut dbs,
+        &env,
+        ControlOpcode::DbPushStart,
+        &pulldb(db_id, PUSH_SRVID),
+    );
+    let good = rec_buffer(
+        db_id,
+        &[(b"a", header(1, 1, 0), b"x"), (b"b", header(1, 1, 0), b"y")],
+    );
+    assert!(dbs.on_message(PUSH_SRVID, &good, &env.ctx()));
+    let bad = RecBuffer {
+        db_id,
+        records: vec![
+            RecData::with_header(0, &header(1, 1, 0), b"c", b"z"),
+            RecData {
+                reqid: 0,
+                key: b"d".to_vec(),
+                data: b"short".to_vec(),
+            },
+        ],
+    }
+    .to_bytes();
+    assert!(dbs.on_message(PUSH_SRVID, &bad, &env.ctx()));
+    assert!(dbs.on_message(PUSH_SRVID, &good, &env.ctx()));
+    assert_eq!(
+        u32_of(&ok(&mut dbs, &env, ControlOpcode::DbPushConfirm, &id)),
+        2
+    );
+
+    // Undecodable buffers fail the push too.
+    ok(
+        &mut dbs,
+        &env,
+        ControlOpcode::DbPushStart,
+        &pulldb(db_id, PUSH_SRVID),
+    );
+    assert!(dbs.on_message(PUSH_SRVID, b"garbage", &env.ctx()));
+    assert!(dbs.on_message(PUSH_SRVID, &good, &env.ctx()));
+    assert_eq!(
+        u32_of(&ok(&mut dbs, &env, ControlOpcode::DbPushConfirm, &id)),
+        0
+    );
+
+    ok(
+        &mut dbs,
+        &env,
+        ControlOpcode::DbTransactionCommit,
+        &transdb(db_id, 2),
+    );
+    let path = dbs.get(db_id).unwrap().path().to_path_buf();
+    let keys: Vec<Vec<u8>> = backend
+        .file_records(&path)
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    // "c" went in before the bad record stopped the buffer, as in stock.
+    assert_eq!(keys, [b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+
+    // A thaw abandons an open push and cancels the transaction.
+    ok(
+        &mut dbs,
+        &env,
+        ControlOpcode::DbTransactionStart,
+        &transdb(db_id, 3),
+    );
+    ok(
+        &mut dbs,
+        &env,
+        ControlOpcode::DbPushStart,
+        &pulldb(db_id, PUSH_SRVID),
+    );
+    ok(&mut dbs, &env, ControlOpcode::DbThaw, &id);
+    assert!(!dbs.on_message(PUSH_SRVID, &good, &env.ctx()));
+    ok(&mut dbs, &env, ControlOpcode::DbThaw, &id);
+}
+
+#[test]
+fn records_are_stored_as_ctdb_ltdb_store_server_decides() {
+    let (backend, mut dbs) = memory_set(0);
+    let env = Env::new();
+    let ctx = env.ctx();
+    let vol = attach(&mut dbs, &env, ControlOpcode::DbAttach, "v.tdb");
+    let per = attach(&mut dbs, &env, ControlOpcode::DbAttachPersistent, "p.tdb");
+    // Keys whose lmaster (map [0, 1]) is this node, and another node.
+    let key_for = |lmaster: u32| {
+        (0u32..)
+            .map(|i| format!("key-{i}").into_bytes())
+            .find(|k| ltdb::lmaster(&ctx, k) == lmaster)
+            .unwrap()
+    };
+    let mine = key_for(0);
+    let theirs = key_for(1);
+    use crate::protocol::ltdb::REC_FLAG_VACUUM_MIGRATED as VM;
+
+    let db = dbs.get_mut(vol).unwrap();
+    let stored = |db: &mut Database, key: &[u8]| db.store_mut().fetch(key).unwrap();
+    // Data, dmaster here: kept, RSN bumped.
+    db.ltdb_store(0, &ctx, &theirs, &header(4, 0, 0), b"d")
+        .unwrap();
+    assert_eq!(
+        stored(db, &theirs),
+        Some(value_with_header(&header(5, 0, 0), b"d"))
+    );
+    // Data, dmaster elsewhere: kept as is.
+    db.ltdb_store(0, &ctx, &theirs, &header(4, 1, 0), b"d")
+        .unwrap();
+    assert_eq!(
+        stored(db, &theirs),
+        Some(value_with_header(&header(4, 1, 0), b"d"))
+    );
+    // Empty, not ours in any way: deleted.
+    db.ltdb_store(0, &ctx, &theirs, &header(4, 1, 0), b"")
+        .unwrap();
+    assert_eq!(stored(db, &theirs), None);
+    assert!(db
+        .ltdb_store(0, &ctx, &theirs, &header(4, 1, 0), b"")
+        .is_err());
+    // Empty AUTOMATIC record: kept without the flag (bumped, as we are dmaster).
+    db.ltdb_store(0, &ctx, &theirs, &header(0, 0, REC_FLAG_AUTOMATIC), b"")
+        .unwrap();
+    assert_eq!(stored(db, &theirs), Some(header(1, 0, 0).to_bytes()));
+    // Empty on the lmaster: kept, unless a vacuum brought it back to us as dmaster.
+    db.ltdb_store(0, &ctx, &mine, &header(2, 1, VM), b"")
+        .unwrap();
+    assert_eq!(stored(db, &mine), Some(header(2, 1, 0).to_bytes()));
+    db.ltdb_store(0, &ctx, &mine, &header(2, 0, VM), b"")
+        .unwrap();
+    assert_eq!(stored(db, &mine), None);
+    // RO flags: kept, no RSN bump.
+    db.ltdb_store(0, &ctx, &mine, &header(2, 0, REC_RO_HAVE_READONLY), b"")
+        .unwrap();
+    assert_eq!(
+        stored(db, &mine),
+        Some(header(2, 0, REC_RO_HAVE_READONLY).to_bytes())
+    );
+
+    // Persistent databases store exactly what they are given.
+    let db = dbs.get_mut(per).unwrap();
+    db.ltdb_store(
+        0,
+        &ctx,
+        &theirs,
+        &header(0, 1, REC_FLAG_AUTOMATIC | VM),
+        b"",
+    )
+    .unwrap();
+    assert_eq!(
+        stored(db, &theirs),
+        Some(header(0, 1, REC_FLAG_AUTOMATIC | VM).to_bytes())
+    );
+    drop(backend);
+}
+
+#[test]
+fn db_seqnum_reads_the_sequence_number_record() {
+    let (_dir, mut dbs) = libtdb_set("seqnum", 0);
+    let env = Env::new();
+    let per = attach(&mut dbs, &env, ControlOpcode::DbAttachPersistent, "p.tdb");
+    let req = u64::from(per).to_ne_bytes();
+
+    // No record: 0, and (as ctdb_ltdb_fetch does for persistent databases) an initial
+    // header-only record naming the lmaster is left behind.
+    assert_eq!(
+        ok(&mut dbs, &env, ControlOpcode::GetDbSeqnum, &req),
+        0u64.to_ne_bytes()
+    );
+    let path = dbs.get(per).unwrap().path().to_path_buf();
+    let lmaster = ltdb::lmaster(&env.ctx(), DB_SEQNUM_KEY);
+    assert_eq!(
+        tdbdump(&path),
+        vec![(
+            DB_SEQNUM_KEY.to_vec(),
+            header(0, lmaster, REC_FLAG_AUTOMATIC).to_bytes()
+        )]
+    );
+
+    let set = |dbs: &mut DatabaseSet, data: &[u8]| {
+        dbs.get_mut(per)
+            .unwrap()
+            .store_mut()
+            .store(DB_SEQNUM_KEY, &[&header(1, 0, 0).to_bytes(), data])
+            .unwrap();
+    };
+    set(&mut dbs, &0x0102_0304_0506_0708u64.to_ne_bytes());
+    assert_eq!(
+        ok(&mut dbs, &env, ControlOpcode::GetDbSeqnum, &req),
+        0x0102_0304_0506_0708u64.to_ne_bytes()
+    );
+    set(&mut dbs, &[1, 2, 3, 4]);
+    assert_eq!(
+        ok(&mut dbs, &env, ControlOpcode::GetDbSeqnum, &req),
+        0u64.to_ne_bytes()
+    );
+    set(&mut dbs, &9u64.to_ne_bytes());
+
+    // The request is a u64: four bytes are refused, as is an unknown database.
+    fails(
+        &mut dbs,
+        &env,
+        ControlOpcode::GetDbSeqnum,
+        &per.to_ne_bytes(),
+    );
+    fails(
+        &mut dbs,
+        &env,
+        ControlOpcode::GetDbSeqnum,
+        &7u64.to_ne_bytes(),
+    );
+    // Frozen: only inside the recovery transaction.
+    ok(&mut dbs, &env, ControlOpcode::DbFreeze, &per.to_ne_bytes());
+    fails(&mut dbs, &env, ControlOpcode::GetDbSeqnum, &req);
+    ok(
+        &mut dbs,
+        &env,
+        ControlOpcode::DbTransactionStart,
+        &transdb(per, TID),
+    );
+    assert_eq!(
+        ok(&mut dbs, &env, ControlOpcode::GetDbSeqnum, &req),
+        9u64.to_ne_bytes()
+    );
+    ok(&mut dbs, &env, ControlOpcode::DbThaw, &per.to_ne_bytes());
+
+    // A volatile database stores the initial header only where this node is the lmaster,
+    // through the server store (RSN bumped, AUTOMATIC dropped).
+    let vol = attach(&mut dbs, &env, ControlOpcode::DbAttach, "v.tdb");
+    assert_eq!(
+        ok(
+            &mut dbs,
+            &env,
+            ControlOpcode::GetDbSeqnum,
+            &u64::from(vol).to_ne_bytes()
+        ),
+        0u64.to_ne_bytes()
+    );
+    let vpath = dbs.get(vol).unwrap().path().to_path_buf();
+    let expected = if lmaster == 0 {
+        vec![(DB_SEQNUM_KEY.to_vec(), header(1, 0, 0).to_bytes())]
+    } else {
+        vec![]
+    };
+    assert_eq!(tdbdump(&vpath), expected);
+}
+
+// ---- freezing ----------------------------------------------------------------------------
+
+/// The freeze really locks the file for other processes, through the whole recovery, until
+/// the thaw: smbd's `tdb_chainlock_nonblock` fails (and its `tdb_chainlock` would wait).
+#[test]
+fn freeze_blocks_other_processes_chain_locks_until_thaw() {
+    let (_dir, mut dbs) = libtdb_set("blocks", 0);
+    let env = Env::new();
+    // The volatile database uses robust mutexes where libtdb supports them (0x1c41), the
+    // replicated and persistent ones fcntl locks.
+    if !tdb::robust_mutexes_supported() {
+        eprintln!("robust mutexes are not supported here; every case uses fcntl locks");
+    }
+    let kinds = [
+        (ControlOpcode::DbAttach, "vol.tdb"),
+        (ControlOpcode::DbAttachReplicated, "rep.tdb"),
+        (ControlOpcode::DbAttachPersistent, "per.tdb"),
+    ];
+    for (opcode, name) in kinds {
+        let db_id = attach(&mut dbs, &env, opcode, name);
+        let id = db_id.to_ne_bytes();
+        let path = dbs.get(db_id).unwrap().path().to_path_buf();
+        let flags = dbs.get(db_id).unwrap().tdb_flags().bits();
+        if name == "vol.tdb" && tdb::robust_mutexes_supported() {
+            assert_eq!(flags, 0x1c41);
+        }
+        assert_eq!(probe(&path, flags, "some-key"), "locked", "{name} before");
+
+        ok(&mut dbs, &env, ControlOpcode::DbFreeze, &id);
+        assert_eq!(probe(&path, flags, "some-key"), "busy", "{name} frozen");
+        ok(
+            &mut dbs,
+            &env,
+            ControlOpcode::DbTransactionStart,
+            &transdb(db_id, TID),
+        );
+        assert_eq!(
+            probe(&path, flags, "other-key"),
+            "busy",
+            "{name} in transaction"
+        );
+        ok(
+            &mut dbs,
+            &env,
+            ControlOpcode::WipeDatabase,
+            &transdb(db_id, TID),
+        );
+        ok(
+            &mut dbs,
+            &env,
+            ControlOpcode::DbPushStart,
+            &pulldb(db_id, PUSH_SRVID),
+        );
+        let buffer = rec_buffer(
+            db_id,
+            &[(b"k", header(1, 1, REC_FLAG_MIGRATED_WITH_DATA), b"v")],
+        );
+        assert!(dbs.on_message(PUSH_SRVID, &buffer, &env.ctx()));
+        assert_eq!(probe(&path, flags, "k"), "busy", "{name} pushing");
+        ok(&mut dbs, &env, ControlOpcode::DbPushConfirm, &id);
+        ok(
+            &mut dbs,
+            &env,
+            ControlOpcode::DbTransactionCommit,
+            &transdb(db_id, TID),
+        );
+        assert_eq!(
+            probe(&path, flags, "k"),
+            "busy",
+            "{name} committed, still frozen"
+        );
+        // A second transaction, cancelled by the thaw.
+        ok(
+            &mut dbs,
+            &env,
+            ControlOpcode::DbTransactionStart,
+            &transdb(db_id, TID + 1),
+        );
+        assert_eq!(
+            probe(&path, flags, "k"),
+            "busy",
+            "{name} second transaction"
+        );
+        ok(&mut dbs, &env, ControlOpcode::DbThaw, &id);
+        assert_eq!(probe(&path, flags, "k"), "locked", "{name} thawed");
+        assert_eq!(
+            tdbdump(&path),
+            vec![(
+                b"k".to_vec(),
+                value_with_header(&header(1, 1, REC_FLAG_MIGRATED_WITH_DATA), b"v")
+            )],
+            "{name}: the committed push, not the cancelled transaction"
+        );
+        effects(&mut dbs);
+    }
+
+    // The node-wide freeze locks everything the same way; thaw_all releases it.
+    ok(&mut dbs, &env, ControlOpcode::Freeze, &[]);
+    assert!(dbs.all_frozen());
+    for db in dbs.databases() {
+        assert_eq!(
+            probe(db.path(), db.tdb_flags().bits(), "x"),
+            "busy",
+            "{}",
+            db.name()
+        );
+    }
+    dbs.thaw_all();
+    assert!(!dbs.all_frozen());
+    for db in dbs.databases() {
+        assert_eq!(
+            probe(db.path(), db.tdb_flags().bits(), "x"),
+            "locked",
+            "{}",
+            db.name()
+        );
+    }
+
+    // Dropping the set while frozen releases the locks too.
+    let vol = dbs.by_name("vol.tdb").unwrap();
+    let (path, flags) = (vol.path().to_path_buf(), vol.tdb_flags().bits());
+    ok(
+        &mut dbs,
+        &env,
+        ControlOpcode::DbFreeze,
+        &hash::db_id("vol.tdb").to_ne_bytes(),
+    );
+    assert_eq!(probe(&path, flags, "x"), "busy");
+    drop(dbs);
+    assert_eq!(probe(&path, flags, "x"), "locked");
+}
+
+/// While another process holds a chain lock the freeze stays pending and is retried; it
+/// completes once the lock is released.
+#[test]
+fn freeze_waits_for_chain_locks_held_elsewhere() {
+    let (_dir, mut dbs) = libtdb_set("waits", 0);
+    let env = Env::new();
+    let db_id = attach(&mut dbs, &env, ControlOpcode::DbAttach, "busy.tdb");
+    let id = db_id.to_ne_bytes();
+    let path = dbs.get(db_id).unwrap().path().to_path_buf();
+    let flags = dbs.get(db_id).unwrap().tdb_flags().bits();
+
+    let holder = ChainHolder::start(&path, flags, "held");
+    let DbControlOutcome::Deferred(first) = outcome(&mut dbs, &env, ControlOpcode::DbFreeze, &id)
+    else {
+        panic!("freeze should wait");
+    };
+    let DbControlOutcome::Deferred(second) = outcome(&mut dbs, &env, ControlOpcode::DbFreeze, &id)
+    else {
+        panic!("freeze should wait");
+    };
+    assert_eq!(dbs.get(db_id).unwrap().freeze_mode(), FreezeMode::Pending);
+    // Pending is not frozen: no recovery transaction yet.
+    fails(
+        &mut dbs,
+        &env,
+        ControlOpcode::DbTransactionStart,
+        &transdb(db_id, 1),
+    );
+    let due = dbs.poll_timeout().unwrap();
+    assert_eq!(due, T0.saturating_add(FREEZE_RETRY_INTERVAL));
+    dbs.handle_timeout(due, &env.ctx());
+    assert!(effects(&mut dbs).is_empty());
+    assert_eq!(dbs.get(db_id).unwrap().freeze_mode(), FreezeMode::Pending);
+
+    drop(holder);
+    let due = dbs.poll_timeout().unwrap();
+    dbs.handle_timeout(due, &env.ctx());
+    assert_eq!(
+        effects(&mut dbs),
+        vec![
+            DbEffect::Complete {
+                id: first,
+                reply: DbReply::status(0)
+            },
+            DbEffect::Complete {
+                id: second,
+                reply: DbReply::status(0)
+            },
+        ]
+    );
+    assert_eq!(dbs.poll_timeout(), None);
+    assert_eq!(probe(&path, flags, "held"), "busy");
+    ok(&mut dbs, &env, ControlOpcode::DbThaw, &id);
+    assert_eq!(effects(&mut dbs), vec![DbEffect::Thawed { db_id }]);
+
+    // A thaw while the freeze is still pending fails its waiters.
+    let holder = ChainHolder::start(&path, flags, "held");
+    let DbControlOutcome::Deferred(waiting) = outcome(&mut dbs, &env, ControlOpcode::DbFreeze, &id)
+    else {
+        panic!("freeze should wait");
+    };
+    ok(&mut dbs, &env, ControlOpcode::DbThaw, &id);
+    assert_eq!(
+        effects(&mut dbs),
+        vec![
+            DbEffect::Complete {
+                id: waiting,
+                reply: DbReply::status(-1)
+            },
+            DbEffect::Thawed { db_id },
+        ]
+    );
+    drop(holder);
+    dbs.handle_timeout(Instant::from_secs(1), &env.ctx());
+    assert!(effects(&mut dbs).is_empty());
+    assert_eq!(dbs.get(db_id).unwrap().freeze_mode(), FreezeMode::None);
+    assert_eq!(probe(&path, flags, "held"), "locked");
+}
+
+#[test]
+fn node_wide_freeze() {
+    let (backend, mut dbs) = memory_set(0);
+    let env = Env::new();
+    // With nothing attached the freeze is immediate.
+    ok(&mut dbs, &env, ControlOpcode::Freeze, &[]);
+    assert!(dbs.all_frozen());
+    dbs.thaw_all();
+    assert!(!dbs.all_frozen());
+
+    let vol = attach(&mut dbs, &env, ControlOpcode::DbAttach, "v.tdb");
+    let per = attach(&mut dbs, &env, ControlOpcode::DbAttachPersistent, "p.tdb");
+    for db_id in [vol, per] {
+        dbs.get_mut(db_id)
+            .unwrap()
+            .store_mut()
+            .store(b"k", &[&header(1, 1, 0).to_bytes(), b"v"])
+            .unwrap();
+    }
+    let vol_path = dbs.get(vol).unwrap().path().to_path_buf();
+    backend.set_busy(&vol_path, true);
+    let DbControlOutcome::Deferred(id) = outcome(&mut dbs, &env, ControlOpcode::Freeze, &[]) else {
+        panic!("should wait for v.tdb");
+    };
+    assert!(!dbs.all_frozen());
+    assert_eq!(dbs.get(per).unwrap().freeze_mode(), FreezeMode::Frozen);
+    let due = dbs.poll_timeout().unwrap();
+    dbs.handle_timeout(due, &env.ctx());
+    assert!(effects(&mut dbs).is_empty());
+    backend.set_busy(&vol_path, false);
+    dbs.handle_timeout(due.saturating_add(FREEZE_RETRY_INTERVAL), &env.ctx());
+    assert_eq!(
+        effects(&mut dbs),
+        vec![DbEffect::Complete {
+            id,
+            reply: DbReply::status(0)
+        }]
+    );
+    assert!(dbs.all_frozen());
+    ok(&mut dbs, &env, ControlOpcode::Freeze, &[]);
+
+    // An inactive node's volatile records are invalid: a pull returns none of them.
+    for db_id in [vol, per] {
+        ok(
+            &mut dbs,
+            &env,
+            ControlOpcode::DbTransactionStart,
+            &transdb(db_id, 3),
+        );
+    }
+    assert_eq!(
+        u32_of(&ok(&mut dbs, &env, ControlOpcode::DbPull, &pulldb(vol, 1))),
+        0
+    );
+    assert_eq!(
+        u32_of(&ok(&mut dbs, &env, ControlOpcode::DbPull, &pulldb(per, 1))),
+        1
+    );
+    assert_eq!(effects(&mut dbs).len(), 1);
+
+    // A database attached after the freeze joins on the next FREEZE.
+    let late = attach(&mut dbs, &env, ControlOpcode::DbAttach, "late.tdb");
+    assert_eq!(dbs.get(late).unwrap().freeze_mode(), FreezeMode::None);
+    ok(&mut dbs, &env, ControlOpcode::Freeze, &[]);
+    assert_eq!(dbs.get(late).unwrap().freeze_mode(), FreezeMode::Frozen);
+    assert!(dbs.all_frozen());
+
+    dbs.thaw_all();
+    assert!(dbs
+        .databases()
+        .all(|db| db.freeze_mode() == FreezeMode::None));
+    let thawed: Vec<DbEffect> = effects(&mut dbs);
+    assert_eq!(thawed.len(), 3);
+    // Thawing clears the invalid mark.
+    ok(&mut dbs, &env, ControlOpcode::DbFreeze, &vol.to_ne_bytes());
+    ok(
+        &mut dbs,
+        &env,
+        ControlOpcode::DbTransactionStart,
+        &transdb(vol, 4),
+    );
+    assert_eq!(
+        u32_of(&ok(&mut dbs, &env, ControlOpcode::DbPull, &pulldb(vol, 1))),
+        1
+    );
+    ok(&mut dbs, &env, ControlOpcode::DbThaw, &vol.to_ne_bytes());
+
+    // Becoming inactive: generations drop to INVALID_GENERATION and everything freezes.
+    dbs.become_inactive(T0);
+    assert!(dbs.all_frozen());
+    assert!(dbs.databases().all(|db| db.generation() == 1));
+    assert!(!dbs.generations_match(7));
+}
+
+#[test]
+fn readonly_and_sticky_flags() {
+    let (backend, mut dbs) = memory_set(0);
+    let env = Env::new();
+    let vol = attach(&mut dbs, &env, ControlOpcode::DbAttach, "v.tdb");
+    let per = attach(&mut dbs, &env, ControlOpcode::DbAttachPersistent, "p.tdb");
+    for opcode in [ControlOpcode::SetDbReadonly, ControlOpcode::SetDbSticky] {
+        fails(&mut dbs, &env, opcode, &per.to_ne_bytes());
+        fails(&mut dbs, &env, opcode, &1u32.to_ne_bytes());
+        ok(&mut dbs, &env, opcode, &vol.to_ne_bytes());
+        ok(&mut dbs, &env, opcode, &vol.to_ne_bytes());
+    }
+    let map = DbidMap::from_bytes_exact(&ok(&mut dbs, &env, ControlOpcode::GetDbmap, &[])).unwrap();
+    assert_eq!(
+        map.dbs.iter().map(|d| d.flags).collect::<Vec<_>>(),
+        [db_flags::PERSISTENT, db_flags::READONLY | db_flags::STICKY]
+    );
+    // The tracking database sits next to the database and is emptied by a recovery.
+    let ro = PathBuf::from("/mem/volatile/v.tdb.0.RO");
+    backend.put_file(&ro, [(b"k".to_vec(), b"\x01".to_vec())]);
+    ok(&mut dbs, &env, ControlOpcode::DbFreeze, &vol.to_ne_bytes());
+    ok(
+        &mut dbs,
+        &env,
+        ControlOpcode::DbTransactionStart,
+        &transdb(vol, 2),
+    );
+    ok(
+        &mut dbs,
+        &env,
+        ControlOpcode::DbPushStart,
+        &pulldb(vol, PUSH_SRVID),
+    );
+    ok(
+        &mut dbs,
+        &env,
+        ControlOpcode::DbPushConfirm,
+        &vol.to_ne_bytes(),
+    );
+    assert_eq!(backend.file_records(&ro).unwrap(), vec![]);
+}
+
+#[test]
+fn database_paths_keep_the_configured_directory_text() {
+    let backend = MemoryBackend::new();
+    let mut config = memory_config(3);
+    config.volatile_dir = PathBuf::from("/mem/volatile/");
+    let mut dbs = DatabaseSet::new(config, Box::new(backend)).unwrap();
+    let env = Env::new();
+    let id = attach(&mut dbs, &env, ControlOpcode::DbAttach, "x.tdb");
+    // Stock prints "%s/%s.%u": a trailing slash in the configuration stays.
+    assert_eq!(
+        ok(&mut dbs, &env, ControlOpcode::Getdbpath, &id.to_ne_bytes()),
+        b"/mem/volatile//x.tdb.3\0"
+    );
+}
