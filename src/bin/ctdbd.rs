@@ -16,6 +16,7 @@ use ctdb::common::{public_addresses, sys, tunable};
 use ctdb::protocol::types::capabilities;
 use ctdb::protocol::Timeval;
 use ctdb::server::daemon::{Daemon, DaemonConfig, PublicAddress};
+use ctdb::server::database::{DatabaseSet, DbConfig, TdbBackend};
 use ctdb::server::effect::Pnn;
 use ctdb::server::recoverd::{Extensions, RecoverdConfig};
 use ctdb::server::recoverd_shell::{self, RecoverdOptions, RECOVERD_ARG};
@@ -364,7 +365,19 @@ fn start_daemon(startup: Startup) -> Result<i32, StartError> {
     };
     let clock = MonotonicClock::new();
     let config = daemon_config(&startup, pnn, public_addresses);
-    let core = Daemon::new(config, clock.now(), &host);
+    let conf = &startup.conf;
+    let dbs = DatabaseSet::new(
+        DbConfig {
+            pnn,
+            volatile_dir: conf.database.volatile_dir.clone(),
+            persistent_dir: conf.database.persistent_dir.clone(),
+            state_dir: conf.database.state_dir.clone(),
+            tdb_mutexes: conf.database.tdb_mutexes,
+        },
+        Box::new(TdbBackend),
+    )
+    .map_err(|e| StartError::Other(format!("Failed to open the database layer: {e}")))?;
+    let core = Daemon::new(config, dbs, clock.now(), &host).map_err(StartError::Other)?;
     let mut shell = Shell::new(ShellParts {
         core,
         clock,

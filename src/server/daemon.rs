@@ -6,6 +6,9 @@
 //! blocks, reads a clock or touches a file descriptor, so the whole daemon can run inside a
 //! deterministic simulation.
 
+use super::database::{
+    DatabaseSet, DbContext, DbControlOutcome, DbEffect, DbReply, DbRequest, DeferredId,
+};
 use super::effect::{ClientId, Effect, EventOutcome, Pnn};
 use super::srvid::SrvidRegistry;
 use crate::common::clock::Instant;
@@ -192,6 +195,10 @@ pub struct Daemon {
 
     clients: BTreeMap<ClientId, Client>,
     srvids: SrvidRegistry,
+    /// The attached databases (volatile, persistent, replicated).
+    dbs: DatabaseSet,
+    /// Database controls waiting for the database service, and the token of their reply.
+    db_deferred: BTreeMap<DeferredId, u64>,
     next_reqid: u32,
     pending: BTreeMap<u32, PendingControl>,
     deferred: BTreeMap<u64, DeferredControl>,
@@ -228,7 +235,14 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    pub fn new(config: DaemonConfig, now: Instant, host: &dyn Host) -> Self {
+    /// Builds the core around an opened database set: attaches the persistent databases found
+    /// on disk and freezes every database until the first recovery, as stock does at start-up.
+    pub fn new(
+        config: DaemonConfig,
+        dbs: DatabaseSet,
+        now: Instant,
+        host: &dyn Host,
+    ) -> Result<Self, String> {
         let pnn = config.pnn;
         assert!(
             (pnn as usize) < config.nodes.len(),
@@ -283,6 +297,8 @@ impl Daemon {
             last_recovery_finished: Timeval::default(),
             clients: BTreeMap::new(),
             srvids: SrvidRegistry::default(),
+            dbs,
+            db_deferred: BTreeMap::new(),
             next_reqid: 1,
             pending: BTreeMap::new(),
             deferred: BTreeMap::new(),
@@ -323,9 +339,100 @@ impl Daemon {
         daemon.next_stat_history = now.saturating_add(Duration::from_secs(u64::from(
             daemon.tunables.stat_history_interval().max(1),
         )));
+        {
+            let Daemon {
+                dbs,
+                vnn_map,
+                tunables,
+                recovery_mode,
+                runstate,
+                nodes,
+                pnn,
+                ..
+            } = &mut daemon;
+            let ctx = DbContext {
+                recovery_mode: *recovery_mode,
+                runstate: *runstate,
+                own_flags: nodes[*pnn as usize].flags,
+                vnn_map,
+                tunables,
+                healthy_nodes: 0,
+            };
+            dbs.attach_persistent_databases(&ctx)?;
+            dbs.freeze_all_blocking()
+                .map_err(|e| format!("Failed to freeze databases: {e}"))?;
+        }
         // Stock runs "init" before the transport comes up; a failure is fatal.
         let _ = daemon.run_event(EventPurpose::Init, "init", Vec::new());
-        daemon
+        Ok(daemon)
+    }
+
+    /// Runs `f` with the database set and the daemon state database controls depend on.
+    fn with_dbs<T>(&mut self, f: impl FnOnce(&mut DatabaseSet, &DbContext<'_>) -> T) -> T {
+        let healthy_nodes =
+            u32::try_from(self.nodes.iter().filter(|n| n.flags == 0).count()).unwrap_or(0);
+        let own_flags = self.own_flags();
+        let Daemon {
+            dbs,
+            vnn_map,
+            tunables,
+            recovery_mode,
+            runstate,
+            ..
+        } = self;
+        let ctx = DbContext {
+            recovery_mode: *recovery_mode,
+            runstate: *runstate,
+            own_flags,
+            vnn_map,
+            tunables,
+            healthy_nodes,
+        };
+        f(dbs, &ctx)
+    }
+
+    /// Executes what the database service asked for, in order.
+    fn run_db_effects(&mut self, now: Instant, host: &dyn Host) {
+        while let Some(effect) = self.dbs.poll_effect() {
+            match effect {
+                DbEffect::SendMessage { pnn, srvid, data } => {
+                    let m = ReqMessage { srvid, data };
+                    if pnn == self.pnn {
+                        self.deliver_message(now, &m, host);
+                    } else {
+                        self.send_node_message(pnn, &m);
+                    }
+                }
+                DbEffect::BroadcastControl { opcode, data } => {
+                    let c = ReqControl {
+                        opcode,
+                        srvid: 0,
+                        client_id: 0,
+                        flags: CTRL_FLAG_NOREPLY,
+                        data,
+                    };
+                    for pnn in self.broadcast_targets(BROADCAST_CONNECTED) {
+                        if pnn == self.pnn {
+                            self.run_control(now, &c, self.pnn, ReplyRoute::Nobody, host);
+                        } else {
+                            self.send_node_control(pnn, 0, &c);
+                        }
+                    }
+                }
+                DbEffect::Complete { id, reply } => {
+                    if let Some(token) = self.db_deferred.remove(&id) {
+                        self.finish_deferred(token, db_result(reply));
+                    }
+                }
+                DbEffect::SetRecoveryModeActive => self.recovery_mode = RECOVERY_ACTIVE,
+                // Record calls waiting for a thaw arrive with the database service's call path.
+                DbEffect::Thawed { .. } => {}
+                DbEffect::Fatal { reason } => {
+                    log::error!("Fatal database error: {reason}");
+                    self.shutdown(1);
+                }
+            }
+        }
     }
 
     pub fn pnn(&self) -> Pnn {
@@ -374,6 +481,7 @@ impl Daemon {
         if self.clients.remove(&client).is_none() {
             return;
         }
+        self.dbs.on_client_closed(client);
         self.srvids.remove_client(client);
         self.pending.retain(
             |_, p| !matches!(p.owner, PendingOwner::Client { client: c, .. } if c == client),
@@ -410,7 +518,7 @@ impl Daemon {
             }
             Body::ReqMessage(m) => {
                 self.bump(|s| s.client.req_message += 1);
-                self.client_message(packet.destnode, m);
+                self.client_message(now, packet.destnode, m, host);
             }
             Body::ReqCall(_) => {
                 // Record calls arrive with the database service; until a database is attached
@@ -594,7 +702,7 @@ impl Daemon {
         }
     }
 
-    fn client_message(&mut self, destnode: u32, m: ReqMessage) {
+    fn client_message(&mut self, now: Instant, destnode: u32, m: ReqMessage, host: &dyn Host) {
         let destnode = if destnode == CURRENT_NODE {
             self.pnn
         } else {
@@ -603,13 +711,13 @@ impl Daemon {
         if is_broadcast_dest(destnode) {
             for pnn in self.broadcast_targets(destnode) {
                 if pnn == self.pnn {
-                    self.deliver_message(&m);
+                    self.deliver_message(now, &m, host);
                 } else {
                     self.send_node_message(pnn, &m);
                 }
             }
         } else if destnode == self.pnn {
-            self.deliver_message(&m);
+            self.deliver_message(now, &m, host);
         } else if self
             .nodes
             .get(destnode as usize)
@@ -622,7 +730,16 @@ impl Daemon {
     }
 
     /// Hands a message to every local client registered for its srvid (or for all srvids).
-    fn deliver_message(&mut self, m: &ReqMessage) {
+    fn deliver_message(&mut self, now: Instant, m: &ReqMessage, host: &dyn Host) {
+        // DB_PUSH registers its srvid inside the daemon, ahead of clients.
+        let claimed = self.with_dbs(|dbs, ctx| dbs.on_message(m.srvid, &m.data, ctx));
+        if claimed {
+            self.run_db_effects(now, host);
+        }
+        self.deliver_to_clients(m);
+    }
+
+    fn deliver_to_clients(&mut self, m: &ReqMessage) {
         let targets = self.srvids.targets(m.srvid);
         for client in targets {
             let packet = Packet {
@@ -826,7 +943,7 @@ impl Daemon {
             }
             Body::ReqMessage(m) => {
                 self.bump(|s| s.node.req_message += 1);
-                self.deliver_message(&m);
+                self.deliver_message(now, &m, host);
             }
             Body::ReqCall(_) | Body::ReplyCall(_) | Body::ReqDmaster(_) | Body::ReplyDmaster(_) => {
                 // Record migration belongs to the database service; no database is attached.
@@ -928,9 +1045,33 @@ impl Daemon {
         route: ReplyRoute,
         host: &dyn Host,
     ) -> Option<ControlResult> {
+        let client = self.local_client(c.client_id, srcnode);
+        let req = DbRequest {
+            opcode: c.opcode,
+            srvid: c.srvid,
+            flags: c.flags,
+            data: &c.data,
+            srcnode,
+            client,
+        };
+        let outcome = self.with_dbs(|dbs, ctx| dbs.handle_control(now, &req, ctx));
+        match outcome {
+            DbControlOutcome::NotMine => {}
+            DbControlOutcome::Reply(reply) => {
+                // Effects first: DB_PULL's record messages must precede its reply.
+                self.run_db_effects(now, host);
+                return Some(db_result(reply));
+            }
+            DbControlOutcome::Deferred(id) => {
+                let token = self.defer(route);
+                self.db_deferred.insert(id, token);
+                self.run_db_effects(now, host);
+                return None;
+            }
+        }
         use ControlOpcode as Op;
         match c.opcode {
-            Op::SetRecmode => self.control_set_recmode(&c.data, route),
+            Op::SetRecmode => self.control_set_recmode(now, &c.data, route),
             Op::StartRecovery => self.control_start_recovery(now, srcnode, route, host),
             Op::EndRecovery => self.control_end_recovery(route),
             Op::Ipreallocated => {
@@ -995,7 +1136,7 @@ impl Daemon {
                     return ControlResult::status(-1);
                 }
                 self.statistics.num_clients = self.clients.len() as u32;
-                self.statistics.frozen = 0;
+                self.statistics.frozen = u32::from(self.dbs.all_frozen());
                 self.statistics.recovering = u32::from(self.recovery_mode == RECOVERY_ACTIVE);
                 self.statistics.statistics_current_time = host.wall_clock();
                 ControlResult::data(self.statistics.to_bytes())
@@ -1111,7 +1252,6 @@ impl Daemon {
                     ControlResult::status(-1)
                 }
             },
-            Op::GetDbmap => ControlResult::data(0u32.to_bytes()),
             Op::GetReclockFile => ControlResult::data(match &self.config.cluster_lock {
                 Some(lock) => {
                     let mut v = lock.as_bytes().to_vec();
@@ -1177,7 +1317,7 @@ impl Daemon {
             Op::StopNode => {
                 log::error!("Stopping node");
                 self.own_node_mut().flags |= NODE_FLAGS_STOPPED;
-                self.become_inactive();
+                self.become_inactive(now);
                 ControlResult::status(0)
             }
             Op::ContinueNode => {
@@ -1227,8 +1367,6 @@ impl Daemon {
             // Tickle lists are re-sent to a node that starts up; there are none to send until
             // IP failover tracks client connections.
             Op::Startup => ControlResult::status(0),
-            // Freezing is per database; with no database attached everything is frozen.
-            Op::Freeze => ControlResult::status(0),
             op => {
                 if op.is_obsolete() {
                     log::error!("Control {} is obsolete", op.name());
@@ -1241,7 +1379,12 @@ impl Daemon {
     }
 
     /// Mirrors `ctdb_control_set_recmode`.
-    fn control_set_recmode(&mut self, data: &[u8], route: ReplyRoute) -> Option<ControlResult> {
+    fn control_set_recmode(
+        &mut self,
+        now: Instant,
+        data: &[u8],
+        route: ReplyRoute,
+    ) -> Option<ControlResult> {
         let Some(recmode) = exact_u32(data) else {
             return Some(ControlResult::status(-1));
         };
@@ -1258,10 +1401,17 @@ impl Daemon {
             self.recovery_mode = RECOVERY_ACTIVE;
             return Some(ControlResult::status(0));
         }
-        // Back to NORMAL. Databases arrive with the database service; until then there is no
-        // per-database generation to check and nothing frozen to thaw.
+        // Back to NORMAL: every database must have been recovered into this generation.
+        if !self.dbs.generations_match(self.vnn_map.generation) {
+            log::error!("Recovery mode set to ACTIVE");
+            return Some(ControlResult::status(-1));
+        }
+        if self.dbs.all_frozen() {
+            self.dbs.thaw_all();
+        }
         let Some(lock) = self.config.cluster_lock.clone() else {
             self.recovery_mode = RECOVERY_NORMAL;
+            self.dbs.process_deferred_attaches(now);
             return Some(ControlResult::status(0));
         };
         // The leader must hold the cluster lock: test that another process cannot take it.
@@ -1273,7 +1423,7 @@ impl Daemon {
 
     /// The outcome of the cluster lock test started by SET_RECMODE(NORMAL): `'0'` taken,
     /// `'1'` contention, `'2'` timeout, anything else an error (mirrors `set_recmode_handler`).
-    pub fn on_cluster_lock_test(&mut self, _now: Instant, token: u64, result: u8, latency_s: f64) {
+    pub fn on_cluster_lock_test(&mut self, now: Instant, token: u64, result: u8, latency_s: f64) {
         let result = match result {
             b'0' => {
                 log::error!("ERROR: Daemon able to take recovery lock during recovery");
@@ -1284,12 +1434,14 @@ impl Daemon {
             }
             b'1' => {
                 self.recovery_mode = RECOVERY_NORMAL;
+                self.dbs.process_deferred_attaches(now);
                 self.bump(|s| record_latency(&mut s.reclock.ctdbd, latency_s));
                 ControlResult::status(0)
             }
             b'2' => {
                 log::warn!("Time out getting recovery lock, allowing recmode set anyway");
                 self.recovery_mode = RECOVERY_NORMAL;
+                self.dbs.process_deferred_attaches(now);
                 ControlResult::status(0)
             }
             _ => {
@@ -1473,15 +1625,16 @@ impl Daemon {
         self.own_node_mut().flags |= NODE_FLAGS_BANNED;
         self.ban_ends = Some(now.saturating_add(Duration::from_secs(u64::from(ban.time))));
         if !already_banned {
-            self.become_inactive();
+            self.become_inactive(now);
         }
         0
     }
 
     /// Mirrors `ctdb_node_become_inactive`: stop serving database calls until a recovery
     /// includes this node again.
-    fn become_inactive(&mut self) {
+    fn become_inactive(&mut self, now: Instant) {
         log::warn!("Making node INACTIVE");
+        self.dbs.become_inactive(now);
         self.vnn_map.generation = INVALID_GENERATION;
         if self.recovery_mode != RECOVERY_ACTIVE {
             log::info!("Recovery mode set to ACTIVE");
@@ -2014,6 +2167,14 @@ fn record_latency(counter: &mut LatencyCounter, latency: f64) {
     }
     counter.total += latency;
     counter.num += 1;
+}
+
+fn db_result(reply: DbReply) -> ControlResult {
+    ControlResult {
+        status: reply.status,
+        data: reply.data,
+        error: reply.error.unwrap_or_default(),
+    }
 }
 
 fn exact_u32(data: &[u8]) -> Option<u32> {

@@ -67,6 +67,22 @@ fn config(pnn: Pnn) -> DaemonConfig {
     }
 }
 
+/// A core over in-memory databases.
+fn new_daemon(pnn: Pnn, now: Instant) -> Daemon {
+    let dbs = DatabaseSet::new(
+        crate::server::database::DbConfig {
+            pnn,
+            volatile_dir: "/v".into(),
+            persistent_dir: "/p".into(),
+            state_dir: "/s".into(),
+            tdb_mutexes: false,
+        },
+        Box::new(crate::server::database::MemoryBackend::new()),
+    )
+    .unwrap();
+    Daemon::new(config(pnn), dbs, now, &HOST).unwrap()
+}
+
 fn drain(d: &mut Daemon) -> Vec<Effect> {
     std::iter::from_fn(|| d.poll_effect()).collect()
 }
@@ -74,7 +90,7 @@ fn drain(d: &mut Daemon) -> Vec<Effect> {
 /// A daemon that has run init and setup successfully.
 fn started(pnn: Pnn) -> Daemon {
     let now = Instant::ZERO;
-    let mut d = Daemon::new(config(pnn), now, &HOST);
+    let mut d = new_daemon(pnn, now);
     for _ in 0..2 {
         let id = drain(&mut d)
             .into_iter()
@@ -138,7 +154,7 @@ fn node_frames(effects: &[Effect], to: Pnn) -> Vec<Packet> {
 #[test]
 fn start_up_runs_init_then_setup_and_waits_for_first_recovery() {
     let now = Instant::ZERO;
-    let mut d = Daemon::new(config(1), now, &HOST);
+    let mut d = new_daemon(1, now);
     let effects = drain(&mut d);
     let Some(Effect::RunEvent { id, event, .. }) = effects.first().cloned() else {
         panic!("init first: {effects:?}");
@@ -161,7 +177,7 @@ fn start_up_runs_init_then_setup_and_waits_for_first_recovery() {
 
 #[test]
 fn failed_init_exits_with_an_error() {
-    let mut d = Daemon::new(config(0), Instant::ZERO, &HOST);
+    let mut d = new_daemon(0, Instant::ZERO);
     let Some(Effect::RunEvent { id, .. }) = d.poll_effect() else {
         panic!()
     };
@@ -483,7 +499,10 @@ fn a_newer_peer_version_shuts_down_the_younger_node() {
         &HOST,
     );
     let effects = drain(&mut d);
-    assert!(effects.contains(&Effect::StopRecoverd), "the recovery daemon is stopped first");
+    assert!(
+        effects.contains(&Effect::StopRecoverd),
+        "the recovery daemon is stopped first"
+    );
     assert!(effects
         .iter()
         .any(|e| matches!(e, Effect::RunEvent { event, .. } if event == "shutdown")));
