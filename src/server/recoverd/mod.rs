@@ -5,7 +5,7 @@
 //! The recovery daemon is a *client* of its local ctdbd: every control it sends goes to the
 //! local daemon, which forwards it when the destination is another node. Stock runs one
 //! blocking `main_loop` a second and nests event loops wherever it waits for a reply; here each
-//! of those waits is an explicit state ([`main_loop`]), replies come back as inputs, and the
+//! of those waits is an explicit state (module `main_loop`), replies come back as inputs, and the
 //! shell executes [`Effect`]s. Timers (the 1 s leader broadcast, the leader timeout, the
 //! election timeout and resend, disabled operations, control deadlines, the 1 s main-loop
 //! pace) are deadlines the shell honours through [`Recoverd::poll_timeout`].
@@ -13,6 +13,12 @@
 //! Inputs: [`Recoverd::handle_timeout`], [`Recoverd::on_control_reply`],
 //! [`Recoverd::on_control_failed`], [`Recoverd::on_message`], [`Recoverd::on_helper_done`],
 //! [`Recoverd::on_cluster_lock`], [`Recoverd::on_terminate`].
+//!
+//! Stock's nesting matters in one place: while it is inside `force_election` or a cluster lock
+//! take, its main loop cannot move on, whereas messages and timers still run. The same holds
+//! here (`Recoverd::main_loop_blocked`): main-loop replies and helper results are held back
+//! and no new loop starts. Every other wait (a control, a helper) lets messages and timers run
+//! in stock as well, so they simply interleave with the loop here.
 //!
 //! Behaviour is stock 4.17's, with these deliberate differences (all listed in
 //! [`Extensions`] or below, each safe for mixed clusters because nothing on the wire changes):
@@ -35,6 +41,10 @@
 //! * A recovery that fails while refreshing capabilities or pushing flags ends the
 //!   "recovery in progress" state (stock leaves it set until the next successful recovery,
 //!   so DISABLE_RECOVERIES answers -EAGAIN meanwhile).
+//!
+//! Not done here: `maybe_log_cluster_state` (a "cluster incomplete" log line every 60 s), the
+//! talloc report of MEM_DUMP (a one-line summary is sent instead), and passing SIGHUP on to a
+//! running helper (the shell's job).
 
 mod banning;
 mod election;
@@ -432,7 +442,7 @@ impl Recoverd {
             num_nodes: config.num_nodes,
             capabilities: config.capabilities,
             tunables: config.tunables,
-            runstate: Runstate::Unknown(0),
+            runstate: Runstate::UnknownState,
             log_level: None,
             leader: UNKNOWN_PNN,
             nodemap: None,

@@ -2,8 +2,8 @@
 //! (TigerBeetle's VOPR and quinn's test pair are the models).
 //!
 //! Each simulated node runs the real [`Recoverd`] core against a model of its ctdbd
-//! ([`daemon`]), models of the recovery and takeover helpers ([`helper`]) and a shared cluster
-//! lock with fcntl semantics ([`lock`]). Nodes talk over a network of per-pair TCP-like links:
+//! (`daemon`), models of the recovery and takeover helpers (`helper`) and a shared cluster
+//! lock with fcntl semantics (`lock`). Nodes talk over a network of per-pair TCP-like links:
 //! FIFO with random delay, reset on faults (in-flight packets are lost), reconnected after a
 //! delay; a silent peer (partitioned or hung) is detected after a keepalive period, a crashed one
 //! at once. Faults: crashes and restarts, partitions, link resets, hangs of a whole node or of
