@@ -20,7 +20,7 @@ CARGO       ?= cargo
 # stock CTDB daemon and tools, which the interop and golden tests run against.
 APT_PACKAGES = libtdb-dev pkg-config ctdb tdb-tools
 # Binaries built from src/bin/, installed as CTDB installs its own.
-SBIN_PROGS    =
+SBIN_PROGS    = ctdbd
 HELPER_PROGS  = ctdb-eventd ctdb_mutex_fcntl_helper
 
 .PHONY: all build deps test lint fuzz-check demo install uninstall clean

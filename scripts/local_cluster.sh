@@ -19,7 +19,9 @@
 #   wait-ok [secs]    wait until every node reports OK (default 60 s)
 #   teardown          stop everything, then remove <dir>
 #
-# Node i gets address <prefix>.(i+1).  Each run should use its own <dir> and
+# Node i gets address <prefix>.(i+1).  A file node.N/node.env, sourced just
+# before node N starts, may set NODE_CTDBD (another daemon binary, for mixed
+# clusters) and helper overrides such as CTDB_EVENTD.  Each run should use its own <dir> and
 # its own prefix, so several clusters can run side by side on one host.
 #
 # Environment overrides passed through to the daemons at start time (used by
@@ -234,9 +236,14 @@ start_node() {
 		export CTDB_RECOVERY_HELPER="${CTDB_RECOVERY_HELPER:-$_hd/ctdb_recovery_helper}"
 		export CTDB_TAKEOVER_HELPER="${CTDB_TAKEOVER_HELPER:-$_hd/ctdb_takeover_helper}"
 		export CTDB_CLUSTER_MUTEX_HELPER="${CTDB_CLUSTER_MUTEX_HELPER:-$_hd/ctdb_mutex_fcntl_helper}"
+		# A node of a mixed cluster names its own daemon (and may set
+		# helper overrides) in node.env.
+		NODE_CTDBD="$CTDBD"
+		# shellcheck disable=SC1091
+		[ -f "$_b/node.env" ] && . "$_b/node.env"
 		# stdin is /dev/null, not a pipe: stock ctdbd in test mode exits
 		# when a stdin pipe reaches EOF.
-		exec "$CTDBD" </dev/null >>"$_b/ctdbd.out" 2>&1
+		exec "$NODE_CTDBD" </dev/null >>"$_b/ctdbd.out" 2>&1
 	) &
 	_launcher=$!
 

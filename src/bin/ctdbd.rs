@@ -17,6 +17,8 @@ use ctdb::protocol::types::capabilities;
 use ctdb::protocol::Timeval;
 use ctdb::server::daemon::{Daemon, DaemonConfig, PublicAddress};
 use ctdb::server::effect::Pnn;
+use ctdb::server::recoverd::{Extensions, RecoverdConfig};
+use ctdb::server::recoverd_shell::{self, RecoverdOptions, RECOVERD_ARG};
 use ctdb::server::shell::eventd::Eventd;
 use ctdb::server::shell::tcp::{self, Transport, TransportLimits};
 use ctdb::server::shell::{node_list, OsHost, Shell, ShellLimits, ShellParts};
@@ -144,6 +146,9 @@ struct Startup {
 
 fn run() -> Result<i32, StartError> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some(RECOVERD_ARG) {
+        return run_recoverd(&args[1..]);
+    }
     let Some(interactive) = parse_args(&args)? else {
         return Ok(0);
     };
@@ -220,6 +225,74 @@ fn run() -> Result<i32, StartError> {
         interactive,
     };
     start_daemon(startup)
+}
+
+/// The recovery daemon: ctdbd re-executes itself as `ctdbd --ctdb-rs-recovery-daemon <pnn>`.
+/// It reads the same configuration and logs to the same place as `ctdb-recoverd`.
+fn run_recoverd(args: &[String]) -> Result<i32, StartError> {
+    let pnn: Pnn = args
+        .first()
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| StartError::Config("recovery daemon: missing PNN".into()))?;
+    let env = Environment::from_process_env();
+    let paths = CtdbPaths::from_env(&env).map_err(|e| StartError::Config(e.to_string()))?;
+    let conf = CtdbConf::load(&paths.config_file())
+        .map_err(|e| StartError::Config(e.to_string()))?
+        .conf;
+    let interactive = std::env::var_os(logging::ENV_INTERACTIVE).is_some();
+    let location = conf
+        .store
+        .get(SECTION_LOGGING, "location")
+        .and_then(|(value, _)| value.as_str().map(str::to_owned))
+        .unwrap_or_else(LogLocation::default_location);
+    let location = if interactive {
+        "file:".to_string()
+    } else {
+        location
+    };
+    let log_config = LogConfig {
+        location: LogLocation::resolve(&location, interactive)
+            .map_err(|e| StartError::Config(e.to_string()))?,
+        level: conf.logging.log_level.0,
+        app_name: "ctdb-recoverd".to_string(),
+    };
+    let logger = CtdbLogger::install(&log_config, &env)
+        .map_err(|e| StartError::Config(format!("Failed to initialise logging: {e}")))?;
+    let nodes = nodes::load(&paths.nodes_file()).map_err(|e| StartError::Config(e.to_string()))?;
+    let mut caps = capabilities::DEFAULT;
+    if !conf.legacy.lmaster_capability {
+        caps &= !capabilities::LMASTER;
+    }
+    if !conf.cluster.leader_capability {
+        caps &= !capabilities::RECMASTER;
+    }
+    let (now_s, now_us) = wall_clock_now();
+    let ctdbd_pid = nix::unistd::getppid().as_raw();
+    let config = RecoverdConfig {
+        pnn,
+        num_nodes: u32::try_from(nodes.len()).unwrap_or(u32::MAX),
+        cluster_lock: conf.cluster.effective_cluster_lock().map(str::to_owned),
+        leader_timeout_s: conf.cluster.leader_timeout,
+        capabilities: caps,
+        tunables: tunable::Tunables::default(),
+        failover_disabled: conf.failover.disabled,
+        check_public_ips: !paths.test_mode(),
+        fast_start: paths.test_mode(),
+        seed: u64::from(std::process::id()) ^ (now_s as u64) ^ ((now_us as u64) << 20),
+        extensions: Extensions::default(),
+    };
+    info!("monitor_cluster starting");
+    Ok(recoverd_shell::run(RecoverdOptions {
+        socket: paths.ctdbd_socket(),
+        ctdbd_pid,
+        config,
+        recovery_helper: paths.helper(Helper::Recovery),
+        takeover_helper: paths.helper(Helper::Takeover),
+        cluster_mutex_helper: paths.helper(Helper::ClusterMutex),
+        nodes_file: paths.nodes_file(),
+        state_dir: conf.database.state_dir.clone(),
+        logger: Some(logger),
+    }))
 }
 
 /// `ctdb_start_daemon`.
@@ -305,11 +378,24 @@ fn start_daemon(startup: Startup) -> Result<i32, StartError> {
         signals: Some(signals),
         watch_stdin,
         limits,
+        cluster_mutex_helper: paths.helper(Helper::ClusterMutex),
+        recoverd_argv: Some(recoverd_argv(pnn)?),
     })
     .map_err(|e| StartError::Other(format!("Failed to set up the event loop: {e}")))?;
     socket_guard.0 = None;
     let (_, code) = shell.run();
     Ok(code)
+}
+
+/// How ctdbd starts its recovery daemon: its own binary in recovery-daemon mode.
+fn recoverd_argv(pnn: Pnn) -> Result<Vec<String>, StartError> {
+    let exe = std::env::current_exe()
+        .map_err(|e| StartError::Other(format!("Cannot find the ctdbd binary: {e}")))?;
+    Ok(vec![
+        exe.display().to_string(),
+        RECOVERD_ARG.to_string(),
+        pnn.to_string(),
+    ])
 }
 
 /// Removes the unix socket when start-up fails after binding it.

@@ -19,18 +19,20 @@ use crate::protocol::packet::{
     KEEPALIVE_VERSION,
 };
 use crate::protocol::types::{
-    BanState, Iface, IfaceList, NodeAndFlags, NodeMap, PublicIp, PublicIpInfo, PublicIpList,
-    Statistics, StatisticsList, Uptime, VnnMap,
+    BanState, Iface, IfaceList, LatencyCounter, NodeAndFlags, NodeFlagChange, NodeMap, PublicIp,
+    PublicIpInfo, PublicIpList, Statistics, StatisticsList, Uptime, VnnMap,
 };
 use crate::protocol::{Marshal, SockAddr, Timeval};
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 pub use crate::protocol::types::capabilities::DEFAULT as CAP_DEFAULT;
+use crate::protocol::types::capabilities::{LMASTER as CAP_LMASTER, RECMASTER as CAP_RECMASTER};
 use crate::protocol::types::node_flags::{
-    DELETED as NODE_FLAGS_DELETED, DISCONNECTED as NODE_FLAGS_DISCONNECTED,
-    INACTIVE as NODE_FLAGS_INACTIVE, PERMANENTLY_DISABLED as NODE_FLAGS_PERMANENTLY_DISABLED,
-    STOPPED as NODE_FLAGS_STOPPED, UNHEALTHY as NODE_FLAGS_UNHEALTHY,
+    BANNED as NODE_FLAGS_BANNED, DELETED as NODE_FLAGS_DELETED,
+    DISCONNECTED as NODE_FLAGS_DISCONNECTED, INACTIVE as NODE_FLAGS_INACTIVE,
+    PERMANENTLY_DISABLED as NODE_FLAGS_PERMANENTLY_DISABLED, STOPPED as NODE_FLAGS_STOPPED,
+    UNHEALTHY as NODE_FLAGS_UNHEALTHY,
 };
 
 pub const RECOVERY_NORMAL: u32 = 0;
@@ -106,13 +108,39 @@ struct Client {
     pid: i32,
 }
 
-/// A control this node sent to another node on behalf of a local client.
+/// Where the reply to a control goes once it is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReplyRoute {
+    /// A local client, with the reqid it used.
+    Client { client: ClientId, reqid: u32 },
+    /// Another node, with the reqid its daemon used.
+    Node { pnn: Pnn, reqid: u32 },
+    /// NOREPLY: nobody waits.
+    Nobody,
+}
+
+/// Who waits for the answer to a control this daemon sent to another node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PendingOwner {
+    /// Forwarded for a local client.
+    Client { client: ClientId, reqid: u32 },
+    /// START_RECOVERY's consistency check: the leader's GET_RECLOCK_FILE answer completes the
+    /// deferred control `token`.
+    ReclockCheck { token: u64 },
+}
+
+/// A control this node sent to another node and whose reply it waits for.
 #[derive(Debug)]
 struct PendingControl {
-    client: ClientId,
-    client_reqid: u32,
+    owner: PendingOwner,
     pnn: Pnn,
     deadline: Instant,
+}
+
+/// A control whose reply waits for an event run, a lock test or another node.
+#[derive(Debug)]
+struct DeferredControl {
+    route: ReplyRoute,
 }
 
 /// Why the core asked for an event run, so the outcome can be routed.
@@ -123,6 +151,19 @@ enum EventPurpose {
     Startup,
     Monitor,
     Shutdown,
+    /// An event run on behalf of a control (startrecovery, recovered, ipreallocated) whose
+    /// deferred reply `token` carries the event's status.
+    Control {
+        token: u64,
+        kind: ControlEvent,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ControlEvent {
+    StartRecovery,
+    Recovered,
+    Ipreallocated,
 }
 
 #[derive(Debug)]
@@ -153,6 +194,22 @@ pub struct Daemon {
     srvids: SrvidRegistry,
     next_reqid: u32,
     pending: BTreeMap<u32, PendingControl>,
+    deferred: BTreeMap<u64, DeferredControl>,
+    next_token: u64,
+    /// Set while the `startup` event may be started: checked every second until it runs.
+    wait_recovered_due: Option<Instant>,
+    startup_running: bool,
+    /// Wall-clock end of the last recovery, as monotonic time, for the re-recovery wait.
+    last_recovery_finished_at: Option<Instant>,
+    /// Last time the recovery daemon pinged (RECD_PING), once it runs.
+    last_recd_ping: Option<Instant>,
+    /// Consecutive `RecdPingTimeout` periods without a ping.
+    recd_ping_misses: u32,
+    recoverd_running: bool,
+    /// When to start the recovery daemon again after it exited.
+    recoverd_restart_due: Option<Instant>,
+    /// When a ban lifts, if this node is banned.
+    ban_ends: Option<Instant>,
 
     statistics: Statistics,
     statistics_current: Statistics,
@@ -165,6 +222,7 @@ pub struct Daemon {
     monitor: Monitor,
     startup_due: Option<Instant>,
     shutting_down: bool,
+    exit_code: i32,
 
     effects: VecDeque<Effect>,
 }
@@ -227,6 +285,16 @@ impl Daemon {
             srvids: SrvidRegistry::default(),
             next_reqid: 1,
             pending: BTreeMap::new(),
+            deferred: BTreeMap::new(),
+            next_token: 1,
+            wait_recovered_due: None,
+            startup_running: false,
+            last_recovery_finished_at: None,
+            last_recd_ping: None,
+            recd_ping_misses: 0,
+            recoverd_running: false,
+            recoverd_restart_due: None,
+            ban_ends: None,
             statistics,
             statistics_current: statistics,
             stat_history: VecDeque::with_capacity(STAT_HISTORY_LEN),
@@ -242,6 +310,7 @@ impl Daemon {
             },
             startup_due: None,
             shutting_down: false,
+            exit_code: 0,
             effects: VecDeque::new(),
             config,
         };
@@ -255,7 +324,7 @@ impl Daemon {
             daemon.tunables.stat_history_interval().max(1),
         )));
         // Stock runs "init" before the transport comes up; a failure is fatal.
-        daemon.run_event(EventPurpose::Init, "init", Vec::new());
+        let _ = daemon.run_event(EventPurpose::Init, "init", Vec::new());
         daemon
     }
 
@@ -296,7 +365,6 @@ impl Daemon {
 
     /// A client connected to the unix socket; `pid` from SO_PEERCRED.
     pub fn on_client_connected(&mut self, _now: Instant, client: ClientId, pid: i32) {
-        log::info!("Connected client with pid:{pid}");
         self.clients.insert(client, Client { pid });
         self.statistics.num_clients = self.clients.len() as u32;
     }
@@ -307,7 +375,11 @@ impl Daemon {
             return;
         }
         self.srvids.remove_client(client);
-        self.pending.retain(|_, p| p.client != client);
+        self.pending.retain(
+            |_, p| !matches!(p.owner, PendingOwner::Client { client: c, .. } if c == client),
+        );
+        self.deferred
+            .retain(|_, d| !matches!(d.route, ReplyRoute::Client { client: c, .. } if c == client));
         self.statistics.num_clients = self.clients.len() as u32;
     }
 
@@ -372,6 +444,14 @@ impl Daemon {
         } else {
             destnode
         };
+        let route = if noreply {
+            ReplyRoute::Nobody
+        } else {
+            ReplyRoute::Client {
+                client,
+                reqid: client_reqid,
+            }
+        };
 
         if is_broadcast_dest(destnode) {
             if !noreply {
@@ -380,7 +460,7 @@ impl Daemon {
             }
             for pnn in self.broadcast_targets(destnode) {
                 if pnn == self.pnn {
-                    let _ = self.local_control(now, &c, self.pnn, host);
+                    self.run_control(now, &c, self.pnn, ReplyRoute::Nobody, host);
                 } else {
                     self.send_node_control(pnn, 0, &c);
                 }
@@ -389,14 +469,7 @@ impl Daemon {
         }
 
         if destnode == self.pnn {
-            let ControlResult {
-                status,
-                data,
-                error,
-            } = self.local_control(now, &c, self.pnn, host);
-            if !noreply {
-                self.reply_client_control(client, client_reqid, status, data, error.as_bytes());
-            }
+            self.run_control(now, &c, self.pnn, route, host);
             return;
         }
 
@@ -415,14 +488,28 @@ impl Daemon {
             self.send_node_control(destnode, 0, &c);
             return;
         }
-        if self.pending.len() >= MAX_PENDING_CONTROLS {
-            self.reply_client_control(
+        self.send_pending_control(
+            now,
+            destnode,
+            &c,
+            PendingOwner::Client {
                 client,
-                client_reqid,
-                -1,
-                Vec::new(),
-                b"too many pending controls",
-            );
+                reqid: client_reqid,
+            },
+        );
+    }
+
+    /// Sends a control to another node and remembers who waits for the answer. Past
+    /// `MAX_PENDING_CONTROLS` the control fails at once instead.
+    fn send_pending_control(
+        &mut self,
+        now: Instant,
+        pnn: Pnn,
+        c: &ReqControl,
+        owner: PendingOwner,
+    ) {
+        if self.pending.len() >= MAX_PENDING_CONTROLS {
+            self.pending_failed(owner, -1, Vec::new(), b"too many pending controls");
             return;
         }
         let reqid = self.alloc_reqid();
@@ -430,13 +517,81 @@ impl Daemon {
         self.pending.insert(
             reqid,
             PendingControl {
-                client,
-                client_reqid,
-                pnn: destnode,
+                owner,
+                pnn,
                 deadline: now.saturating_add(Duration::from_secs(timeout_s)),
             },
         );
-        self.send_node_control(destnode, reqid, &c);
+        self.send_node_control(pnn, reqid, c);
+    }
+
+    /// Delivers the answer (or failure) of a control this daemon sent.
+    fn pending_failed(&mut self, owner: PendingOwner, status: i32, data: Vec<u8>, error: &[u8]) {
+        match owner {
+            PendingOwner::Client { client, reqid } => {
+                self.reply_client_control(client, reqid, status, data, error);
+            }
+            PendingOwner::ReclockCheck { token } => {
+                self.reclock_check_done(token, status, &data, error);
+            }
+        }
+    }
+
+    /// Runs a control here and sends its reply along `route`, now or when it completes.
+    fn run_control(
+        &mut self,
+        now: Instant,
+        c: &ReqControl,
+        srcnode: Pnn,
+        route: ReplyRoute,
+        host: &dyn Host,
+    ) {
+        if let Some(result) = self.local_control(now, c, srcnode, route, host) {
+            self.send_reply(route, result);
+        }
+    }
+
+    fn send_reply(&mut self, route: ReplyRoute, result: ControlResult) {
+        let ControlResult {
+            status,
+            data,
+            error,
+        } = result;
+        match route {
+            ReplyRoute::Nobody => {}
+            ReplyRoute::Client { client, reqid } => {
+                self.reply_client_control(client, reqid, status, data, error.as_bytes());
+            }
+            ReplyRoute::Node { pnn, reqid } => {
+                let reply = Packet {
+                    generation: self.vnn_map.generation,
+                    destnode: pnn,
+                    srcnode: self.pnn,
+                    reqid,
+                    body: Body::ReplyControl(ReplyControl {
+                        status,
+                        data,
+                        errmsg: error.into_bytes(),
+                    }),
+                };
+                self.send_node_packet(pnn, &reply);
+            }
+        }
+    }
+
+    /// Parks a control whose reply comes later; returns the token that completes it.
+    fn defer(&mut self, route: ReplyRoute) -> u64 {
+        let token = self.next_token;
+        self.next_token += 1;
+        self.deferred.insert(token, DeferredControl { route });
+        token
+    }
+
+    /// Completes a deferred control.
+    fn finish_deferred(&mut self, token: u64, result: ControlResult) {
+        if let Some(d) = self.deferred.remove(&token) {
+            self.send_reply(d.route, result);
+        }
     }
 
     fn client_message(&mut self, destnode: u32, m: ReqMessage) {
@@ -625,13 +780,7 @@ impl Daemon {
             .collect();
         for reqid in failed {
             if let Some(p) = self.pending.remove(&reqid) {
-                self.reply_client_control(
-                    p.client,
-                    p.client_reqid,
-                    -1,
-                    Vec::new(),
-                    b"node is disconnected",
-                );
+                self.pending_failed(p.owner, -1, Vec::new(), b"node is disconnected");
             }
         }
     }
@@ -659,39 +808,20 @@ impl Daemon {
             }
             Body::ReqControl(c) => {
                 self.bump(|s| s.node.req_control += 1);
-                let noreply = c.flags & CTRL_FLAG_NOREPLY != 0;
-                let ControlResult {
-                    status,
-                    data,
-                    error,
-                } = self.local_control(now, &c, srcnode, host);
-                {
-                    if !noreply {
-                        let reply = Packet {
-                            generation: self.vnn_map.generation,
-                            destnode: srcnode,
-                            srcnode: self.pnn,
-                            reqid: packet.reqid,
-                            body: Body::ReplyControl(ReplyControl {
-                                status,
-                                data,
-                                errmsg: error.into_bytes(),
-                            }),
-                        };
-                        self.send_node_packet(srcnode, &reply);
+                let route = if c.flags & CTRL_FLAG_NOREPLY != 0 {
+                    ReplyRoute::Nobody
+                } else {
+                    ReplyRoute::Node {
+                        pnn: srcnode,
+                        reqid: packet.reqid,
                     }
-                }
+                };
+                self.run_control(now, &c, srcnode, route, host);
             }
             Body::ReplyControl(r) => {
                 self.bump(|s| s.node.reply_control += 1);
                 if let Some(p) = self.pending.remove(&packet.reqid) {
-                    self.reply_client_control(
-                        p.client,
-                        p.client_reqid,
-                        r.status,
-                        r.data,
-                        &r.errmsg,
-                    );
+                    self.pending_failed(p.owner, r.status, r.data, &r.errmsg);
                 }
             }
             Body::ReqMessage(m) => {
@@ -789,14 +919,35 @@ impl Daemon {
 
     /// Runs a control on this node. `srcnode` is the PNN the request came from (own PNN for
     /// local clients).
+    /// Returns `None` when the reply comes later (the route was parked with [`Daemon::defer`]).
     fn local_control(
+        &mut self,
+        now: Instant,
+        c: &ReqControl,
+        srcnode: Pnn,
+        route: ReplyRoute,
+        host: &dyn Host,
+    ) -> Option<ControlResult> {
+        use ControlOpcode as Op;
+        match c.opcode {
+            Op::SetRecmode => self.control_set_recmode(&c.data, route),
+            Op::StartRecovery => self.control_start_recovery(now, srcnode, route, host),
+            Op::EndRecovery => self.control_end_recovery(route),
+            Op::Ipreallocated => {
+                self.control_event(route, ControlEvent::Ipreallocated, "ipreallocated")
+            }
+            _ => Some(self.immediate_control(now, c, srcnode, host)),
+        }
+    }
+
+    /// Controls answered on the spot.
+    fn immediate_control(
         &mut self,
         now: Instant,
         c: &ReqControl,
         srcnode: Pnn,
         host: &dyn Host,
     ) -> ControlResult {
-        let _ = srcnode;
         let data = c.data.as_slice();
         use ControlOpcode as Op;
         match c.opcode {
@@ -1001,6 +1152,83 @@ impl Daemon {
                 self.on_shutdown_request(now);
                 ControlResult::status(0)
             }
+            Op::Setvnnmap => {
+                if self.recovery_mode != RECOVERY_ACTIVE {
+                    log::error!("Attempt to set vnnmap when not in recovery");
+                    return ControlResult::status(-1);
+                }
+                match VnnMap::from_bytes_exact(data) {
+                    Ok(map) => {
+                        log::info!("Setting vnnmap with generation {}", map.generation);
+                        self.vnn_map = map;
+                        ControlResult::status(0)
+                    }
+                    Err(_) => ControlResult::status(-1),
+                }
+            }
+            Op::ModifyFlags => match NodeFlagChange::from_bytes_exact(data) {
+                Ok(change) => ControlResult::status(self.modify_flags(change)),
+                Err(_) => ControlResult::status(-1),
+            },
+            Op::SetBanState => match BanState::from_bytes_exact(data) {
+                Ok(ban) => ControlResult::status(self.set_ban_state(now, ban)),
+                Err(_) => ControlResult::status(-1),
+            },
+            Op::StopNode => {
+                log::error!("Stopping node");
+                self.own_node_mut().flags |= NODE_FLAGS_STOPPED;
+                self.become_inactive();
+                ControlResult::status(0)
+            }
+            Op::ContinueNode => {
+                log::error!("Continue node");
+                self.own_node_mut().flags &= !NODE_FLAGS_STOPPED;
+                ControlResult::status(0)
+            }
+            Op::DisableNode if data.is_empty() => {
+                log::error!("Disable node");
+                self.own_node_mut().flags |= NODE_FLAGS_PERMANENTLY_DISABLED;
+                ControlResult::status(0)
+            }
+            Op::EnableNode if data.is_empty() => {
+                log::error!("Enable node");
+                self.own_node_mut().flags &= !NODE_FLAGS_PERMANENTLY_DISABLED;
+                ControlResult::status(0)
+            }
+            Op::SetRecmasterrole | Op::SetLmasterrole => {
+                let Some(on) = exact_u32(data) else {
+                    return ControlResult::status(-1);
+                };
+                let bit = if c.opcode == Op::SetRecmasterrole {
+                    CAP_RECMASTER
+                } else {
+                    CAP_LMASTER
+                };
+                if on == 0 {
+                    self.capabilities &= !bit;
+                } else {
+                    self.capabilities |= bit;
+                }
+                ControlResult::status(0)
+            }
+            Op::RecdPing if data.is_empty() => {
+                self.last_recd_ping = Some(now);
+                self.recd_ping_misses = 0;
+                ControlResult::status(0)
+            }
+            Op::RecdReclockLatency => match <[u8; 8]>::try_from(data) {
+                Ok(bytes) => {
+                    let latency = f64::from_ne_bytes(bytes);
+                    self.bump(|s| record_latency(&mut s.reclock.recd, latency));
+                    ControlResult::status(0)
+                }
+                Err(_) => ControlResult::status(-1),
+            },
+            // Tickle lists are re-sent to a node that starts up; there are none to send until
+            // IP failover tracks client connections.
+            Op::Startup => ControlResult::status(0),
+            // Freezing is per database; with no database attached everything is frozen.
+            Op::Freeze => ControlResult::status(0),
             op => {
                 if op.is_obsolete() {
                     log::error!("Control {} is obsolete", op.name());
@@ -1009,6 +1237,255 @@ impl Daemon {
                 }
                 ControlResult::status(-1)
             }
+        }
+    }
+
+    /// Mirrors `ctdb_control_set_recmode`.
+    fn control_set_recmode(&mut self, data: &[u8], route: ReplyRoute) -> Option<ControlResult> {
+        let Some(recmode) = exact_u32(data) else {
+            return Some(ControlResult::status(-1));
+        };
+        if recmode == self.recovery_mode {
+            return Some(ControlResult::status(0));
+        }
+        let name = if recmode == RECOVERY_NORMAL {
+            "NORMAL"
+        } else {
+            "ACTIVE"
+        };
+        log::info!("Recovery mode set to {name}");
+        if recmode != RECOVERY_NORMAL {
+            self.recovery_mode = RECOVERY_ACTIVE;
+            return Some(ControlResult::status(0));
+        }
+        // Back to NORMAL. Databases arrive with the database service; until then there is no
+        // per-database generation to check and nothing frozen to thaw.
+        let Some(lock) = self.config.cluster_lock.clone() else {
+            self.recovery_mode = RECOVERY_NORMAL;
+            return Some(ControlResult::status(0));
+        };
+        // The leader must hold the cluster lock: test that another process cannot take it.
+        let token = self.defer(route);
+        self.effects
+            .push_back(Effect::TestClusterLock { token, lock });
+        None
+    }
+
+    /// The outcome of the cluster lock test started by SET_RECMODE(NORMAL): `'0'` taken,
+    /// `'1'` contention, `'2'` timeout, anything else an error (mirrors `set_recmode_handler`).
+    pub fn on_cluster_lock_test(&mut self, _now: Instant, token: u64, result: u8, latency_s: f64) {
+        let result = match result {
+            b'0' => {
+                log::error!("ERROR: Daemon able to take recovery lock during recovery");
+                ControlResult::error(
+                    -1,
+                    "Took recovery lock from daemon during recovery - probably a cluster filesystem lock coherence problem",
+                )
+            }
+            b'1' => {
+                self.recovery_mode = RECOVERY_NORMAL;
+                self.bump(|s| record_latency(&mut s.reclock.ctdbd, latency_s));
+                ControlResult::status(0)
+            }
+            b'2' => {
+                log::warn!("Time out getting recovery lock, allowing recmode set anyway");
+                self.recovery_mode = RECOVERY_NORMAL;
+                ControlResult::status(0)
+            }
+            _ => {
+                log::error!("Unexpected error when testing recovery lock");
+                ControlResult::error(-1, "Unexpected error when testing recovery lock")
+            }
+        };
+        self.finish_deferred(token, result);
+    }
+
+    /// Mirrors `ctdb_control_start_recovery`: checks that the leader uses the same cluster
+    /// lock, then runs `startrecovery`.
+    fn control_start_recovery(
+        &mut self,
+        now: Instant,
+        leader: Pnn,
+        route: ReplyRoute,
+        host: &dyn Host,
+    ) -> Option<ControlResult> {
+        log::error!("Recovery has started");
+        self.last_recovery_started = host.wall_clock();
+        let token = self.defer(route);
+        let leader_connected = self
+            .nodes
+            .get(leader as usize)
+            .is_some_and(|n| n.flags & NODE_FLAGS_DISCONNECTED == 0);
+        if leader == self.pnn || !leader_connected {
+            // Asking ourselves would compare our string with itself; a leader we think is
+            // disconnected cannot be asked (stock defers the check the same way).
+            self.start_control_event(token, ControlEvent::StartRecovery, "startrecovery");
+        } else {
+            let c = ReqControl {
+                opcode: ControlOpcode::GetReclockFile,
+                srvid: 0,
+                client_id: 0,
+                flags: 0,
+                data: Vec::new(),
+            };
+            self.send_pending_control(now, leader, &c, PendingOwner::ReclockCheck { token });
+        }
+        None
+    }
+
+    /// The leader's cluster lock setting arrived: a mismatch shuts this node down, as in stock.
+    fn reclock_check_done(&mut self, token: u64, status: i32, data: &[u8], error: &[u8]) {
+        if status != 0 {
+            log::error!("GET_RECLOCK failed");
+            let error = String::from_utf8_lossy(error).into_owned();
+            self.finish_deferred(
+                token,
+                ControlResult {
+                    status,
+                    data: Vec::new(),
+                    error,
+                },
+            );
+            return;
+        }
+        let remote = if data.is_empty() {
+            None
+        } else {
+            let end = data.iter().position(|&b| b == 0).unwrap_or(data.len());
+            Some(String::from_utf8_lossy(&data[..end]).into_owned())
+        };
+        if remote.as_deref() != self.config.cluster_lock.as_deref() {
+            log::error!(
+                "Recovery lock configuration inconsistent: recmaster has {}, this node has {}, shutting down",
+                remote.as_deref().unwrap_or("NULL"),
+                self.config.cluster_lock.as_deref().unwrap_or("NULL")
+            );
+            self.finish_deferred(token, ControlResult::status(-1));
+            self.shutdown(1);
+            return;
+        }
+        log::info!("Recovery lock consistency check successful");
+        self.start_control_event(token, ControlEvent::StartRecovery, "startrecovery");
+    }
+
+    /// Mirrors `ctdb_control_end_recovery`: runs `recovered`, then counts the recovery.
+    fn control_end_recovery(&mut self, route: ReplyRoute) -> Option<ControlResult> {
+        log::error!("Recovery has finished");
+        self.control_event(route, ControlEvent::Recovered, "recovered")
+    }
+
+    fn control_event(
+        &mut self,
+        route: ReplyRoute,
+        kind: ControlEvent,
+        event: &str,
+    ) -> Option<ControlResult> {
+        let token = self.defer(route);
+        self.start_control_event(token, kind, event);
+        None
+    }
+
+    fn start_control_event(&mut self, token: u64, kind: ControlEvent, event: &str) {
+        if !self.run_event(EventPurpose::Control { token, kind }, event, Vec::new()) {
+            self.finish_deferred(token, ControlResult::status(-1));
+        }
+    }
+
+    /// An event run for a control finished.
+    fn control_event_done(&mut self, now: Instant, token: u64, kind: ControlEvent, result: i32) {
+        const ETIMEDOUT: i32 = 110;
+        // A hung startrecovery or recovered script does not fail the recovery (stock ignores
+        // timeouts of these events).
+        let status = match (kind, result) {
+            (ControlEvent::StartRecovery | ControlEvent::Recovered, ETIMEDOUT) => 0,
+            (_, r) => r,
+        };
+        if status != 0 {
+            log::error!("{kind:?} event script failed (status {status})");
+        }
+        self.finish_deferred(token, ControlResult::status(status));
+        if kind == ControlEvent::Recovered {
+            self.bump(|s| s.num_recoveries += 1);
+            self.last_recovery_finished = self.wall_clock_at(now);
+            self.last_recovery_finished_at = Some(now);
+            if self.runstate == Runstate::FirstRecovery {
+                self.set_runstate(Runstate::Startup);
+            }
+        }
+    }
+
+    /// Mirrors `ctdb_control_modflags`: another node's flags as the leader sees them.
+    fn modify_flags(&mut self, change: NodeFlagChange) -> i32 {
+        if change.pnn == self.pnn {
+            return 0;
+        }
+        let runstate = self.runstate;
+        let Some(node) = self.nodes.get_mut(change.pnn as usize) else {
+            log::error!("Node {} is invalid", change.pnn);
+            return -1;
+        };
+        if node.flags & NODE_FLAGS_DISCONNECTED != 0 {
+            return 0;
+        }
+        let old = node.flags;
+        node.flags =
+            (old & NODE_FLAGS_DISCONNECTED) | (change.new_flags & !NODE_FLAGS_DISCONNECTED);
+        if node.flags == old {
+            return 0;
+        }
+        log::info!(
+            "Node {} has changed flags - 0x{old:x} -> 0x{:x}",
+            change.pnn,
+            node.flags
+        );
+        if node.flags == 0 && runstate <= Runstate::Startup {
+            log::error!(
+                "Node {} became healthy - force recovery for startup",
+                change.pnn
+            );
+            self.recovery_mode = RECOVERY_ACTIVE;
+        }
+        0
+    }
+
+    /// Mirrors `ctdb_control_set_ban_state`.
+    fn set_ban_state(&mut self, now: Instant, ban: BanState) -> i32 {
+        if ban.pnn != self.pnn {
+            log::warn!("SET_BAN_STATE control for PNN {} ignored", ban.pnn);
+            return -1;
+        }
+        let already_banned = self.ban_ends.take().is_some();
+        if ban.time == 0 {
+            log::error!("Unbanning this node");
+            self.own_node_mut().flags &= !NODE_FLAGS_BANNED;
+            self.ban_state = BanState {
+                pnn: self.pnn,
+                time: 0,
+            };
+            return 0;
+        }
+        if self.tunable("EnableBans") == 0 {
+            log::error!("Bans are disabled - ignoring ban of node {}", ban.pnn);
+            return 0;
+        }
+        log::error!("Banning this node for {} seconds", ban.time);
+        self.ban_state = ban;
+        self.own_node_mut().flags |= NODE_FLAGS_BANNED;
+        self.ban_ends = Some(now.saturating_add(Duration::from_secs(u64::from(ban.time))));
+        if !already_banned {
+            self.become_inactive();
+        }
+        0
+    }
+
+    /// Mirrors `ctdb_node_become_inactive`: stop serving database calls until a recovery
+    /// includes this node again.
+    fn become_inactive(&mut self) {
+        log::warn!("Making node INACTIVE");
+        self.vnn_map.generation = INVALID_GENERATION;
+        if self.recovery_mode != RECOVERY_ACTIVE {
+            log::info!("Recovery mode set to ACTIVE");
+            self.recovery_mode = RECOVERY_ACTIVE;
         }
     }
 
@@ -1099,7 +1576,21 @@ impl Daemon {
     // ------------------------------------------------------------------------------------
     // Events and runstates
 
-    fn run_event(&mut self, purpose: EventPurpose, event: &str, args: Vec<String>) {
+    /// Asks eventd to run `event`; false when stock's rules forbid it during recovery
+    /// (`event_allowed_during_recovery`).
+    fn run_event(&mut self, purpose: EventPurpose, event: &str, args: Vec<String>) -> bool {
+        const ALLOWED_DURING_RECOVERY: [&str; 6] = [
+            "init",
+            "setup",
+            "startrecovery",
+            "shutdown",
+            "releaseip",
+            "ipreallocated",
+        ];
+        if self.recovery_mode != RECOVERY_NORMAL && !ALLOWED_DURING_RECOVERY.contains(&event) {
+            log::error!("Refusing to run event '{event}' while in recovery");
+            return false;
+        }
         let id = self.next_event_id;
         self.next_event_id += 1;
         self.events.insert(id, purpose);
@@ -1110,6 +1601,7 @@ impl Daemon {
             args,
             timeout_s,
         });
+        true
     }
 
     fn set_runstate(&mut self, runstate: Runstate) {
@@ -1138,7 +1630,7 @@ impl Daemon {
                 let interval = u64::from(self.tunable("KeepaliveInterval").max(1));
                 self.next_keepalive = Some(now.saturating_add(Duration::from_secs(interval)));
                 self.set_runstate(Runstate::Setup);
-                self.run_event(EventPurpose::Setup, "setup", Vec::new());
+                let _ = self.run_event(EventPurpose::Setup, "setup", Vec::new());
             }
             EventPurpose::Setup => {
                 if !ok {
@@ -1147,8 +1639,11 @@ impl Daemon {
                     return;
                 }
                 self.set_runstate(Runstate::FirstRecovery);
+                self.wait_recovered_due = Some(now.saturating_add(Duration::from_secs(1)));
+                self.start_recoverd(now);
             }
             EventPurpose::Startup => {
+                self.startup_running = false;
                 if !ok {
                     log::error!("startup event failed");
                     self.startup_due =
@@ -1175,7 +1670,89 @@ impl Daemon {
                 self.monitor.running = false;
                 self.monitor_done(now, outcome.result);
             }
-            EventPurpose::Shutdown => self.exit(0),
+            EventPurpose::Shutdown => self.exit(self.exit_code),
+            EventPurpose::Control { token, kind } => {
+                self.control_event_done(now, token, kind, outcome.result);
+            }
+        }
+    }
+
+    fn start_recoverd(&mut self, now: Instant) {
+        if self.shutting_down || self.recoverd_running {
+            return;
+        }
+        self.recoverd_running = true;
+        self.recoverd_restart_due = None;
+        self.last_recd_ping = Some(now);
+        self.recd_ping_misses = 0;
+        self.effects.push_back(Effect::StartRecoverd);
+    }
+
+    /// The recovery daemon exited: start another one shortly, as stock's `ctdb_check_recd`
+    /// does (unless the daemon is shutting down).
+    pub fn on_recoverd_exited(&mut self, now: Instant) {
+        self.recoverd_running = false;
+        if self.shutting_down {
+            return;
+        }
+        log::error!("Recovery daemon has exited, restarting it");
+        self.recoverd_restart_due = Some(now.saturating_add(Duration::from_secs(1)));
+    }
+
+    /// Mirrors `ctdb_recd_ping_timeout`: after `RecdFailCount` silent `RecdPingTimeout`
+    /// periods the recovery daemon is restarted.
+    fn recd_ping_check(&mut self, now: Instant) {
+        let Some(last) = self.last_recd_ping else {
+            return;
+        };
+        let period = Duration::from_secs(u64::from(self.tunable("RecdPingTimeout").max(1)));
+        if now.saturating_since(last) < period {
+            return;
+        }
+        self.recd_ping_misses += 1;
+        self.last_recd_ping = Some(now);
+        log::error!(
+            "Recovery daemon ping timeout. Count : {}",
+            self.recd_ping_misses
+        );
+        if self.recd_ping_misses >= self.tunable("RecdFailCount") && self.recoverd_running {
+            log::error!("Final timeout for recovery daemon ping. Restarting recovery daemon");
+            self.effects.push_back(Effect::StopRecoverd);
+        }
+    }
+
+    fn recd_ping_due(&self) -> Option<Instant> {
+        let last = self.last_recd_ping?;
+        let period = Duration::from_secs(u64::from(self.tunable("RecdPingTimeout").max(1)));
+        Some(last.saturating_add(period))
+    }
+
+    /// Mirrors `ctdb_wait_until_recovered`: once a recovery has given this node a generation
+    /// and recovery mode is back to NORMAL, run `startup`. Outside test mode stock also waits
+    /// `RerecoveryTimeout + 3` seconds after the last recovery, in case another follows.
+    fn wait_until_recovered(&mut self, now: Instant) {
+        self.wait_recovered_due = Some(now.saturating_add(Duration::from_secs(1)));
+        if self.vnn_map.generation == INVALID_GENERATION || self.recovery_mode != RECOVERY_NORMAL {
+            return;
+        }
+        if !self.config.test_mode {
+            let settle = Duration::from_secs(u64::from(self.tunable("RerecoveryTimeout")) + 3);
+            let finished = self.last_recovery_finished_at.unwrap_or(Instant::ZERO);
+            if now.saturating_since(finished) < settle {
+                return;
+            }
+        }
+        self.wait_recovered_due = None;
+        self.start_startup_event(now);
+    }
+
+    fn start_startup_event(&mut self, now: Instant) {
+        if self.startup_running || self.runstate >= Runstate::Running {
+            return;
+        }
+        self.startup_running = self.run_event(EventPurpose::Startup, "startup", Vec::new());
+        if !self.startup_running {
+            self.startup_due = Some(now.saturating_add(Duration::from_secs(STARTUP_RETRY_S)));
         }
     }
 
@@ -1230,21 +1807,36 @@ impl Daemon {
             self.schedule_monitor(now);
             return;
         }
-        self.monitor.running = true;
-        self.run_event(EventPurpose::Monitor, "monitor", Vec::new());
+        self.monitor.running = self.run_event(EventPurpose::Monitor, "monitor", Vec::new());
+        if !self.monitor.running {
+            self.monitor.next_interval_s = MONITOR_AFTER_CHANGE_INTERVAL_S;
+            self.schedule_monitor(now);
+        }
     }
 
     /// SIGTERM/SIGINT, or EOF on a piped stdin in test mode: start the shutdown sequence.
     pub fn on_shutdown_request(&mut self, _now: Instant) {
+        self.shutdown(0);
+    }
+
+    /// Mirrors `ctdb_shutdown_sequence(ctdb, exit_code)`.
+    fn shutdown(&mut self, exit_code: i32) {
         if self.shutting_down {
             return;
+        }
+        self.exit_code = exit_code;
+        self.wait_recovered_due = None;
+        self.recoverd_restart_due = None;
+        self.last_recd_ping = None;
+        if self.recoverd_running {
+            self.effects.push_back(Effect::StopRecoverd);
         }
         self.shutting_down = true;
         self.set_runstate(Runstate::Shutdown);
         self.next_keepalive = None;
         self.monitor.due = None;
         self.startup_due = None;
-        self.run_event(EventPurpose::Shutdown, "shutdown", Vec::new());
+        let _ = self.run_event(EventPurpose::Shutdown, "shutdown", Vec::new());
     }
 
     fn exit(&mut self, code: i32) {
@@ -1268,7 +1860,25 @@ impl Daemon {
         }
         if self.startup_due.is_some_and(|due| now >= due) {
             self.startup_due = None;
-            self.run_event(EventPurpose::Startup, "startup", Vec::new());
+            self.start_startup_event(now);
+        }
+        if self.wait_recovered_due.is_some_and(|due| now >= due) {
+            self.wait_until_recovered(now);
+        }
+        if self.recoverd_restart_due.is_some_and(|due| now >= due) {
+            self.start_recoverd(now);
+        }
+        if self.recd_ping_due().is_some_and(|due| now >= due) {
+            self.recd_ping_check(now);
+        }
+        if self.ban_ends.is_some_and(|due| now >= due) {
+            self.ban_ends = None;
+            log::error!("Banning timed out");
+            self.own_node_mut().flags &= !NODE_FLAGS_BANNED;
+            self.ban_state = BanState {
+                pnn: self.pnn,
+                time: 0,
+            };
         }
         if now >= self.next_stat_history {
             self.stat_history_tick(now);
@@ -1284,13 +1894,7 @@ impl Daemon {
         for reqid in expired {
             if let Some(p) = self.pending.remove(&reqid) {
                 self.bump(|s| s.timeouts.control += 1);
-                self.reply_client_control(
-                    p.client,
-                    p.client_reqid,
-                    -1,
-                    Vec::new(),
-                    b"ctdb_control timed out",
-                );
+                self.pending_failed(p.owner, -1, Vec::new(), b"ctdb_control timed out");
             }
         }
     }
@@ -1331,6 +1935,10 @@ impl Daemon {
             self.next_keepalive,
             self.monitor.due,
             self.startup_due,
+            self.wait_recovered_due,
+            self.ban_ends,
+            self.recoverd_restart_due,
+            self.recd_ping_due(),
             Some(self.next_stat_history),
             self.pending.values().map(|p| p.deadline).min(),
         ]
@@ -1374,6 +1982,13 @@ impl ControlResult {
             error: String::new(),
         }
     }
+    fn error(status: i32, error: &str) -> Self {
+        ControlResult {
+            status,
+            data: Vec::new(),
+            error: error.to_string(),
+        }
+    }
 }
 
 /// The name in a tunable control: a u32 length at `len_at`, the name right after it, and at
@@ -1387,6 +2002,18 @@ fn tunable_name(data: &[u8], name_at: usize, min_len: usize) -> Option<String> {
     let raw = data.get(name_at..)?.get(..len)?;
     let raw = raw.split(|&b| b == 0).next().unwrap_or(raw);
     Some(String::from_utf8_lossy(raw).into_owned())
+}
+
+/// Adds one sample (seconds) to a latency counter, as `CTDB_UPDATE_RECLOCK_LATENCY` does.
+fn record_latency(counter: &mut LatencyCounter, latency: f64) {
+    if counter.num == 0 || latency < counter.min {
+        counter.min = latency;
+    }
+    if latency > counter.max {
+        counter.max = latency;
+    }
+    counter.total += latency;
+    counter.num += 1;
 }
 
 fn exact_u32(data: &[u8]) -> Option<u32> {

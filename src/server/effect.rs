@@ -34,6 +34,14 @@ pub enum Effect {
         args: Vec<String>,
         timeout_s: u32,
     },
+    /// Test the cluster lock from another process (the mutex helper with a 5 s timeout) and
+    /// report the helper's answer with `Daemon::on_cluster_lock_test`.
+    TestClusterLock { token: u64, lock: String },
+    /// Start the recovery daemon (a client of this daemon); its exit is reported with
+    /// `Daemon::on_recoverd_exited`.
+    StartRecoverd,
+    /// Stop the recovery daemon (SIGTERM), as when it stopped answering.
+    StopRecoverd,
     /// Change the process's log level (SET_DEBUG); Samba numeric level.
     SetLogLevel { level: i32 },
     /// The shutdown sequence is complete: stop children, remove socket and pid file, exit.

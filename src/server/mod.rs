@@ -4,5 +4,6 @@ pub mod cluster_mutex;
 pub mod daemon;
 pub mod effect;
 pub mod recoverd;
+pub mod recoverd_shell;
 pub mod shell;
 pub mod srvid;

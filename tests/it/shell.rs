@@ -192,6 +192,8 @@ impl Core for ScriptCore {
     fn on_shutdown_request(&mut self, _now: Instant) {
         self.effects.push_back(Effect::Exit { code: 0 });
     }
+    fn on_cluster_lock_test(&mut self, _now: Instant, _token: u64, _result: u8, _latency: f64) {}
+    fn on_recoverd_exited(&mut self, _now: Instant) {}
     fn handle_timeout(&mut self, _now: Instant) {}
     fn poll_timeout(&self) -> Option<Instant> {
         None
@@ -259,6 +261,8 @@ fn start_shell_with(
             signals: None,
             watch_stdin: false,
             limits,
+            cluster_mutex_helper: "/usr/libexec/ctdb/ctdb_mutex_fcntl_helper".into(),
+            recoverd_argv: None,
         })
         .unwrap();
         shell.run()

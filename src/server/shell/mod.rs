@@ -12,6 +12,7 @@
 pub mod clients;
 pub mod eventd;
 pub mod frames;
+pub mod lock_test;
 pub mod queue;
 pub mod tcp;
 
@@ -58,6 +59,8 @@ pub trait Core {
     fn on_node_frame(&mut self, now: Instant, pnn: Pnn, frame: &[u8], host: &dyn Host);
     fn on_event_done(&mut self, now: Instant, outcome: EventOutcome);
     fn on_shutdown_request(&mut self, now: Instant);
+    fn on_cluster_lock_test(&mut self, now: Instant, token: u64, result: u8, latency_s: f64);
+    fn on_recoverd_exited(&mut self, now: Instant);
     fn handle_timeout(&mut self, now: Instant);
     fn poll_timeout(&self) -> Option<Instant>;
     fn poll_effect(&mut self) -> Option<Effect>;
@@ -87,6 +90,12 @@ impl Core for Daemon {
     }
     fn on_shutdown_request(&mut self, now: Instant) {
         Daemon::on_shutdown_request(self, now);
+    }
+    fn on_cluster_lock_test(&mut self, now: Instant, token: u64, result: u8, latency_s: f64) {
+        Daemon::on_cluster_lock_test(self, now, token, result, latency_s);
+    }
+    fn on_recoverd_exited(&mut self, now: Instant) {
+        Daemon::on_recoverd_exited(self, now);
     }
     fn handle_timeout(&mut self, now: Instant) {
         Daemon::handle_timeout(self, now);
@@ -200,6 +209,12 @@ pub struct ShellParts<C> {
     /// Test mode with a piped stdin: EOF shuts the daemon down.
     pub watch_stdin: bool,
     pub limits: ShellLimits,
+    /// The cluster mutex helper (`$CTDB_CLUSTER_MUTEX_HELPER` or the helper dir's
+    /// `ctdb_mutex_fcntl_helper`) used to test the cluster lock.
+    pub cluster_mutex_helper: PathBuf,
+    /// How to start the recovery daemon (`None`: the core's requests are ignored, for tests
+    /// that drive a scripted core).
+    pub recoverd_argv: Option<Vec<String>>,
 }
 
 /// Why the shell stopped.
@@ -237,6 +252,10 @@ pub struct Shell<C> {
     node_accept_retry: Option<Instant>,
     next_sweep: Instant,
     shutdown_deadline: Option<Instant>,
+    lock_tests: lock_test::LockTests,
+    cluster_mutex_helper: PathBuf,
+    recoverd_argv: Option<Vec<String>>,
+    recoverd: Option<crate::common::spawn::Child>,
     /// Exit code for a forced exit (EPIPE after stdin EOF, as stock's shutdown uses).
     forced_code: i32,
     exit: Option<(ExitReason, i32)>,
@@ -303,6 +322,10 @@ impl<C: Core> Shell<C> {
             shutdown_deadline: None,
             forced_code: 0,
             exit: None,
+            lock_tests: lock_test::LockTests::default(),
+            cluster_mutex_helper: parts.cluster_mutex_helper,
+            recoverd_argv: parts.recoverd_argv,
+            recoverd: None,
         })
     }
 
@@ -343,6 +366,11 @@ impl<C: Core> Shell<C> {
                 self.dispatch(now, token, true, false);
             }
             self.handle_shell_timers(now);
+            for (token, result, latency) in
+                self.lock_tests.check_timeouts(self.poll.registry(), now)
+            {
+                self.core.on_cluster_lock_test(now, token, result, latency);
+            }
             self.core.handle_timeout(now);
             self.run_effects(now);
         }
@@ -362,6 +390,7 @@ impl<C: Core> Shell<C> {
             self.client_accept_retry,
             self.node_accept_retry,
             self.shutdown_deadline,
+            self.lock_tests.next_deadline(),
             Some(self.next_sweep),
         ]
         .into_iter()
@@ -388,6 +417,12 @@ impl<C: Core> Shell<C> {
                     }
                 } else if let Some(id) = clients::client_of(other) {
                     self.client_ready(now, id, readable, writable);
+                } else if let Some(id) = lock_test::test_of(other) {
+                    if let Some((token, result, latency)) =
+                        self.lock_tests.on_ready(self.poll.registry(), id, now)
+                    {
+                        self.core.on_cluster_lock_test(now, token, result, latency);
+                    }
                 }
             }
         }
@@ -447,6 +482,22 @@ impl<C: Core> Shell<C> {
                             result: libc::EIO,
                         },
                     );
+                }
+            }
+            Effect::TestClusterLock { token, lock } => {
+                let helper = self.cluster_mutex_helper.display().to_string();
+                if let Err(e) =
+                    self.lock_tests
+                        .start(self.poll.registry(), token, &lock, &helper, now)
+                {
+                    error!("Failed to test the cluster lock: {e}");
+                    self.core.on_cluster_lock_test(now, token, b'3', 0.0);
+                }
+            }
+            Effect::StartRecoverd => self.start_recoverd(now),
+            Effect::StopRecoverd => {
+                if let Some(child) = &self.recoverd {
+                    let _ = child.signal(libc::SIGTERM);
                 }
             }
             Effect::SetLogLevel { level } => {
@@ -683,6 +734,13 @@ impl<C: Core> Shell<C> {
                     let Some(pid) = status.pid() else { return };
                     let pid = pid.as_raw();
                     let is_eventd = self.eventd.as_mut().is_some_and(|e| e.reaped(pid));
+                    self.lock_tests.reaped(pid);
+                    if self.recoverd.as_ref().is_some_and(|c| c.pid() == pid) {
+                        warn!("Recovery daemon (pid {pid}) exited: {status:?}");
+                        self.recoverd = None;
+                        let now = self.clock.now();
+                        self.core.on_recoverd_exited(now);
+                    }
                     if is_eventd {
                         warn!("Event daemon (pid {pid}) exited: {status:?}");
                     } else {
@@ -777,7 +835,27 @@ impl<C: Core> Shell<C> {
 
     /// `ctdb_shutdown_sequence`'s tail: eventd stopped, transport closed, socket and pid
     /// file removed.
+    /// Starts the recovery daemon as a client of this daemon.
+    fn start_recoverd(&mut self, now: Instant) {
+        let Some(argv) = &self.recoverd_argv else {
+            return;
+        };
+        match crate::common::spawn::Spawn::from_argv(argv).and_then(|s| s.spawn_child()) {
+            Ok(child) => {
+                info!("Started recovery daemon (pid {})", child.pid());
+                self.recoverd = Some(child);
+            }
+            Err(e) => {
+                error!("Failed to start the recovery daemon: {e}");
+                self.core.on_recoverd_exited(now);
+            }
+        }
+    }
+
     fn finish(&mut self, code: i32) {
+        if let Some(recoverd) = self.recoverd.take() {
+            let _ = recoverd.signal(libc::SIGTERM);
+        }
         if let Some(eventd) = &mut self.eventd {
             eventd.stop();
         }
