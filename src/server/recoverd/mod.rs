@@ -880,6 +880,8 @@ impl Recoverd {
                     self.cycle_step_done(now, step, opcode, results, host);
                 }
                 Deferred::HelperDone(kind, result) => {
+                    // Stock looks at leadership before the result once its wait unwinds.
+                    let result = if self.is_leader() { result } else { 1 };
                     self.helper_finished(now, kind, result, host);
                 }
             }
