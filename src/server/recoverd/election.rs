@@ -113,6 +113,8 @@ impl Recoverd {
         }
         self.arm_election_timeout(now);
         self.send_election_request(host);
+        // Stock waits here (`ctdb_wait_election`) until the election ends.
+        self.force_election_waiting = true;
     }
 
     /// `cluster_lock_election`: keep a held lock, otherwise try to take it.
@@ -224,6 +226,7 @@ impl Recoverd {
     /// must now take it, or ban itself.
     pub(super) fn on_election_timeout(&mut self, now: Instant) {
         self.election_in_progress = false;
+        self.force_election_waiting = false;
         self.fast_start = false;
         if self
             .config

@@ -5,7 +5,7 @@
 //! The recovery daemon is a *client* of its local ctdbd: every control it sends goes to the
 //! local daemon, which forwards it when the destination is another node. Stock runs one
 //! blocking `main_loop` a second and nests event loops wherever it waits for a reply; here each
-//! of those waits is an explicit state ([`main_loop`]), replies come back as inputs, and the
+//! of those waits is an explicit state (module `main_loop`), replies come back as inputs, and the
 //! shell executes [`Effect`]s. Timers (the 1 s leader broadcast, the leader timeout, the
 //! election timeout and resend, disabled operations, control deadlines, the 1 s main-loop
 //! pace) are deadlines the shell honours through [`Recoverd::poll_timeout`].
@@ -13,6 +13,12 @@
 //! Inputs: [`Recoverd::handle_timeout`], [`Recoverd::on_control_reply`],
 //! [`Recoverd::on_control_failed`], [`Recoverd::on_message`], [`Recoverd::on_helper_done`],
 //! [`Recoverd::on_cluster_lock`], [`Recoverd::on_terminate`].
+//!
+//! Stock's nesting matters in one place: while it is inside `force_election` or a cluster lock
+//! take, its main loop cannot move on, whereas messages and timers still run. The same holds
+//! here (`Recoverd::main_loop_blocked`): main-loop replies and helper results are held back
+//! and no new loop starts. Every other wait (a control, a helper) lets messages and timers run
+//! in stock as well, so they simply interleave with the loop here.
 //!
 //! Behaviour is stock 4.17's, with these deliberate differences (all listed in
 //! [`Extensions`] or below, each safe for mixed clusters because nothing on the wire changes):
@@ -35,6 +41,10 @@
 //! * A recovery that fails while refreshing capabilities or pushing flags ends the
 //!   "recovery in progress" state (stock leaves it set until the next successful recovery,
 //!   so DISABLE_RECOVERIES answers -EAGAIN meanwhile).
+//!
+//! Not done here: `maybe_log_cluster_state` (a "cluster incomplete" log line every 60 s), the
+//! talloc report of MEM_DUMP (a one-line summary is sent instead), and passing SIGHUP on to a
+//! running helper (the shell's job).
 
 mod banning;
 mod election;
@@ -324,6 +334,13 @@ struct Batch {
 /// A finished batch waiting to be routed: why it was sent, the opcode, and each node's result.
 type Completed = (Purpose, ControlOpcode, Vec<(Pnn, Outcome)>);
 
+/// Main-loop input held back while the main loop is blocked.
+#[derive(Debug)]
+enum Deferred {
+    Step(main_loop::Step, ControlOpcode, Vec<(Pnn, Outcome)>),
+    HelperDone(HelperKind, i32),
+}
+
 #[derive(Debug)]
 struct PendingControl {
     batch: u64,
@@ -372,6 +389,11 @@ pub struct Recoverd {
     leader_broadcast_at: Option<Instant>,
     leader_broadcast_timeout_at: Option<Instant>,
     force_election_pending: bool,
+    /// `force_election` is waiting for its ELECTION-message election to end.
+    force_election_waiting: bool,
+    /// Main-loop work that completed while the main loop was blocked (see
+    /// [`Recoverd::main_loop_blocked`]), replayed in order once it is not.
+    deferred: VecDeque<Deferred>,
 
     ban_credits: BanCredits,
     last_culprit_node: u32,
@@ -420,7 +442,7 @@ impl Recoverd {
             num_nodes: config.num_nodes,
             capabilities: config.capabilities,
             tunables: config.tunables,
-            runstate: Runstate::Unknown(0),
+            runstate: Runstate::UnknownState,
             log_level: None,
             leader: UNKNOWN_PNN,
             nodemap: None,
@@ -435,6 +457,8 @@ impl Recoverd {
             leader_broadcast_at: None,
             leader_broadcast_timeout_at: None,
             force_election_pending: false,
+            force_election_waiting: false,
+            deferred: VecDeque::new(),
             ban_credits: BanCredits::default(),
             last_culprit_node: UNKNOWN_PNN,
             reallocate_requests: Vec::new(),
@@ -555,8 +579,13 @@ impl Recoverd {
         if self.exited {
             return None;
         }
+        let next_cycle = if self.main_loop_blocked() {
+            None
+        } else {
+            self.next_cycle_at
+        };
         [
-            self.next_cycle_at,
+            next_cycle,
             self.leader_broadcast_at,
             self.leader_broadcast_timeout_at,
             self.election_timeout,
@@ -609,7 +638,10 @@ impl Recoverd {
             self.force_election(now);
             self.drain(now, host);
         }
-        if self.cycle.is_none() && self.next_cycle_at.is_some_and(|t| now >= t) {
+        if self.cycle.is_none()
+            && !self.main_loop_blocked()
+            && self.next_cycle_at.is_some_and(|t| now >= t)
+        {
             self.next_cycle_at = None;
             self.start_cycle(now, host);
             self.drain(now, host);
@@ -672,7 +704,11 @@ impl Recoverd {
             return;
         }
         self.helper = None;
-        self.helper_finished(now, kind, result, host);
+        if self.main_loop_blocked() {
+            self.deferred.push_back(Deferred::HelperDone(kind, result));
+        } else {
+            self.helper_finished(now, kind, result, host);
+        }
         self.drain(now, host);
         self.after_input(now, host);
     }
@@ -804,7 +840,12 @@ impl Recoverd {
                 }
                 Purpose::Cycle { cycle, step } => {
                     if self.cycle.as_ref().is_some_and(|c| c.id == cycle) {
-                        self.cycle_step_done(now, step, opcode, results, host);
+                        if self.main_loop_blocked() {
+                            self.deferred
+                                .push_back(Deferred::Step(step, opcode, results));
+                        } else {
+                            self.cycle_step_done(now, step, opcode, results, host);
+                        }
                     }
                 }
                 Purpose::ForceElection => self.force_election_recmode_done(now, &results, host),
@@ -815,9 +856,40 @@ impl Recoverd {
         }
     }
 
-    /// Checks shared by every input: a helper run is abandoned as soon as this node stops
-    /// being leader (stock tests this after every event-loop turn in `helper_run`).
+    /// Whether stock's main loop would be stuck in a nested event loop right now: inside
+    /// `force_election` (setting recovery mode, or waiting for its election to end) or inside
+    /// a cluster lock take. Timers and messages still run meanwhile, but nothing of the main
+    /// loop does: no new loop starts, replies to the current one wait, and a running helper's
+    /// result is only looked at afterwards.
+    pub(super) fn main_loop_blocked(&self) -> bool {
+        self.force_election_pending
+            || (self.force_election_waiting && self.election_in_progress)
+            || matches!(self.lock, LockState::Taking { .. })
+    }
+
+    /// Checks shared by every input: main-loop work held back while it was blocked runs
+    /// now, and a helper run is abandoned as soon as this node stops being leader (stock
+    /// tests this after every event-loop turn in `helper_run`).
     fn after_input(&mut self, now: Instant, host: &dyn RecoverdHost) {
+        while !self.main_loop_blocked() && !self.exited {
+            let Some(item) = self.deferred.pop_front() else {
+                break;
+            };
+            match item {
+                Deferred::Step(step, opcode, results) => {
+                    self.cycle_step_done(now, step, opcode, results, host);
+                }
+                Deferred::HelperDone(kind, result) => {
+                    // Stock looks at leadership before the result once its wait unwinds.
+                    let result = if self.is_leader() { result } else { 1 };
+                    self.helper_finished(now, kind, result, host);
+                }
+            }
+            self.drain(now, host);
+        }
+        if self.main_loop_blocked() {
+            return;
+        }
         if let Some(kind) = self.helper {
             if !self.is_leader() && !self.exited {
                 log::error!(

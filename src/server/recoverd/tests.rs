@@ -1054,3 +1054,61 @@ fn terminate_releases_the_lock_and_exits() {
     assert!(h.rd.has_exited());
     assert_eq!(h.rd.poll_timeout(), None);
 }
+
+#[test]
+fn the_main_loop_waits_while_an_election_is_being_forced() {
+    let mut h = Harness::new(config(1, true));
+    h.run_for(Duration::from_secs(5));
+    let Some(Effect::TakeClusterLock { id, .. }) = h
+        .others
+        .iter()
+        .find(|e| matches!(e, Effect::TakeClusterLock { .. }))
+        .cloned()
+    else {
+        panic!("no lock take");
+    };
+    h.rd.on_cluster_lock(h.now, id, ClusterLockEvent::Taken { latency: 0.0 }, &h.host);
+    h.pump();
+    h.run_for(Duration::from_secs(2));
+    assert!(h.rd.is_leader());
+
+    // The lock is lost; the election's SET_RECMODE hangs on some node.
+    h.hold = vec![ControlOpcode::SetRecmode];
+    h.clear();
+    h.rd.on_cluster_lock(h.now, id, ClusterLockEvent::Lost, &h.host);
+    h.pump();
+    assert_eq!(h.held.len(), 3);
+    h.run_for(Duration::from_secs(10));
+    // No main loop ran: in particular no "recovery without the lock" self-ban.
+    let ops = h.sent_opcodes();
+    assert!(!ops.contains(&ControlOpcode::GetDebug), "{ops:?}");
+    assert!(!ops.contains(&ControlOpcode::SetBanState));
+    // Leader broadcasts go on meanwhile.
+    assert!(!h.messages_to(srvid::LEADER).is_empty());
+
+    // The recovery mode is set, the lock is contended: the leader becomes unknown, and only
+    // then does the main loop run again.
+    h.hold.clear();
+    for (token, ..) in std::mem::take(&mut h.held) {
+        h.rd.on_control_reply(h.now, token, 0, &[], &h.host);
+    }
+    h.pump();
+    let Some(Effect::TakeClusterLock { id: retake, .. }) = h
+        .others
+        .iter()
+        .rev()
+        .find(|e| matches!(e, Effect::TakeClusterLock { .. }))
+        .cloned()
+    else {
+        panic!("no second lock take");
+    };
+    h.run_for(Duration::from_secs(3));
+    assert!(!h.sent_opcodes().contains(&ControlOpcode::GetDebug));
+    h.rd.on_cluster_lock(h.now, retake, ClusterLockEvent::Contention, &h.host);
+    h.pump();
+    assert_eq!(h.rd.leader(), UNKNOWN_PNN);
+    h.clear();
+    h.run_for(Duration::from_secs(1));
+    assert!(h.sent_opcodes().contains(&ControlOpcode::GetDebug));
+    assert!(!h.sent_opcodes().contains(&ControlOpcode::SetBanState));
+}

@@ -2,8 +2,8 @@
 //! (TigerBeetle's VOPR and quinn's test pair are the models).
 //!
 //! Each simulated node runs the real [`Recoverd`] core against a model of its ctdbd
-//! ([`daemon`]), models of the recovery and takeover helpers ([`helper`]) and a shared cluster
-//! lock with fcntl semantics ([`lock`]). Nodes talk over a network of per-pair TCP-like links:
+//! (`daemon`), models of the recovery and takeover helpers (`helper`) and a shared cluster
+//! lock with fcntl semantics (`lock`). Nodes talk over a network of per-pair TCP-like links:
 //! FIFO with random delay, reset on faults (in-flight packets are lost), reconnected after a
 //! delay; a silent peer (partitioned or hung) is detected after a keepalive period, a crashed one
 //! at once. Faults: crashes and restarts, partitions, link resets, hangs of a whole node or of
@@ -1545,8 +1545,10 @@ pub struct RandomRun {
     pub quiet_period: Duration,
     /// Give every node these extensions instead of a random mix.
     pub extensions: Option<Extensions>,
-    /// Recoveries tolerated in the quiet period (stock's timing races can cost one extra
-    /// election and recovery right after healing; a loop costs one every few seconds).
+    /// Recoveries tolerated in the quiet period. Stock's timing can cost one extra election
+    /// and recovery right after healing (a follower's leader timeout, armed before the heal,
+    /// expires just before the reconnected leader's first broadcast reaches it); a loop costs
+    /// one every `RerecoveryTimeout` or so.
     pub max_quiet_recoveries: u64,
 }
 
@@ -1555,9 +1557,9 @@ impl Default for RandomRun {
         RandomRun {
             fault_phase: Duration::from_secs(40),
             converge_bound: Duration::from_secs(60),
-            quiet_period: Duration::from_secs(20),
+            quiet_period: Duration::from_secs(40),
             extensions: None,
-            max_quiet_recoveries: 0,
+            max_quiet_recoveries: 1,
         }
     }
 }

@@ -233,7 +233,6 @@ fn leader_link_drop_starts_the_election_at_once() {
 fn random_faults_with_stock_behaviour_only() {
     let options = RandomRun {
         extensions: Some(Extensions::STOCK),
-        max_quiet_recoveries: 1,
         ..RandomRun::default()
     };
     let mut failures = Vec::new();
