@@ -45,16 +45,25 @@ impl Side {
 /// Whether a bigger number is better, judged from the metric's unit suffix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Goal {
+    /// Rates: `_per_s`.
     Higher,
+    /// Times, CPU and memory: `_us`, `_ms`, `_s`, `_pct`, `_kb`.
     Lower,
+    /// No unit: a parameter or a count (`clients`, `total_msgs`), shown but not judged.
+    Neither,
 }
 
 impl Goal {
     pub fn of(metric: &str) -> Goal {
         if metric.ends_with("_per_s") {
             Goal::Higher
-        } else {
+        } else if ["_us", "_ms", "_s", "_pct", "_kb"]
+            .iter()
+            .any(|unit| metric.ends_with(unit))
+        {
             Goal::Lower
+        } else {
+            Goal::Neither
         }
     }
 
@@ -62,6 +71,7 @@ impl Goal {
         match self {
             Goal::Higher => "higher",
             Goal::Lower => "lower",
+            Goal::Neither => "none",
         }
     }
 }
@@ -116,6 +126,7 @@ impl MetricRow {
         match self.goal() {
             Goal::Higher => Some(ratio),
             Goal::Lower => (ratio != 0.0).then(|| 1.0 / ratio),
+            Goal::Neither => None,
         }
     }
 }
@@ -341,7 +352,7 @@ impl Report {
         let _ = writeln!(
             out,
             "\nratio = ctdb-rs median / stock median; gain > 1 means ctdb-rs is better \
-             (_per_s: higher is better, everything else lower); spread = (max-min)/median \
+             (_per_s: higher is better; _us, _s, _pct, _kb: lower); spread = (max-min)/median \
              over the repetitions; n = repetitions stock/ctdb-rs"
         );
         out
@@ -623,6 +634,23 @@ cold-start\tstock\t1\tstatus\tfailed: timeout, \"60 s\"
         assert!(!in_string);
         let empty = Report::default().json();
         assert_eq!(empty, "{\n  \"run\": {\n  },\n  \"benchmarks\": []\n}\n");
+    }
+
+    #[test]
+    fn goals_follow_units() {
+        assert_eq!(Goal::of("ring_msgs_per_s"), Goal::Higher);
+        assert_eq!(Goal::of("p99_us"), Goal::Lower);
+        assert_eq!(Goal::of("ok_s"), Goal::Lower);
+        assert_eq!(Goal::of("cpu_pct"), Goal::Lower);
+        assert_eq!(Goal::of("rss_max_kb"), Goal::Lower);
+        assert_eq!(Goal::of("clients"), Goal::Neither);
+        assert_eq!(Goal::of("total_msgs"), Goal::Neither);
+        let row = MetricRow {
+            metric: "count".into(),
+            sides: [Series { values: vec![2.0] }, Series { values: vec![4.0] }],
+        };
+        assert_eq!(row.ratio(), Some(2.0));
+        assert_eq!(row.gain(), None);
     }
 
     #[test]
