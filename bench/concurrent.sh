@@ -14,6 +14,6 @@ while [ $# -gt 0 ]; do
 	esac
 done
 
-count=$(bench_pick 300 1000)
+count=$(bench_pick 1000 5000)
 exec "$BENCH_TOOL" concurrent --cluster "$BENCH_CLUSTER" --from 0 --node "$node" \
 	--clients "$clients" --count "$count" --timeout 300

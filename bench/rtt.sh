@@ -12,6 +12,6 @@ while [ $# -gt 0 ]; do
 	esac
 done
 
-count=$(bench_pick 2000 10000)
+count=$(bench_pick 5000 20000)
 exec "$BENCH_TOOL" rtt --cluster "$BENCH_CLUSTER" --from 0 --node "$node" --count "$count" \
 	--warmup 200

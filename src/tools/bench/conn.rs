@@ -45,6 +45,24 @@ impl Conn {
         })
     }
 
+    /// Wraps an accepted or connected non-blocking stream (the test daemon's side).
+    #[cfg(test)]
+    pub(crate) fn from_stream(stream: UnixStream) -> Conn {
+        Conn {
+            stream,
+            reader: FrameReader::new(MAX_FRAME_LEN),
+            outbox: Vec::new(),
+            out_pos: 0,
+            next_reqid: 1,
+            closed: false,
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn stream_mut(&mut self) -> &mut UnixStream {
+        &mut self.stream
+    }
+
     fn alloc_reqid(&mut self) -> u32 {
         let id = self.next_reqid;
         self.next_reqid = self.next_reqid.wrapping_add(1).max(1);

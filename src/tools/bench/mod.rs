@@ -7,6 +7,8 @@
 
 pub mod concurrent;
 pub mod conn;
+#[cfg(test)]
+mod fake;
 pub mod output;
 pub mod procfs;
 pub mod report;

@@ -1,9 +1,12 @@
 //! CPU time and memory of daemon process trees, read from `/proc` (benchmark B19).
 //!
 //! A daemon's footprint includes its children: ctdbd forks the recovery daemon and starts
-//! ctdb-eventd, lock helpers and event scripts. CPU is counted as `utime + stime + cutime +
-//! cstime` summed over the tree, so a child that exits during the window still counts: the
-//! kernel moves its time into the parent's `cutime`/`cstime` when the parent reaps it.
+//! ctdb-eventd, lock helpers and event scripts. CPU is counted over the tree as each live
+//! process's run time plus the `cutime + cstime` of children it has reaped, so a child that
+//! exits during the window still counts: the kernel moves its time into the parent's
+//! `cutime`/`cstime` when the parent reaps it. Live run time comes from `schedstat` in
+//! nanoseconds where the kernel has it: an idle daemon uses less than one 10 ms clock tick
+//! per second, which tick-based `utime`/`stime` cannot resolve.
 
 use super::output::KeyValues;
 use crate::common::clock::MonotonicClock;
@@ -48,6 +51,11 @@ pub fn parse_stat(text: &str) -> Option<ProcStat> {
     })
 }
 
+/// The run time in nanoseconds: the first field of `/proc/<pid>/task/<tid>/schedstat`.
+pub fn parse_schedstat_ns(text: &str) -> Option<u64> {
+    text.split_whitespace().next()?.parse().ok()
+}
+
 /// `VmRSS` from `/proc/<pid>/status`, in KiB (absent for kernel threads and zombies).
 pub fn parse_vmrss_kb(status: &str) -> Option<u64> {
     status
@@ -57,14 +65,29 @@ pub fn parse_vmrss_kb(status: &str) -> Option<u64> {
         .and_then(|n| n.parse().ok())
 }
 
-/// `Pss` from `/proc/<pid>/smaps_rollup`, in KiB: resident memory with pages shared between
-/// processes (a forked child and its parent) divided among them, so it sums fairly over a tree.
-pub fn parse_pss_kb(smaps_rollup: &str) -> Option<u64> {
+fn rollup_field_kb(smaps_rollup: &str, field: &str) -> Option<u64> {
     smaps_rollup
         .lines()
-        .find_map(|line| line.strip_prefix("Pss:"))
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
+}
+
+/// `Pss` from `/proc/<pid>/smaps_rollup`, in KiB: resident memory with each shared page divided
+/// among the processes mapping it. Fair within a tree, but it shrinks when unrelated processes
+/// (another cluster's daemons) map the same libraries.
+pub fn parse_pss_kb(smaps_rollup: &str) -> Option<u64> {
+    rollup_field_kb(smaps_rollup, "Pss")
+}
+
+/// Private (unshared) resident memory from `smaps_rollup`, in KiB: `Private_Clean +
+/// Private_Dirty`. Independent of other processes; pages a forked child still shares with
+/// its parent are in neither's private total.
+pub fn parse_uss_kb(smaps_rollup: &str) -> Option<u64> {
+    Some(
+        rollup_field_kb(smaps_rollup, "Private_Clean")?
+            + rollup_field_kb(smaps_rollup, "Private_Dirty")?,
+    )
 }
 
 /// Every process whose ancestry reaches one of `roots`, roots included (only live ones).
@@ -106,15 +129,35 @@ fn all_processes() -> Vec<ProcStat> {
 /// One look at the trees under `roots`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TreeSample {
-    pub ticks: u64,
+    /// CPU time used so far by the tree, reaped children included.
+    pub cpu_ns: u64,
     pub rss_kb: u64,
     pub pss_kb: u64,
+    pub uss_kb: u64,
     pub processes: usize,
     /// Roots that are still alive.
     pub live_roots: usize,
 }
 
+/// Run time of every thread of `pid` from schedstat; `None` when the kernel lacks it.
+fn live_cpu_ns(pid: i32) -> Option<u64> {
+    let tasks = fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut total = 0;
+    let mut any = false;
+    for task in tasks.filter_map(Result::ok) {
+        if let Some(ns) = fs::read_to_string(task.path().join("schedstat"))
+            .ok()
+            .and_then(|t| parse_schedstat_ns(&t))
+        {
+            total += ns;
+            any = true;
+        }
+    }
+    any.then_some(total)
+}
+
 pub fn sample(roots: &[i32]) -> TreeSample {
+    let ns_per_tick = 1_000_000_000 / clock_ticks_per_second().max(1);
     let all = all_processes();
     let members = tree_of(&all, roots);
     let mut s = TreeSample {
@@ -122,7 +165,8 @@ pub fn sample(roots: &[i32]) -> TreeSample {
         ..TreeSample::default()
     };
     for p in all.iter().filter(|p| members.contains(&p.pid)) {
-        s.ticks += p.total_ticks();
+        let live = live_cpu_ns(p.pid).unwrap_or((p.utime + p.stime) * ns_per_tick);
+        s.cpu_ns += live + (p.cutime + p.cstime) * ns_per_tick;
         if roots.contains(&p.pid) {
             s.live_roots += 1;
         }
@@ -131,6 +175,7 @@ pub fn sample(roots: &[i32]) -> TreeSample {
         }
         if let Ok(rollup) = fs::read_to_string(format!("/proc/{}/smaps_rollup", p.pid)) {
             s.pss_kb += parse_pss_kb(&rollup).unwrap_or(0);
+            s.uss_kb += parse_uss_kb(&rollup).unwrap_or(0);
         }
     }
     s
@@ -151,8 +196,8 @@ pub struct FootprintOptions {
 }
 
 /// Watches the trees for the window: CPU use over the window as a percentage of one core,
-/// resident memory sampled every interval (RSS mean and maximum, PSS mean; summed over all
-/// trees).
+/// resident memory sampled every interval (RSS mean and maximum, PSS and USS means; summed
+/// over all trees).
 pub fn watch(options: &FootprintOptions) -> Result<KeyValues, String> {
     let clock = MonotonicClock::new();
     let first = sample(&options.roots);
@@ -167,6 +212,7 @@ pub fn watch(options: &FootprintOptions) -> Result<KeyValues, String> {
     let end = started.saturating_add(options.window);
     let mut rss = vec![first.rss_kb];
     let mut pss = vec![first.pss_kb];
+    let mut uss = vec![first.uss_kb];
     let mut max_processes = first.processes;
     let mut last = first;
     loop {
@@ -178,26 +224,27 @@ pub fn watch(options: &FootprintOptions) -> Result<KeyValues, String> {
         last = sample(&options.roots);
         rss.push(last.rss_kb);
         pss.push(last.pss_kb);
+        uss.push(last.uss_kb);
         max_processes = max_processes.max(last.processes);
     }
     let elapsed = clock.now().saturating_since(started).as_secs_f64();
     if last.live_roots < options.roots.len() {
         return Err("a watched process died during the window".to_string());
     }
-    let ticks = last.ticks.saturating_sub(first.ticks);
-    let cpu_seconds = ticks as f64 / clock_ticks_per_second() as f64;
+    let cpu_seconds = last.cpu_ns.saturating_sub(first.cpu_ns) as f64 / 1e9;
     let mean = |v: &[u64]| v.iter().sum::<u64>() as f64 / v.len().max(1) as f64;
     let mut kv = KeyValues::new();
     kv.number("window_s", elapsed)
         .count("daemons", options.roots.len() as u64)
         .count("processes", max_processes as u64)
-        .number("cpu_s", cpu_seconds);
+        .number("cpu_ms", cpu_seconds * 1e3);
     if elapsed > 0.0 {
         kv.number("cpu_pct", cpu_seconds / elapsed * 100.0);
     }
     kv.number("rss_mean_kb", mean(&rss))
         .count("rss_max_kb", rss.iter().copied().max().unwrap_or(0))
-        .number("pss_mean_kb", mean(&pss));
+        .number("pss_mean_kb", mean(&pss))
+        .number("uss_mean_kb", mean(&uss));
     Ok(kv)
 }
 
@@ -252,10 +299,24 @@ mod tests {
     }
 
     #[test]
+    fn schedstat_run_time() {
+        assert_eq!(
+            parse_schedstat_ns("76705766 19110135 394\n"),
+            Some(76_705_766)
+        );
+        assert_eq!(parse_schedstat_ns(""), None);
+        assert_eq!(parse_schedstat_ns("x 1 2"), None);
+    }
+
+    #[test]
     fn pss_from_smaps_rollup() {
-        let rollup = "55d0-7ffe ---p 00000000 00:00 0 [rollup]\nRss:  55232 kB\nPss:  20117 kB\n";
+        let rollup = "55d0-7ffe ---p 00000000 00:00 0 [rollup]\nRss:  55232 kB\n\
+                      Pss:  20117 kB\nPss_Anon: 100 kB\nShared_Clean: 9 kB\n\
+                      Private_Clean:  1000 kB\nPrivate_Dirty:  234 kB\n";
         assert_eq!(parse_pss_kb(rollup), Some(20117));
+        assert_eq!(parse_uss_kb(rollup), Some(1234));
         assert_eq!(parse_pss_kb(""), None);
+        assert_eq!(parse_uss_kb("Private_Clean: 5 kB\n"), None);
     }
 
     fn proc(pid: i32, ppid: i32) -> ProcStat {
@@ -294,5 +355,6 @@ mod tests {
         assert_eq!(s.live_roots, 1);
         assert!(s.processes >= 1);
         assert!(s.rss_kb > 0);
+        assert!(s.cpu_ns > 0);
     }
 }
