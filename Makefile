@@ -57,6 +57,13 @@ fuzz-check:
 demo: deps build
 	@scripts/demo.sh
 
+# make bench: stock ctdbd against ctdb-rs side by side; BENCH_ARGS="--quick" for a short
+# run, see bench/README.md. Without target/release/ctdbd the ctdb-rs side reads "not available".
+.PHONY: bench
+BENCH_ARGS ?=
+bench: deps build
+	bench/run.sh $(BENCH_ARGS)
+
 install: build
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(HELPERDIR) $(DESTDIR)$(ETCDIR)
 	@for p in $(SBIN_PROGS); do install -m 0755 target/release/$$p $(DESTDIR)$(SBINDIR)/$$p; done

@@ -1,1 +1,3 @@
 //! Command-line tools (mirrors `ctdb/tools/`).
+
+pub mod bench;

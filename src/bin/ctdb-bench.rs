@@ -1,0 +1,275 @@
+//! ctdb-bench: client-side load for benchmarking a CTDB daemon, stock or ours.
+//!
+//! Every subcommand prints its results as `key=value` lines on stdout (see
+//! `ctdb::tools::bench::output`); `bench/run.sh` runs it against both daemons and feeds the
+//! collected lines to `ctdb-bench report`.
+
+use ctdb::protocol::header::CURRENT_NODE;
+use ctdb::protocol::opcode::ControlOpcode;
+use ctdb::tools::bench::concurrent::{self, ConcurrentOptions};
+use ctdb::tools::bench::output::KeyValues;
+use ctdb::tools::bench::procfs::{self, FootprintOptions};
+use ctdb::tools::bench::report::Report;
+use ctdb::tools::bench::ring::{self, RingOptions, DEFAULT_SRVID};
+use ctdb::tools::bench::rtt::{self, RttOptions};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+const USAGE: &str = "\
+usage: ctdb-bench <command> [options]
+
+commands:
+  rtt           control round trips on one connection
+                  [--node local|PNN] [--count K] [--warmup W] [--opcode ping|get-pnn]
+  concurrent    C clients, one control in flight each
+                  [--clients C] [--count K per client] [--node local|PNN]
+                  [--opcode ping|get-pnn] [--timeout SECS]
+  message-ring  two tokens passed round a ring of clients, one client per node
+                  [--nodes N] [--seconds S] [--srvid X] (with --cluster, or --sockets A,B,C)
+  footprint     CPU and RSS of process trees over a window
+                  --pid P [--pid P ...] [--seconds S] [--interval-ms MS]
+  report        turn raw harness results into a table, CSV and JSON
+                  --raw FILE [--csv FILE] [--json FILE] [--table FILE]
+                  [--meta KEY=VALUE ...] [--headline BENCH=METRIC,METRIC ...]
+
+socket selection (rtt, concurrent):
+  --socket PATH            a daemon's unix socket (default: $CTDB_SOCKET)
+  --cluster DIR --from N   node N of a scripts/local_cluster.sh cluster (DIR/node.N/...)
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((command, rest)) = args.split_first() else {
+        eprint!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let result = match command.as_str() {
+        "rtt" => cmd_rtt(rest),
+        "concurrent" => cmd_concurrent(rest),
+        "message-ring" => cmd_message_ring(rest),
+        "footprint" => cmd_footprint(rest),
+        "report" => cmd_report(rest),
+        "-h" | "--help" | "help" => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        other => Err(format!("unknown command '{other}'\n{USAGE}")),
+    };
+    match result {
+        Ok(kv) => {
+            print!("{}", kv.render());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ctdb-bench {command}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse(options: &getopts::Options, args: &[String]) -> Result<getopts::Matches, String> {
+    let m = options.parse(args).map_err(|e| e.to_string())?;
+    if let Some(extra) = m.free.first() {
+        return Err(format!("unexpected argument '{extra}'"));
+    }
+    Ok(m)
+}
+
+fn number<T: std::str::FromStr>(m: &getopts::Matches, name: &str, default: T) -> Result<T, String> {
+    match m.opt_str(name) {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| format!("--{name}: '{v}' is not a valid number")),
+    }
+}
+
+fn socket_options(o: &mut getopts::Options) {
+    o.optopt("", "socket", "daemon socket", "PATH");
+    o.optopt("", "cluster", "local_cluster.sh directory", "DIR");
+    o.optopt("", "from", "node of the cluster to connect to", "N");
+}
+
+fn cluster_socket(dir: &str, pnn: usize) -> PathBuf {
+    PathBuf::from(dir)
+        .join(format!("node.{pnn}"))
+        .join("run/ctdbd.socket")
+}
+
+fn socket_of(m: &getopts::Matches) -> Result<PathBuf, String> {
+    if let Some(path) = m.opt_str("socket") {
+        return Ok(PathBuf::from(path));
+    }
+    if let Some(dir) = m.opt_str("cluster") {
+        return Ok(cluster_socket(&dir, number(m, "from", 0usize)?));
+    }
+    std::env::var_os("CTDB_SOCKET")
+        .map(PathBuf::from)
+        .ok_or_else(|| "no socket: give --socket, --cluster or set CTDB_SOCKET".to_string())
+}
+
+fn destnode_of(m: &getopts::Matches) -> Result<u32, String> {
+    match m.opt_str("node").as_deref() {
+        None | Some("local") => Ok(CURRENT_NODE),
+        Some(n) => n
+            .parse()
+            .map_err(|_| format!("--node: '{n}' is neither 'local' nor a PNN")),
+    }
+}
+
+fn opcode_of(m: &getopts::Matches) -> Result<ControlOpcode, String> {
+    match m.opt_str("opcode").as_deref() {
+        None | Some("ping") => Ok(ControlOpcode::Ping),
+        Some("get-pnn") => Ok(ControlOpcode::GetPnn),
+        Some(other) => Err(format!("--opcode: '{other}' (want ping or get-pnn)")),
+    }
+}
+
+fn cmd_rtt(args: &[String]) -> Result<KeyValues, String> {
+    let mut o = getopts::Options::new();
+    socket_options(&mut o);
+    o.optopt("", "node", "destination", "local|PNN");
+    o.optopt("", "count", "round trips", "K");
+    o.optopt("", "warmup", "unmeasured round trips first", "W");
+    o.optopt("", "opcode", "control", "ping|get-pnn");
+    let m = parse(&o, args)?;
+    let options = RttOptions {
+        destnode: destnode_of(&m)?,
+        opcode: opcode_of(&m)?,
+        count: number(&m, "count", 10_000)?,
+        warmup: number(&m, "warmup", 100)?,
+    };
+    let socket = socket_of(&m)?;
+    rtt::run(&socket, &options).map_err(|e| format!("{}: {e}", socket.display()))
+}
+
+fn cmd_concurrent(args: &[String]) -> Result<KeyValues, String> {
+    let mut o = getopts::Options::new();
+    socket_options(&mut o);
+    o.optopt("", "clients", "connections", "C");
+    o.optopt("", "count", "round trips per client", "K");
+    o.optopt("", "node", "destination", "local|PNN");
+    o.optopt("", "opcode", "control", "ping|get-pnn");
+    o.optopt("", "timeout", "give up after", "SECS");
+    let m = parse(&o, args)?;
+    let options = ConcurrentOptions {
+        clients: number(&m, "clients", 16)?,
+        count: number(&m, "count", 1000)?,
+        destnode: destnode_of(&m)?,
+        opcode: opcode_of(&m)?,
+        timeout: Duration::from_secs_f64(number(&m, "timeout", 120.0f64)?.max(0.0)),
+    };
+    let socket = socket_of(&m)?;
+    concurrent::run(&socket, &options).map_err(|e| format!("{}: {e}", socket.display()))
+}
+
+fn cmd_message_ring(args: &[String]) -> Result<KeyValues, String> {
+    let mut o = getopts::Options::new();
+    o.optopt("", "cluster", "local_cluster.sh directory", "DIR");
+    o.optopt("", "nodes", "nodes in the ring", "N");
+    o.optopt(
+        "",
+        "sockets",
+        "comma-separated sockets, one per node",
+        "A,B,C",
+    );
+    o.optopt("", "seconds", "how long the ring runs", "S");
+    o.optopt("", "srvid", "srvid the clients register", "X");
+    let m = parse(&o, args)?;
+    let sockets: Vec<PathBuf> = match (m.opt_str("sockets"), m.opt_str("cluster")) {
+        (Some(list), _) => list.split(',').map(PathBuf::from).collect(),
+        (None, Some(dir)) => (0..number(&m, "nodes", 3usize)?)
+            .map(|pnn| cluster_socket(&dir, pnn))
+            .collect(),
+        (None, None) => return Err("give --cluster DIR or --sockets A,B,C".into()),
+    };
+    let srvid = match m.opt_str("srvid") {
+        None => DEFAULT_SRVID,
+        Some(s) => parse_u64(&s).ok_or_else(|| format!("--srvid: '{s}' is not a number"))?,
+    };
+    let options = RingOptions {
+        sockets,
+        seconds: number(&m, "seconds", 10.0)?,
+        srvid,
+        setup_timeout: Duration::from_secs(10),
+    };
+    ring::run(&options).map_err(|e| e.to_string())
+}
+
+fn parse_u64(s: &str) -> Option<u64> {
+    match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => s.parse().ok(),
+    }
+}
+
+fn cmd_footprint(args: &[String]) -> Result<KeyValues, String> {
+    let mut o = getopts::Options::new();
+    o.optmulti("", "pid", "root of a process tree", "PID");
+    o.optopt("", "seconds", "window", "S");
+    o.optopt("", "interval-ms", "RSS sampling interval", "MS");
+    let m = parse(&o, args)?;
+    let roots = m
+        .opt_strs("pid")
+        .iter()
+        .map(|p| p.trim().parse::<i32>().map_err(|_| format!("--pid: '{p}'")))
+        .collect::<Result<Vec<i32>, String>>()?;
+    if roots.is_empty() {
+        return Err("give at least one --pid".into());
+    }
+    let options = FootprintOptions {
+        roots,
+        window: Duration::from_secs_f64(number(&m, "seconds", 60.0f64)?.max(0.0)),
+        interval: Duration::from_millis(number(&m, "interval-ms", 1000u64)?.max(10)),
+    };
+    procfs::watch(&options)
+}
+
+fn cmd_report(args: &[String]) -> Result<KeyValues, String> {
+    let mut o = getopts::Options::new();
+    o.optopt("", "raw", "raw results", "FILE");
+    o.optopt("", "csv", "write CSV here", "FILE");
+    o.optopt("", "json", "write JSON here", "FILE");
+    o.optopt("", "table", "write the table here too", "FILE");
+    o.optmulti("", "meta", "run description", "KEY=VALUE");
+    o.optmulti("", "headline", "metrics the table shows", "BENCH=M1,M2");
+    let m = parse(&o, args)?;
+    let raw_path = m.opt_str("raw").ok_or("give --raw FILE")?;
+    let raw = std::fs::read_to_string(&raw_path).map_err(|e| format!("{raw_path}: {e}"))?;
+    let mut report = Report::from_raw(&raw);
+    for pair in m.opt_strs("meta") {
+        let (k, v) = pair.split_once('=').unwrap_or((pair.as_str(), ""));
+        report.meta.push((k.to_string(), v.to_string()));
+    }
+    for pair in m.opt_strs("headline") {
+        if let Some((bench, metrics)) = pair.split_once('=') {
+            let list = metrics
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect();
+            report.headline.push((bench.to_string(), list));
+        }
+    }
+    let write = |opt: &str, text: String| -> Result<(), String> {
+        match m.opt_str(opt) {
+            Some(path) => std::fs::write(&path, text).map_err(|e| format!("{path}: {e}")),
+            None => Ok(()),
+        }
+    };
+    let table = report.table();
+    write("csv", report.csv())?;
+    write("json", report.json())?;
+    write("table", table.clone())?;
+    print!("{table}");
+    if report.skipped_lines > 0 {
+        eprintln!(
+            "ctdb-bench report: skipped {} malformed line(s)",
+            report.skipped_lines
+        );
+    }
+    // The table is the output; no key=value lines.
+    Ok(KeyValues::new())
+}
