@@ -51,6 +51,8 @@ SBIN_PROGS    = ctdbd
 HELPER_PROGS  = ctdb-eventd ctdb_mutex_fcntl_helper
 # Installed when built (not every tree has them yet).
 OPTIONAL_HELPER_PROGS = ctdb-ipalloc
+# Stock helpers ctdbd still runs (from STOCK_HELPERDIR) until ctdb-rs has its own.
+STOCK_HELPER_PROGS = ctdb_recovery_helper ctdb_takeover_helper ctdb_lock_helper ctdb-event
 
 .PHONY: all build deps test lint fuzz-check demo install install-only install-debian uninstall uninstall-debian man clean
 
@@ -130,6 +132,11 @@ install-only: man
 	@for p in $(OPTIONAL_HELPER_PROGS); do \
 		if [ -x $(BUILD_DIR)/$$p ]; then install -m 0755 $(BUILD_DIR)/$$p $(DESTDIR)$(HELPERDIR)/$$p; fi; \
 	done
+	@# Helpers ctdb-rs lacks so far: link stock's when our helper dir is not stock's.
+	@if [ "$(HELPERDIR)" != "$(STOCK_HELPERDIR)" ]; then for h in $(STOCK_HELPER_PROGS); do \
+		if [ -e $(STOCK_HELPERDIR)/$$h ] && [ ! -e $(DESTDIR)$(HELPERDIR)/$$h ]; then \
+			ln -sf $(STOCK_HELPERDIR)/$$h $(DESTDIR)$(HELPERDIR)/$$h; fi; \
+	done; fi
 	@# Sample configuration never overwrites what an admin already has.
 	@for f in ctdb.conf nodes public_addresses ctdb.tunables; do \
 		if [ -e $(DESTDIR)$(ETCDIR)/$$f ]; then echo "keeping existing $(ETCDIR)/$$f"; \
@@ -149,6 +156,9 @@ install-only: man
 uninstall:
 	@for p in $(SBIN_PROGS); do rm -f $(DESTDIR)$(SBINDIR)/$$p; done
 	@for p in $(HELPER_PROGS) $(OPTIONAL_HELPER_PROGS); do rm -f $(DESTDIR)$(HELPERDIR)/$$p; done
+	@for h in $(STOCK_HELPER_PROGS); do \
+		if [ -L $(DESTDIR)$(HELPERDIR)/$$h ]; then rm -f $(DESTDIR)$(HELPERDIR)/$$h; fi; \
+	done
 	rm -f $(DESTDIR)$(SYSTEMDUNITDIR)/ctdb.service
 	@for p in $(MAN_PAGES); do s=$${p##*.}; rm -f $(DESTDIR)$(MANDIR)/man$$s/$$p.gz; done
 	@echo "kept $(ETCDIR), $(DEFAULTDIR)/ctdb and $(STATEDIR); remove them by hand if unwanted"
