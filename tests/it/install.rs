@@ -610,7 +610,12 @@ fn installed_daemon_serves_stock_tool() {
         "installed ctdbd failed to start:\n{}",
         log()
     );
-    assert!(guard.pid().is_some(), "no pid file:\n{}", log());
+    // The daemon writes its pid file after detaching, so it may lag the launcher's exit.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while guard.pid().is_none() {
+        assert!(Instant::now() < deadline, "no pid file:\n{}", log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     let ctdb = |args: &[&str]| {
         Command::new(STOCK_CTDB)
@@ -646,5 +651,11 @@ fn installed_daemon_serves_stock_tool() {
         std::thread::sleep(Duration::from_millis(200));
     }
     drop(guard);
-    let _ = std::fs::remove_dir_all(&dest);
+    // eventd and the recovery daemon may still be tidying up for a moment.
+    for _ in 0..20 {
+        if std::fs::remove_dir_all(&dest).is_ok() || !dest.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
