@@ -7,6 +7,7 @@ mod cli;
 mod cluster;
 mod eventd;
 mod golden;
+mod install;
 mod membership;
 mod mutex;
 mod shell;
