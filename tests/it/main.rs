@@ -9,5 +9,6 @@ mod eventd;
 mod golden;
 mod membership;
 mod mutex;
+mod recovery_helper;
 mod shell;
 mod tidy;
