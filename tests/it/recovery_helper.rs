@@ -421,3 +421,81 @@ fn helper_command_line_failures_write_nothing() {
     assert!(String::from_utf8_lossy(&no_logging.stderr)
         .contains("recovery: Unable to initialize logging"));
 }
+
+impl Scenario {
+    /// The helper's log lines of every node, without timestamps, hosts and pids.
+    fn helper_log(&self) -> Vec<String> {
+        (0..3)
+            .flat_map(|pnn| {
+                std::fs::read_to_string(self.cluster.node_base(pnn).join("log.ctdb"))
+                    .unwrap_or_default()
+                    .lines()
+                    .filter_map(|line| line.split_once(" ctdb-recovery[")?.1.split_once("]: "))
+                    .map(|(_, message)| message.to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+}
+
+/// A node whose database cannot be frozen (its chain locks are held) makes every attempt
+/// time out; after three the helper bans it, exactly as stock's helper does.
+#[test]
+fn a_node_that_cannot_freeze_gets_banned_like_with_stocks_helper() {
+    let ours = Scenario::start("rechelper-ban-ours", "127.0.97", &our_helper());
+    let stock = Scenario::start("rechelper-ban-stock", "127.0.98", Path::new(STOCK_HELPER));
+    let mut logs = Vec::new();
+    for scenario in [&ours, &stock] {
+        scenario.ctdb_ok(0, &["attach", "vol.tdb"]);
+        scenario
+            .cluster
+            .wait_for("vol.tdb everywhere", Duration::from_secs(30), || {
+                (0..3).all(|pnn| {
+                    scenario
+                        .cluster
+                        .ctdb_stdout(pnn, &["getdbmap"])
+                        .contains("name:vol.tdb")
+                })
+            });
+        for pnn in 0..3 {
+            scenario.ctdb_ok(pnn, &["setvar", "RecoverTimeout", "2"]);
+        }
+        let victim = (scenario.leader + 1) % 3;
+        let locked = open(&scenario.db_path(victim, "vol.tdb"));
+        locked.lockall().unwrap();
+        let before = scenario.helper_log().len();
+        // `ctdb recover` waits for a recovery that cannot finish while the node is stuck.
+        let _ = scenario
+            .cluster
+            .ctdb(scenario.leader, &["-t", "3", "recover"]);
+        scenario
+            .cluster
+            .wait_for("the victim banned", Duration::from_secs(90), || {
+                let rows = scenario.cluster.node_flags(scenario.leader);
+                rows.get(victim as usize).and_then(|row| row.get(2)) == Some(&true)
+            });
+        locked.unlockall().unwrap();
+        drop(locked);
+        let log: Vec<String> = scenario.helper_log().split_off(before);
+        assert!(
+            log.contains(&format!("Banning node {victim} for 300 seconds")),
+            "{log:#?}"
+        );
+        logs.push(log);
+    }
+    // The failed run logs the same lines in the same order with both helpers (one database,
+    // so nothing runs in parallel).
+    let failed_run = |log: &[String]| -> Vec<String> {
+        let start = log
+            .iter()
+            .position(|l| l == "Set recovery mode to ACTIVE")
+            .unwrap();
+        let end = log
+            .iter()
+            .position(|l| l.starts_with("Banning node"))
+            .unwrap();
+        log[start..=end].to_vec()
+    };
+    assert_eq!(failed_run(&logs[0]), failed_run(&logs[1]));
+    assert!(failed_run(&logs[0]).contains(&"0 of 1 databases recovered".to_string()));
+}
