@@ -96,15 +96,7 @@ impl DaemonConnection {
         on_interrupt: Option<Box<dyn FnMut()>>,
     ) -> Result<Self, ConnectError> {
         let stream = UnixStream::connect(socket).map_err(ConnectError::Connect)?;
-        let mut conn = DaemonConnection {
-            stream,
-            reader: FrameReader::new(MAX_FRAME_LEN),
-            pnn: UNKNOWN_PNN,
-            next_reqid: 1,
-            timeout: INITIAL_TIMEOUT,
-            clock: MonotonicClock::new(),
-            on_interrupt,
-        };
+        let mut conn = Self::over(stream, UNKNOWN_PNN, on_interrupt);
         let request = Request {
             opcode: ControlOpcode::GetPnn,
             srvid: 0,
@@ -117,6 +109,19 @@ impl DaemonConnection {
             .map_err(ConnectError::GetPnn)?;
         conn.pnn = u32::try_from(reply.status).map_err(|_| ConnectError::GetPnn(reply.status))?;
         Ok(conn)
+    }
+
+    /// A connection over an already connected stream, for a node whose pnn is known.
+    fn over(stream: UnixStream, pnn: u32, on_interrupt: Option<Box<dyn FnMut()>>) -> Self {
+        DaemonConnection {
+            stream,
+            reader: FrameReader::new(MAX_FRAME_LEN),
+            pnn,
+            next_reqid: 1,
+            timeout: INITIAL_TIMEOUT,
+            clock: MonotonicClock::new(),
+            on_interrupt,
+        }
     }
 
     fn alloc_reqid(&mut self) -> u32 {
@@ -289,5 +294,135 @@ impl Transport for DaemonConnection {
             )?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::packet::ReplyControl;
+
+    /// Our connection and the daemon's end of it. Everything the "daemon" says is written
+    /// before the helper asks (the socket buffers it), so no second thread is needed.
+    fn pair() -> (DaemonConnection, UnixStream) {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let mut conn = DaemonConnection::over(ours, 2, None);
+        conn.set_timeout(Duration::from_millis(100));
+        (conn, theirs)
+    }
+
+    fn say(daemon: &mut UnixStream, reqid: u32, body: Body) {
+        let packet = Packet {
+            generation: 0,
+            destnode: 2,
+            srcnode: 2,
+            reqid,
+            body,
+        };
+        daemon.write_all(&packet.encode(Padding::Align8)).unwrap();
+    }
+
+    fn reply(status: i32, data: &[u8]) -> Body {
+        Body::ReplyControl(ReplyControl {
+            status,
+            data: data.to_vec(),
+            errmsg: Vec::new(),
+        })
+    }
+
+    fn message(srvid: u64, data: &[u8]) -> Body {
+        Body::ReqMessage(ReqMessage {
+            srvid,
+            data: data.to_vec(),
+        })
+    }
+
+    /// The packets the helper wrote.
+    fn heard(daemon: &mut UnixStream) -> Vec<Packet> {
+        daemon.set_nonblocking(true).unwrap();
+        let mut reader = FrameReader::new(MAX_FRAME_LEN);
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = daemon.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            reader.feed(&buf[..n]);
+        }
+        let mut out = Vec::new();
+        while let Ok(Some(frame)) = reader.next_frame() {
+            assert_eq!(frame.len() % 8, 0, "frames are padded to 8");
+            out.push(Packet::pull(&frame).unwrap());
+        }
+        out
+    }
+
+    fn request() -> Request {
+        Request::new(
+            ControlOpcode::GetCapabilities,
+            crate::protocol::control::ControlRequestData::Empty,
+        )
+    }
+
+    #[test]
+    fn multi_waits_for_every_node_and_remembers_the_first_failure() {
+        let (mut conn, mut daemon) = pair();
+        // Replies out of order, a message nobody collects, and no reply for reqid 2.
+        say(&mut daemon, 3, reply(-1, b""));
+        say(&mut daemon, 0, message(77, b"ignored"));
+        say(&mut daemon, 1, reply(0, &5u32.to_ne_bytes()));
+        let outcome = conn.control_multi(&[0, 1, 4], &request()).unwrap();
+        assert_eq!(outcome.first_failure, Some(2));
+        assert_eq!(outcome.error(), Some((-1, 2)));
+        assert!(
+            matches!(&outcome.outcomes[0], Ok(r) if r.status == 0 && r.data == 5u32.to_ne_bytes())
+        );
+        assert_eq!(outcome.outcomes[1], Err(libc::ETIMEDOUT));
+
+        let sent = heard(&mut daemon);
+        let dests: Vec<(u32, u32, u32)> = sent
+            .iter()
+            .map(|p| (p.destnode, p.srcnode, p.reqid))
+            .collect();
+        assert_eq!(dests, vec![(0, 2, 1), (1, 2, 2), (4, 2, 3)]);
+        assert!(sent.iter().all(|p| matches!(
+            &p.body,
+            Body::ReqControl(c) if c.opcode == ControlOpcode::GetCapabilities
+        )));
+    }
+
+    #[test]
+    fn collecting_hands_over_only_the_wanted_srvid_until_the_reply() {
+        let (mut conn, mut daemon) = pair();
+        say(&mut daemon, 0, message(10, b"one"));
+        say(&mut daemon, 0, message(11, b"other"));
+        say(&mut daemon, 0, message(10, b"two"));
+        say(&mut daemon, 1, reply(0, &2u32.to_ne_bytes()));
+        say(&mut daemon, 0, message(10, b"late"));
+        let mut got = Vec::new();
+        let outcome = conn
+            .control_collecting(1, &request(), 10, &mut |data| got.push(data.to_vec()))
+            .unwrap();
+        assert_eq!(outcome.unwrap().status, 0);
+        assert_eq!(got, vec![b"one".to_vec(), b"two".to_vec()]);
+    }
+
+    #[test]
+    fn messages_go_to_every_node_and_a_closed_socket_is_fatal() {
+        let (mut conn, mut daemon) = pair();
+        conn.message_multi(&[0, 1], 99, b"data").unwrap();
+        let sent = heard(&mut daemon);
+        assert_eq!(sent.len(), 2);
+        for (packet, dest) in sent.iter().zip([0, 1]) {
+            assert_eq!(packet.destnode, dest);
+            assert_eq!(
+                packet.body,
+                Body::ReqMessage(ReqMessage {
+                    srvid: 99,
+                    data: b"data".to_vec()
+                })
+            );
+        }
+        drop(daemon);
+        assert_eq!(conn.control_multi(&[0], &request()), Err(Disconnected));
     }
 }

@@ -123,6 +123,14 @@ impl<T: Transport> Run<'_, T> {
         request: &Request,
         what: impl FnOnce() -> String,
     ) -> Result<Result<Vec<ReplyControl>, MultiFailure>, Disconnected> {
+        if pnns.is_empty() {
+            // Stock's client library refuses a control to no nodes, which the helper reports
+            // as an allocation failure.
+            return Ok(Err(MultiFailure {
+                ret: libc::ENOMEM,
+                pnn: UNKNOWN_PNN,
+            }));
+        }
         let outcome = self.transport.control_multi(pnns, request)?;
         if let Some((ret, index)) = outcome.error() {
             let pnn = pnns.get(index).copied().unwrap_or(UNKNOWN_PNN);

@@ -560,3 +560,13 @@ fn a_name_mismatch_fails_the_database_and_blames_by_list_position() {
     assert_eq!(run(&mut cluster), Err(RecoveryError::Failed(libc::EIO)));
     assert_eq!(cluster.nodes[1].ban, Some(300));
 }
+
+#[test]
+fn a_recovery_without_active_nodes_fails_like_stock() {
+    let mut cluster = FakeCluster::new(2, 0);
+    cluster.node(0).own_flags = node_flags::STOPPED;
+    cluster.local_view[1] = node_flags::DISCONNECTED;
+    assert_eq!(run(&mut cluster), Err(RecoveryError::Failed(libc::ENOMEM)));
+    let last = cluster.sent.last().unwrap();
+    assert_eq!(last.opcode, Op::GetNodemap);
+}
