@@ -6,5 +6,6 @@ pub mod database;
 pub mod effect;
 pub mod recoverd;
 pub mod recoverd_shell;
+pub mod recovery_helper;
 pub mod shell;
 pub mod srvid;

@@ -10,5 +10,6 @@ mod golden;
 mod install;
 mod membership;
 mod mutex;
+mod recovery_helper;
 mod shell;
 mod tidy;
