@@ -3,4 +3,5 @@
 pub mod cluster_mutex;
 pub mod daemon;
 pub mod effect;
+pub mod ipalloc;
 pub mod srvid;
