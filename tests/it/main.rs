@@ -5,5 +5,6 @@
 
 mod eventd;
 mod golden;
+mod ipalloc;
 mod mutex;
 mod tidy;

@@ -1,13 +1,11 @@
 //! The merged address list and the helpers every algorithm shares (mirrors
 //! `create_merged_ip_list` and `populate_bitmap` in `ipalloc.c`, and `ipalloc_common.c`).
 
-use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 use super::addr::{ip_key, CtdbIp, IpKey};
 use super::{
-    ilog, AllocatedIp, IpallocLog, NodeSet, Options, PublicIp, LOG_DEBUG, LOG_WARNING,
-    UNKNOWN_PNN,
+    ilog, AllocatedIp, IpallocLog, NodeSet, Options, PublicIp, LOG_DEBUG, LOG_WARNING, UNKNOWN_PNN,
 };
 
 /// `__location__` of the two warnings that carry one, as stock's build spells it.
@@ -41,8 +39,9 @@ impl<'l> State<'l> {
 
         // Stock inserts every node's list into a tree keyed by ip_key (a later entry replaces
         // an earlier one with the same key, keeping the earlier holder if it has none of its
-        // own), then walks the tree in ascending order prepending each entry.
-        let mut merged: BTreeMap<IpKey, (IpAddr, u32)> = BTreeMap::new();
+        // own), then walks the tree in ascending order prepending each entry. Sorting the
+        // entries by (key, arrival) gives the same groups in the same order.
+        let mut entries: Vec<(IpKey, u32, IpAddr, u32)> = Vec::new();
         for (node, ips) in known.iter().enumerate() {
             for ip in ips {
                 // A node's word on who hosts an address is only trusted about itself.
@@ -51,38 +50,51 @@ impl<'l> State<'l> {
                 } else {
                     UNKNOWN_PNN
                 };
-                let slot = merged.entry(ip_key(&ip.addr)).or_insert((ip.addr, own));
-                let pnn = if own == UNKNOWN_PNN { slot.1 } else { own };
-                *slot = (ip.addr, pnn);
+                entries.push((ip_key(&ip.addr), node as u32, ip.addr, own));
             }
         }
-        let count = merged.len();
-        let mut addrs = Vec::with_capacity(count);
-        let mut keys = Vec::with_capacity(count);
-        let mut pnn = Vec::with_capacity(count);
-        for (key, (addr, holder)) in merged.into_iter().rev() {
+        // Stable: entries of one key stay in arrival order.
+        entries.sort_by_key(|e| std::cmp::Reverse(e.0));
+        let words = num_nodes.div_ceil(64).max(1);
+        let mut addrs = Vec::new();
+        let mut keys = Vec::new();
+        let mut pnn = Vec::new();
+        let mut known_bits = Vec::new();
+        for group in entries.chunk_by(|a, b| a.0 == b.0) {
+            let Some(&(key, _, addr, _)) = group.last() else {
+                continue;
+            };
+            let holder = group
+                .iter()
+                .rev()
+                .map(|e| e.3)
+                .find(|&p| p != UNKNOWN_PNN)
+                .unwrap_or(UNKNOWN_PNN);
             keys.push(key);
             addrs.push(addr);
             pnn.push(holder);
-        }
-
-        // Bitmaps: matched by address and family (ctdb_sock_addr_same_ip), so an IPv4 address
-        // does not match the IPv6 entry that displaced it from the tree.
-        let index: HashMap<IpAddr, usize> = addrs.iter().enumerate().map(|(i, a)| (*a, i)).collect();
-        let words = num_nodes.div_ceil(64).max(1);
-        let mut available_bits = vec![0u64; count * words];
-        let mut known_bits = vec![0u64; count * words];
-        for node in 0..num_nodes {
-            let (word, bit) = (node / 64, 1u64 << (node % 64));
-            for ip in available.get(node).map_or(&[][..], Vec::as_slice) {
-                if let Some(&i) = index.get(&ip.addr) {
-                    available_bits[i * words + word] |= bit;
-                    known_bits[i * words + word] |= bit;
+            // known_on matches by address and family (ctdb_sock_addr_same_ip), so an IPv4
+            // address does not match the IPv6 entry that displaced it from the tree.
+            let start = known_bits.len();
+            known_bits.resize(start + words, 0u64);
+            for &(_, node, other, _) in group {
+                if other == addr {
+                    known_bits[start + node as usize / 64] |= 1u64 << (node % 64);
                 }
             }
-            for ip in &known[node] {
-                if let Some(&i) = index.get(&ip.addr) {
-                    known_bits[i * words + word] |= bit;
+        }
+        let count = addrs.len();
+        let mut available_bits = vec![0u64; count * words];
+        for (node, ips) in available.iter().take(num_nodes).enumerate() {
+            let (word, bit) = (node / 64, 1u64 << (node % 64));
+            for ip in ips {
+                let key = ip_key(&ip.addr);
+                // keys is in descending order.
+                if let Ok(i) = keys.binary_search_by(|k| key.cmp(k)) {
+                    if addrs[i] == ip.addr {
+                        available_bits[i * words + word] |= bit;
+                        known_bits[i * words + word] |= bit;
+                    }
                 }
             }
         }
@@ -135,7 +147,7 @@ impl<'l> State<'l> {
                 LOG_DEBUG,
                 "Unassign IP: {} from {}",
                 CtdbIp(&self.addrs[ip]),
-                holder as i32
+                holder.cast_signed()
             );
             self.pnn[ip] = UNKNOWN_PNN;
         }

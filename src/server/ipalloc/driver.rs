@@ -151,11 +151,17 @@ fn ipalloc_test(
             return Exit::Code(1);
         }
     };
-    let flag_set = |value: &Option<Vec<u8>>| value.as_deref().is_some_and(|v| c_strtol(v, 0) as u32 != 0);
+    let flag_set =
+        |value: &Option<Vec<u8>>| value.as_deref().is_some_and(|v| c_strtol(v, 0) as u32 != 0);
     let rebalance_nodes: Vec<u32> = env
         .rebalance_nodes
         .as_deref()
-        .map(|v| Tokens::new(v).split(b",").map(|t| c_strtol(t, 0) as u32).collect())
+        .map(|v| {
+            Tokens::new(v)
+                .split(b",")
+                .map(|t| c_strtol(t, 0) as u32)
+                .collect()
+        })
         .unwrap_or_default();
     let options = Options {
         algorithm,
@@ -209,7 +215,7 @@ fn ipalloc_test(
     }
     let mut text = String::new();
     for ip in &result {
-        let _ = writeln!(text, "{} {}", CtdbIp(&ip.addr), ip.pnn as i32);
+        let _ = writeln!(text, "{} {}", CtdbIp(&ip.addr), ip.pnn.cast_signed());
     }
     out.stdout = text.into_bytes();
     Exit::Code(0)
@@ -226,8 +232,8 @@ fn read_known_ips(
     let mut lines = Lines::new(stdin);
     let mut known: Vec<Vec<PublicIp>> = vec![Vec::new(); num_nodes];
     if multi {
-        for node in 0..num_nodes {
-            known[node] = read_section(&mut lines, None, level, out)?;
+        for list in &mut known {
+            *list = read_section(&mut lines, None, level, out)?;
         }
     } else {
         read_section(&mut lines, Some(&mut known), level, out)?;
@@ -250,14 +256,21 @@ fn read_section(
         }
         let mut tokens = Tokens::new(line);
         let Some(addr_text) = tokens.next(b" \t") else {
-            log_line(out, DEBUG_WARNING, level, &[b"WARNING, bad line ignored :", line]);
+            log_line(
+                out,
+                DEBUG_WARNING,
+                level,
+                &[b"WARNING, bad line ignored :", line],
+            );
             continue;
         };
         let Some(addr) = ip_from_string(addr_text) else {
             log_line(out, DEBUG_ERR, level, &[b"ERROR, bad address :", addr_text]);
             continue;
         };
-        let pnn = tokens.next(b" \t").map_or(UNKNOWN_PNN, |t| c_strtol(t, 10) as i32 as u32);
+        let pnn = tokens
+            .next(b" \t")
+            .map_or(UNKNOWN_PNN, |t| c_strtol(t, 10) as i32 as u32);
         let ip = PublicIp { pnn, addr };
         section.push(ip);
         let allowed = tokens.next(b" \t#");
@@ -435,7 +448,11 @@ mod tests {
             ("99999999999999999999", 10, i64::MAX),
             ("-99999999999999999999", 10, i64::MIN),
         ] {
-            assert_eq!(c_strtol(text.as_bytes(), base), value, "{text:?} base {base}");
+            assert_eq!(
+                c_strtol(text.as_bytes(), base),
+                value,
+                "{text:?} base {base}"
+            );
         }
     }
 
@@ -477,8 +494,14 @@ mod tests {
             "10.0.0.1 -1 2\n10.0.0.2 -1 #\nbogus 1\n   \n",
         );
         assert_eq!(out.exit, Exit::Code(0));
-        assert_eq!(String::from_utf8_lossy(&out.stderr), "ERROR, bad address :bogus\n");
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "10.0.0.2 0\n10.0.0.1 2\n");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            "ERROR, bad address :bogus\n"
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "10.0.0.2 0\n10.0.0.1 2\n"
+        );
     }
 
     #[test]
@@ -498,7 +521,11 @@ mod tests {
         };
         let out = drive(&["ipalloc", "0"], env, "1.1.1.1 0\n");
         assert_eq!(out.exit, Exit::Code(1));
-        let out = drive(&["ipalloc", "0,0", "multi"], Env::default(), "1.1.1.1 0 1\n");
+        let out = drive(
+            &["ipalloc", "0,0", "multi"],
+            Env::default(),
+            "1.1.1.1 0 1\n",
+        );
         assert_eq!(out.exit, Exit::Abort);
     }
 }

@@ -8,14 +8,17 @@
 //! `REBALANCE_NODE`) while that lowers the total.
 //!
 //! Stock recomputes `ip_distance_2_sum(ip, node)` — the sum of squared distances from `ip` to
-//! the node's other addresses — by walking the whole list each time it needs one, which makes a
-//! run over 900 addresses take seconds. Here every such sum is kept in a table that each move
-//! updates in one pass over the addresses, and the placement step keeps each unhosted address's
-//! cheapest node, so a run costs about what its moves cost. The arithmetic is stock's: `u32`
-//! wrapping everywhere (the sums of a node with tens of thousands of addresses do wrap), and a
-//! wrapping sum does not depend on the order its terms were added in, so the table holds exactly
-//! the values stock computes. Ties go where stock's loops send them: first address in list
-//! order, then lowest node.
+//! the node's other addresses — by walking the whole list each time it needs one, so placing
+//! 900 addresses costs seconds. Here all those sums live in a table (one column per node) that
+//! each placement or move updates in one pass over the addresses, and each column remembers its
+//! cheapest unhosted address, so finding the next placement costs a look at every column
+//! instead of every (address, node) pair. The arithmetic is stock's: `u32` wrapping everywhere
+//! (the imbalance of a node with about a thousand addresses does wrap), and a wrapping sum does
+//! not depend on the order its terms were added in, so the table holds exactly the values stock
+//! computes. Ties go where stock's loops send them: first address in list order, then lowest
+//! node.
+
+use std::ops::Range;
 
 use super::addr::{ip_distance, CtdbIp};
 use super::common::State;
@@ -24,9 +27,6 @@ use super::{ilog, LOG_DEBUG, LOG_ERR, LOG_INFO, LOG_NOTICE, LOG_WARNING, UNKNOWN
 const LOCATION_UNKNOWN_NODE: &str = "../../ctdb/server/ipalloc_lcp2.c:183";
 const DASHES: &str = " ----------------------------------------";
 const PLUSES: &str = "+++++++++++++++++++++++++++++++++++++++++";
-
-/// No candidate node for an address.
-const NONE: u32 = u32::MAX;
 
 struct Lcp2<'s, 'l> {
     st: &'s mut State<'l>,
@@ -37,6 +37,83 @@ struct Lcp2<'s, 'l> {
     dsum: Vec<u32>,
     imbalance: Vec<u32>,
     rebalance_candidate: Vec<bool>,
+    /// All keys share their first three words (all IPv4, or one IPv6 /96), so a distance is 96
+    /// plus the common prefix of the last words.
+    uniform_high: bool,
+    low: Vec<u32>,
+}
+
+/// The cheapest unhosted addresses a node may take, as `(sum, ip)` in stock's preference order
+/// (smaller sum, then earlier address). Placing an address removes it from every column, and it
+/// is usually among the cheapest of most of them; a column is rebuilt when an address is placed
+/// on its node, about every `nodes` placements, so keeping more than `nodes` entries means a
+/// column seldom runs dry and has to be rescanned in between.
+#[derive(Debug, Clone)]
+struct Cheapest {
+    items: Vec<(u32, u32)>,
+    head: usize,
+    keep: usize,
+    /// The column had more candidates than were kept.
+    truncated: bool,
+}
+
+impl Cheapest {
+    fn new(nodes: usize) -> Self {
+        let keep = nodes.clamp(8, 64);
+        Cheapest {
+            items: Vec::with_capacity(keep),
+            head: 0,
+            keep,
+            truncated: false,
+        }
+    }
+
+    /// Refills from a column's candidates given in ascending address order.
+    fn rebuild(&mut self, mut candidates: impl Iterator<Item = (u32, usize)>) {
+        self.items.clear();
+        self.head = 0;
+        self.truncated = false;
+        while self.items.len() < self.keep {
+            let Some((sum, ip)) = candidates.next() else {
+                return;
+            };
+            self.insert(sum, ip);
+        }
+        let mut threshold = self.items.last().map_or(0, |last| last.0);
+        for (sum, ip) in candidates {
+            self.truncated = true;
+            if sum < threshold {
+                self.items.pop();
+                self.insert(sum, ip);
+                threshold = self.items.last().map_or(0, |last| last.0);
+            }
+        }
+    }
+
+    /// Equal sums keep address order: a later address goes after them.
+    fn insert(&mut self, sum: u32, ip: usize) {
+        let at = self.items.partition_point(|item| item.0 <= sum);
+        self.items.insert(at, (sum, ip as u32));
+    }
+
+    fn first(&self) -> Option<(u32, usize)> {
+        self.items
+            .get(self.head)
+            .map(|&(sum, ip)| (sum, ip as usize))
+    }
+
+    /// Forgets `ip`; true if the column must be rescanned.
+    fn remove(&mut self, ip: usize) -> bool {
+        let ip = ip as u32;
+        if let Some(at) = (self.head..self.items.len()).find(|&i| self.items[i].1 == ip) {
+            if at == self.head {
+                self.head += 1;
+            } else {
+                self.items.remove(at);
+            }
+        }
+        self.head == self.items.len() && self.truncated
+    }
 }
 
 pub(super) fn run(state: &mut State<'_>) {
@@ -54,6 +131,8 @@ impl<'s, 'l> Lcp2<'s, 'l> {
     fn init(st: &'s mut State<'l>) -> Self {
         let nodes = st.num_nodes;
         let ips = st.num_ips();
+        let uniform_high = st.keys.windows(2).all(|w| w[0][..3] == w[1][..3]);
+        let low = st.keys.iter().map(|k| k[3]).collect();
         let mut lcp2 = Lcp2 {
             st,
             nodes,
@@ -61,6 +140,8 @@ impl<'s, 'l> Lcp2<'s, 'l> {
             dsum: vec![0u32; nodes * ips],
             imbalance: vec![0u32; nodes],
             rebalance_candidate: vec![true; nodes],
+            uniform_high,
+            low,
         };
         // Adding the hosted addresses one by one: each one's current sum on its node is its
         // share of that node's pairs.
@@ -77,7 +158,11 @@ impl<'s, 'l> Lcp2<'s, 'l> {
         for i in 0..lcp2.st.force_rebalance_nodes.len() {
             let pnn = lcp2.st.force_rebalance_nodes[i];
             if pnn as usize >= nodes {
-                ilog!(lcp2.st.log, LOG_ERR, "{LOCATION_UNKNOWN_NODE}unknown node {pnn}");
+                ilog!(
+                    lcp2.st.log,
+                    LOG_ERR,
+                    "{LOCATION_UNKNOWN_NODE}unknown node {pnn}"
+                );
                 continue;
             }
             ilog!(
@@ -95,82 +180,148 @@ impl<'s, 'l> Lcp2<'s, 'l> {
         self.dsum[node * self.ips + ip]
     }
 
+    /// With uniform keys, the other addresses at each distance from `moved`: the list is sorted
+    /// by descending key, so the addresses sharing exactly `k` leading bits with `moved` form one
+    /// contiguous run (the other half of the subtree `moved` is in at depth `k`). Calls `f` with
+    /// each non-empty run and its distance², nearest-first.
+    fn distance_runs(&self, moved: usize, mut f: impl FnMut(Range<usize>, u32)) {
+        let key = self.low[moved];
+        let (mut start, mut end) = (0usize, self.ips);
+        for common in 0..32u32 {
+            let bit = 1u32 << (31 - common);
+            // Within [start, end) all keys share `common` leading bits, so those with the next
+            // bit set are the larger ones and come first.
+            let split = start + self.low[start..end].partition_point(|&k| k & bit != 0);
+            let other = if key & bit != 0 {
+                let other = split..end;
+                end = split;
+                other
+            } else {
+                let other = start..split;
+                start = split;
+                other
+            };
+            if !other.is_empty() {
+                let d = 96 + common;
+                f(other, d * d);
+            }
+            if end - start <= 1 {
+                break;
+            }
+        }
+    }
+
     /// Accounts for `moved` now being on `node`: every other address's sum there grows.
     fn add_to_node(&mut self, moved: usize, node: usize) {
-        let key = self.st.keys[moved];
-        let column = &mut self.dsum[node * self.ips..(node + 1) * self.ips];
-        for (ip, (sum, other)) in column.iter_mut().zip(&self.st.keys).enumerate() {
-            if ip != moved {
+        let ips = self.ips;
+        let mut column = std::mem::take(&mut self.dsum);
+        let column_of_node = &mut column[node * ips..(node + 1) * ips];
+        if self.uniform_high {
+            self.distance_runs(moved, |run, dd| {
+                for sum in &mut column_of_node[run] {
+                    *sum = sum.wrapping_add(dd);
+                }
+            });
+        } else {
+            let key = self.st.keys[moved];
+            let own = column_of_node[moved];
+            for (sum, other) in column_of_node.iter_mut().zip(&self.st.keys) {
                 let d = ip_distance(&key, other);
                 *sum = sum.wrapping_add(d * d);
             }
+            // The loop also added `moved` to itself; its own sum never includes itself.
+            column_of_node[moved] = own;
         }
+        self.dsum = column;
     }
 
     /// Accounts for `moved` having left `src` for `dst`.
     fn move_between(&mut self, moved: usize, src: usize, dst: usize) {
-        let key = self.st.keys[moved];
         let ips = self.ips;
-        for (ip, other) in self.st.keys.iter().enumerate() {
-            if ip != moved {
-                let d = ip_distance(&key, other);
-                let dd = d * d;
-                let s = &mut self.dsum[src * ips + ip];
-                *s = s.wrapping_sub(dd);
-                let t = &mut self.dsum[dst * ips + ip];
-                *t = t.wrapping_add(dd);
+        let (src_start, dst_start) = (src * ips, dst * ips);
+        let mut dsum = std::mem::take(&mut self.dsum);
+        if self.uniform_high {
+            self.distance_runs(moved, |run, dd| {
+                for ip in run {
+                    dsum[src_start + ip] = dsum[src_start + ip].wrapping_sub(dd);
+                    dsum[dst_start + ip] = dsum[dst_start + ip].wrapping_add(dd);
+                }
+            });
+        } else {
+            for ip in (0..ips).filter(|&ip| ip != moved) {
+                let d = ip_distance(&self.st.keys[moved], &self.st.keys[ip]);
+                dsum[src_start + ip] = dsum[src_start + ip].wrapping_sub(d * d);
+                dsum[dst_start + ip] = dsum[dst_start + ip].wrapping_add(d * d);
             }
         }
+        self.dsum = dsum;
     }
 
-    /// The cheapest node that may take `ip` (lowest on ties) and its sum, or `NONE`.
-    fn cheapest(&self, ip: usize) -> (u32, u32) {
-        let mut best = (0u32, NONE);
-        for node in 0..self.nodes {
-            if !self.st.can_takeover(node, ip) {
-                continue;
-            }
-            let sum = self.sum(ip, node);
-            if best.1 == NONE || sum < best.0 {
-                best = (sum, node as u32);
-            }
-        }
-        best
+    /// Refills `cheapest` for `node` from the unhosted addresses it may take.
+    fn column_cheapest(
+        &self,
+        node: usize,
+        unassigned: &[u32],
+        eligible: &[bool],
+        cheapest: &mut Cheapest,
+    ) {
+        let column = &self.dsum[node * self.ips..(node + 1) * self.ips];
+        cheapest.rebuild(
+            unassigned
+                .iter()
+                .map(|&ip| ip as usize)
+                .filter(|&ip| eligible[ip])
+                .map(|ip| (column[ip], ip)),
+        );
     }
 
     /// `lcp2_allocate_unassigned`: repeatedly place the cheapest (address, node) pair over all
     /// unhosted addresses and the nodes that may take them.
     fn allocate_unassigned(&mut self) {
-        let mut unassigned: Vec<usize> = (0..self.ips)
-            .filter(|&ip| self.st.pnn[ip] == UNKNOWN_PNN)
-            .collect();
-        // Per address: (sum, node) of its cheapest node. Placing an address only changes the
-        // sums on its new node, so only entries on that node (or beaten by it) need updating.
-        let mut cheapest: Vec<(u32, u32)> = vec![(0, NONE); self.ips];
-        for &ip in &unassigned {
-            cheapest[ip] = self.cheapest(ip);
+        let ips = self.ips;
+        // eligible[node * ips + ip]: ip is unhosted and node may take it.
+        let mut eligible = vec![false; self.nodes * ips];
+        // The unhosted addresses in list order.
+        let mut unassigned: Vec<u32> = Vec::new();
+        for ip in 0..ips {
+            if self.st.pnn[ip] != UNKNOWN_PNN {
+                continue;
+            }
+            unassigned.push(ip as u32);
+            for node in 0..self.nodes {
+                eligible[node * ips + ip] = self.st.can_takeover(node, ip);
+            }
+        }
+        let mut columns = vec![Cheapest::new(self.nodes); self.nodes];
+        for (node, cheapest) in columns.iter_mut().enumerate() {
+            let column = &eligible[node * ips..(node + 1) * ips];
+            self.column_cheapest(node, &unassigned, column, cheapest);
         }
         let debug = self.st.log.enabled(LOG_DEBUG);
 
         // Stock's loop body runs at least once, logging even when nothing is unhosted.
         loop {
             if debug {
-                self.log_unassigned_candidates(&unassigned);
-            }
-            let mut chosen: Option<(usize, u32)> = None;
-            for (position, &ip) in unassigned.iter().enumerate() {
-                let (sum, node) = cheapest[ip];
-                if node != NONE && chosen.is_none_or(|(_, min)| sum < min) {
-                    chosen = Some((position, sum));
-                }
+                self.log_unassigned_candidates();
             }
             ilog!(self.st.log, LOG_DEBUG, "{DASHES}");
-            let Some((position, mindsum)) = chosen else {
+            // Stock scans addresses in list order, nodes in order, keeping strictly smaller
+            // sums: the smallest (sum, address, node).
+            let mut next: Option<(u32, usize, usize)> = None;
+            for (node, column) in columns.iter().enumerate() {
+                if let Some((sum, ip)) = column.first() {
+                    if next.is_none_or(|(s, i, _)| sum < s || (sum == s && ip < i)) {
+                        next = Some((sum, ip, node));
+                    }
+                }
+            }
+            let Some((mindsum, ip, node)) = next else {
                 break;
             };
-            let ip = unassigned.remove(position);
-            let node = cheapest[ip].1 as usize;
             self.st.pnn[ip] = node as u32;
+            if let Ok(at) = unassigned.binary_search(&(ip as u32)) {
+                unassigned.remove(at);
+            }
             self.imbalance[node] = self.imbalance[node].wrapping_add(mindsum);
             ilog!(
                 self.st.log,
@@ -178,22 +329,17 @@ impl<'s, 'l> Lcp2<'s, 'l> {
                 " {} -> {} [+{}]",
                 CtdbIp(&self.st.addrs[ip]),
                 node,
-                mindsum as i32
+                mindsum.cast_signed()
             );
+            for other in 0..self.nodes {
+                eligible[other * ips + ip] = false;
+            }
+            // Only `node`'s column changes; the others just lose `ip`.
             self.add_to_node(ip, node);
-            for &other in &unassigned {
-                let (best_sum, best_node) = cheapest[other];
-                if best_node == NONE {
-                    continue;
-                }
-                if best_node as usize == node {
-                    cheapest[other] = self.cheapest(other);
-                } else if self.st.can_takeover(node, other) {
-                    // Sums only grow, unless they wrap; a wrapped one can become the cheapest.
-                    let sum = self.sum(other, node);
-                    if sum < best_sum || (sum == best_sum && (node as u32) < best_node) {
-                        cheapest[other] = (sum, node as u32);
-                    }
+            for (other, cheapest) in columns.iter_mut().enumerate() {
+                if other == node || cheapest.remove(ip) {
+                    let column = &eligible[other * ips..(other + 1) * ips];
+                    self.column_cheapest(other, &unassigned, column, cheapest);
                 }
             }
             if unassigned.is_empty() {
@@ -201,20 +347,25 @@ impl<'s, 'l> Lcp2<'s, 'l> {
             }
         }
 
-        for &ip in &unassigned {
-            ilog!(
-                self.st.log,
-                LOG_WARNING,
-                "Failed to find node to cover ip {}",
-                CtdbIp(&self.st.addrs[ip])
-            );
+        for ip in 0..ips {
+            if self.st.pnn[ip] == UNKNOWN_PNN {
+                ilog!(
+                    self.st.log,
+                    LOG_WARNING,
+                    "Failed to find node to cover ip {}",
+                    CtdbIp(&self.st.addrs[ip])
+                );
+            }
         }
     }
 
-    fn log_unassigned_candidates(&mut self, unassigned: &[usize]) {
+    fn log_unassigned_candidates(&mut self) {
         ilog!(self.st.log, LOG_DEBUG, "{DASHES}");
         ilog!(self.st.log, LOG_DEBUG, " CONSIDERING MOVES (UNASSIGNED)");
-        for &ip in unassigned {
+        for ip in 0..self.ips {
+            if self.st.pnn[ip] != UNKNOWN_PNN {
+                continue;
+            }
             for node in 0..self.nodes {
                 if self.st.can_takeover(node, ip) {
                     let sum = self.sum(ip, node);
@@ -224,7 +375,7 @@ impl<'s, 'l> Lcp2<'s, 'l> {
                         " {} -> {} [+{}]",
                         CtdbIp(&self.st.addrs[ip]),
                         node,
-                        sum as i32
+                        sum.cast_signed()
                     );
                 }
             }
@@ -242,21 +393,24 @@ impl<'s, 'l> Lcp2<'s, 'l> {
         loop {
             if debug {
                 ilog!(self.st.log, LOG_DEBUG, "{PLUSES}");
-                ilog!(self.st.log, LOG_DEBUG, "Selecting most imbalanced node from:");
+                ilog!(
+                    self.st.log,
+                    LOG_DEBUG,
+                    "Selecting most imbalanced node from:"
+                );
                 for node in 0..self.nodes {
-                    let imbalance = self.imbalance[node] as i32;
+                    let imbalance = self.imbalance[node].cast_signed();
                     ilog!(self.st.log, LOG_DEBUG, " {node} [{imbalance}]");
                 }
             }
-            // qsort in glibc is a stable merge sort here: equal imbalances keep PNN order.
+            // glibc's qsort is a stable merge sort here: equal imbalances keep PNN order.
             order.clear();
             order.extend(0..self.nodes);
             let imbalance = &self.imbalance;
             order.sort_by(|a, b| imbalance[*b].cmp(&imbalance[*a]));
 
             let mut moved = false;
-            for i in 0..order.len() {
-                let src = order[i];
+            for &src in &order {
                 // All remaining nodes hold at most one address each.
                 if self.imbalance[src] == 0 {
                     break;
@@ -283,7 +437,7 @@ impl<'s, 'l> Lcp2<'s, 'l> {
             LOG_DEBUG,
             " CONSIDERING MOVES FROM {} [{}]",
             src,
-            self.imbalance[src] as i32
+            self.imbalance[src].cast_signed()
         );
         let src_imbalance = self.imbalance[src];
         // (ip, srcimbl, dstnode, dstimbl)
@@ -306,10 +460,10 @@ impl<'s, 'l> Lcp2<'s, 'l> {
                         LOG_DEBUG,
                         " {} [{}] -> {} -> {} [+{}]",
                         src,
-                        srcdsum.wrapping_neg() as i32,
+                        srcdsum.wrapping_neg().cast_signed(),
                         CtdbIp(&self.st.addrs[ip]),
                         dst,
-                        dstdsum as i32
+                        dstdsum.cast_signed()
                     );
                 }
                 if dstimbl < src_imbalance
@@ -332,10 +486,10 @@ impl<'s, 'l> Lcp2<'s, 'l> {
             LOG_INFO,
             "{} [{}] -> {} -> {} [+{}]",
             src,
-            srcimbl.wrapping_sub(self.imbalance[src]) as i32,
+            srcimbl.wrapping_sub(self.imbalance[src]).cast_signed(),
             CtdbIp(&self.st.addrs[ip]),
             dst,
-            dstimbl.wrapping_sub(self.imbalance[dst]) as i32
+            dstimbl.wrapping_sub(self.imbalance[dst]).cast_signed()
         );
         self.imbalance[src] = srcimbl;
         self.imbalance[dst] = dstimbl;

@@ -204,7 +204,11 @@ pub fn can_host_ips(known: &[Vec<PublicIp>], available: &[Vec<PublicIp>]) -> boo
             }
         }
     }
-    have_ips && available.iter().take(known.len()).any(|ips| !ips.is_empty())
+    have_ips
+        && available
+            .iter()
+            .take(known.len())
+            .any(|ips| !ips.is_empty())
 }
 
 /// `ipalloc`: merges the nodes' lists and runs the chosen algorithm. `known` has one entry per

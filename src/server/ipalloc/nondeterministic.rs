@@ -69,7 +69,7 @@ fn basic_failback(state: &mut State<'_>, coverage: &mut Coverage, num_ips: usize
         .collect();
     let mut memo: Vec<Option<Spread>> = vec![None; class_of_words.len()];
 
-    let retry_limit = num_ips as i64 + 5;
+    let retry_limit = i64::try_from(num_ips).unwrap_or(i64::MAX).saturating_add(5);
     let mut retries: i64 = 0;
     'walk: loop {
         memo.iter_mut().for_each(|m| *m = None);
