@@ -1,6 +1,8 @@
 //! The merged address list and the helpers every algorithm shares (mirrors
 //! `create_merged_ip_list` and `populate_bitmap` in `ipalloc.c`, and `ipalloc_common.c`).
 
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 
 use super::addr::{ip_key, CtdbIp, IpKey};
@@ -10,6 +12,34 @@ use super::{
 
 /// `__location__` of the two warnings that carry one, as stock's build spells it.
 const LOCATION_FIND_TAKEOVER_NODE: &str = "../../ctdb/server/ipalloc_common.c:110";
+
+/// A quick hash for keys (stock's tree needs no hashing; std's default SipHash costs more than
+/// the rest of the merge).
+#[derive(Debug, Default, Clone, Copy)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut words = bytes.chunks_exact(4);
+        for word in &mut words {
+            self.write_u32(u32::from_le_bytes([word[0], word[1], word[2], word[3]]));
+        }
+        for &b in words.remainder() {
+            self.write_u32(u32::from(b));
+        }
+    }
+    fn write_u32(&mut self, word: u32) {
+        self.0 = (self.0.rotate_left(5) ^ u64::from(word)).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+    fn write_usize(&mut self, word: usize) {
+        self.write_u32(word as u32);
+    }
+}
+
+type KeyHash = BuildHasherDefault<KeyHasher>;
 
 /// The allocation in progress: the merged list in stock's order plus, per address, the node
 /// that hosts it and the nodes that may.
@@ -39,9 +69,9 @@ impl<'l> State<'l> {
 
         // Stock inserts every node's list into a tree keyed by ip_key (a later entry replaces
         // an earlier one with the same key, keeping the earlier holder if it has none of its
-        // own), then walks the tree in ascending order prepending each entry. Sorting the
-        // entries by (key, arrival) gives the same groups in the same order.
-        let mut entries: Vec<(IpKey, u32, IpAddr, u32)> = Vec::new();
+        // own), then walks the tree in ascending order prepending each entry: one entry per
+        // key, in descending key order.
+        let mut merged: HashMap<IpKey, (IpAddr, u32), KeyHash> = HashMap::default();
         for (node, ips) in known.iter().enumerate() {
             for ip in ips {
                 // A node's word on who hosts an address is only trusted about itself.
@@ -50,36 +80,35 @@ impl<'l> State<'l> {
                 } else {
                     UNKNOWN_PNN
                 };
-                entries.push((ip_key(&ip.addr), node as u32, ip.addr, own));
+                let slot = merged.entry(ip_key(&ip.addr)).or_insert((ip.addr, own));
+                let holder = if own == UNKNOWN_PNN { slot.1 } else { own };
+                *slot = (ip.addr, holder);
             }
         }
-        // Stable: entries of one key stay in arrival order.
-        entries.sort_by_key(|e| std::cmp::Reverse(e.0));
+        let mut list: Vec<(IpKey, IpAddr, u32)> = merged
+            .into_iter()
+            .map(|(key, (addr, holder))| (key, addr, holder))
+            .collect();
+        list.sort_unstable_by_key(|e| std::cmp::Reverse(e.0));
+        let keys: Vec<IpKey> = list.iter().map(|e| e.0).collect();
+        let addrs: Vec<IpAddr> = list.iter().map(|e| e.1).collect();
+        let pnn: Vec<u32> = list.iter().map(|e| e.2).collect();
+        let position: HashMap<IpKey, usize, KeyHash> =
+            keys.iter().enumerate().map(|(i, k)| (*k, i)).collect();
         let words = num_nodes.div_ceil(64).max(1);
-        let mut addrs = Vec::new();
-        let mut keys = Vec::new();
-        let mut pnn = Vec::new();
-        let mut known_bits = Vec::new();
-        for group in entries.chunk_by(|a, b| a.0 == b.0) {
-            let Some(&(key, _, addr, _)) = group.last() else {
-                continue;
-            };
-            let holder = group
-                .iter()
-                .rev()
-                .map(|e| e.3)
-                .find(|&p| p != UNKNOWN_PNN)
-                .unwrap_or(UNKNOWN_PNN);
-            keys.push(key);
-            addrs.push(addr);
-            pnn.push(holder);
-            // known_on matches by address and family (ctdb_sock_addr_same_ip), so an IPv4
-            // address does not match the IPv6 entry that displaced it from the tree.
-            let start = known_bits.len();
-            known_bits.resize(start + words, 0u64);
-            for &(_, node, other, _) in group {
-                if other == addr {
-                    known_bits[start + node as usize / 64] |= 1u64 << (node % 64);
+        // Bitmaps match by address and family (ctdb_sock_addr_same_ip), so an IPv4 address
+        // does not match the IPv6 entry that displaced it from the tree.
+        let index = |addr: &IpAddr| {
+            position
+                .get(&ip_key(addr))
+                .copied()
+                .filter(|&i| addrs[i] == *addr)
+        };
+        let mut known_bits = vec![0u64; addrs.len() * words];
+        for (node, ips) in known.iter().enumerate() {
+            for ip in ips {
+                if let Some(i) = index(&ip.addr) {
+                    known_bits[i * words + node / 64] |= 1u64 << (node % 64);
                 }
             }
         }
@@ -88,13 +117,9 @@ impl<'l> State<'l> {
         for (node, ips) in available.iter().take(num_nodes).enumerate() {
             let (word, bit) = (node / 64, 1u64 << (node % 64));
             for ip in ips {
-                let key = ip_key(&ip.addr);
-                // keys is in descending order.
-                if let Ok(i) = keys.binary_search_by(|k| key.cmp(k)) {
-                    if addrs[i] == ip.addr {
-                        available_bits[i * words + word] |= bit;
-                        known_bits[i * words + word] |= bit;
-                    }
+                if let Some(i) = index(&ip.addr) {
+                    available_bits[i * words + word] |= bit;
+                    known_bits[i * words + word] |= bit;
                 }
             }
         }

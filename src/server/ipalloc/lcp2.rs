@@ -18,15 +18,39 @@
 //! computes. Ties go where stock's loops send them: first address in list order, then lowest
 //! node.
 
-use std::ops::Range;
-
 use super::addr::{ip_distance, CtdbIp};
+use super::cheapest::{Kept, Trie, TrieMins, INF};
 use super::common::State;
 use super::{ilog, LOG_DEBUG, LOG_ERR, LOG_INFO, LOG_NOTICE, LOG_WARNING, UNKNOWN_PNN};
 
 const LOCATION_UNKNOWN_NODE: &str = "../../ctdb/server/ipalloc_lcp2.c:183";
 const DASHES: &str = " ----------------------------------------";
 const PLUSES: &str = "+++++++++++++++++++++++++++++++++++++++++";
+
+/// Each node's cheapest unhosted addresses during placement (see `cheapest.rs`).
+enum Candidates {
+    Trie {
+        mins: Vec<TrieMins>,
+        /// Scratch for the placed address's path to the root.
+        path: Vec<u32>,
+    },
+    Kept {
+        columns: Vec<Kept>,
+        /// `eligible[node * ips + ip]`: `ip` is unhosted and `node` may take it.
+        eligible: Vec<bool>,
+        /// The unhosted addresses in list order.
+        unassigned: Vec<u32>,
+    },
+}
+
+impl Candidates {
+    fn first(&self, node: usize) -> Option<(u32, usize)> {
+        match self {
+            Candidates::Trie { mins, .. } => mins[node].first(),
+            Candidates::Kept { columns, .. } => columns[node].first(),
+        }
+    }
+}
 
 struct Lcp2<'s, 'l> {
     st: &'s mut State<'l>,
@@ -37,88 +61,36 @@ struct Lcp2<'s, 'l> {
     dsum: Vec<u32>,
     imbalance: Vec<u32>,
     rebalance_candidate: Vec<bool>,
-    /// All keys share their first three words (all IPv4, or one IPv6 /96), so a distance is 96
-    /// plus the common prefix of the last words.
-    uniform_high: bool,
-    low: Vec<u32>,
+    /// When all keys share their first three words (all IPv4, or one IPv6 /96), a distance is
+    /// 96 plus the common prefix of the last words, and the trie of those words groups the
+    /// addresses by distance from any one of them.
+    trie: Option<Trie>,
+    shortcuts: Shortcuts,
 }
 
-/// The cheapest unhosted addresses a node may take, as `(sum, ip)` in stock's preference order
-/// (smaller sum, then earlier address). Placing an address removes it from every column, and it
-/// is usually among the cheapest of most of them; a column is rebuilt when an address is placed
-/// on its node, about every `nodes` placements, so keeping more than `nodes` entries means a
-/// column seldom runs dry and has to be rescanned in between.
-#[derive(Debug, Clone)]
-struct Cheapest {
-    items: Vec<(u32, u32)>,
-    head: usize,
-    keep: usize,
-    /// The column had more candidates than were kept.
-    truncated: bool,
-}
-
-impl Cheapest {
-    fn new(nodes: usize) -> Self {
-        let keep = nodes.clamp(8, 64);
-        Cheapest {
-            items: Vec::with_capacity(keep),
-            head: 0,
-            keep,
-            truncated: false,
-        }
-    }
-
-    /// Refills from a column's candidates given in ascending address order.
-    fn rebuild(&mut self, mut candidates: impl Iterator<Item = (u32, usize)>) {
-        self.items.clear();
-        self.head = 0;
-        self.truncated = false;
-        while self.items.len() < self.keep {
-            let Some((sum, ip)) = candidates.next() else {
-                return;
-            };
-            self.insert(sum, ip);
-        }
-        let mut threshold = self.items.last().map_or(0, |last| last.0);
-        for (sum, ip) in candidates {
-            self.truncated = true;
-            if sum < threshold {
-                self.items.pop();
-                self.insert(sum, ip);
-                threshold = self.items.last().map_or(0, |last| last.0);
-            }
-        }
-    }
-
-    /// Equal sums keep address order: a later address goes after them.
-    fn insert(&mut self, sum: u32, ip: usize) {
-        let at = self.items.partition_point(|item| item.0 <= sum);
-        self.items.insert(at, (sum, ip as u32));
-    }
-
-    fn first(&self) -> Option<(u32, usize)> {
-        self.items
-            .get(self.head)
-            .map(|&(sum, ip)| (sum, ip as usize))
-    }
-
-    /// Forgets `ip`; true if the column must be rescanned.
-    fn remove(&mut self, ip: usize) -> bool {
-        let ip = ip as u32;
-        if let Some(at) = (self.head..self.items.len()).find(|&i| self.items[i].1 == ip) {
-            if at == self.head {
-                self.head += 1;
-            } else {
-                self.items.remove(at);
-            }
-        }
-        self.head == self.items.len() && self.truncated
-    }
+/// The shortcuts LCP2 may take when the keys allow; all of them except in tests, which compare
+/// the paths with each other.
+#[derive(Debug, Clone, Copy)]
+struct Shortcuts {
+    /// Sum updates by trie runs instead of one distance per address.
+    trie_runs: bool,
+    /// Placement candidates in [`TrieMins`] instead of [`Kept`] lists.
+    trie_mins: bool,
 }
 
 pub(super) fn run(state: &mut State<'_>) {
+    run_with(
+        state,
+        Shortcuts {
+            trie_runs: true,
+            trie_mins: true,
+        },
+    );
+}
+
+fn run_with(state: &mut State<'_>, shortcuts: Shortcuts) {
     state.unassign_unsuitable();
-    let mut lcp2 = Lcp2::init(state);
+    let mut lcp2 = Lcp2::init(state, shortcuts);
     lcp2.allocate_unassigned();
     if lcp2.st.no_ip_failback || !lcp2.rebalance_candidate.iter().any(|&c| c) {
         return;
@@ -128,11 +100,13 @@ pub(super) fn run(state: &mut State<'_>) {
 
 impl<'s, 'l> Lcp2<'s, 'l> {
     /// `lcp2_init`: the sums and imbalances of the current placement, and the candidates.
-    fn init(st: &'s mut State<'l>) -> Self {
+    fn init(st: &'s mut State<'l>, shortcuts: Shortcuts) -> Self {
         let nodes = st.num_nodes;
         let ips = st.num_ips();
-        let uniform_high = st.keys.windows(2).all(|w| w[0][..3] == w[1][..3]);
-        let low = st.keys.iter().map(|k| k[3]).collect();
+        let uniform_high =
+            shortcuts.trie_runs && st.keys.windows(2).all(|w| w[0][..3] == w[1][..3]);
+        let trie =
+            uniform_high.then(|| Trie::new(&st.keys.iter().map(|k| k[3]).collect::<Vec<_>>()));
         let mut lcp2 = Lcp2 {
             st,
             nodes,
@@ -140,8 +114,8 @@ impl<'s, 'l> Lcp2<'s, 'l> {
             dsum: vec![0u32; nodes * ips],
             imbalance: vec![0u32; nodes],
             rebalance_candidate: vec![true; nodes],
-            uniform_high,
-            low,
+            trie,
+            shortcuts,
         };
         // Adding the hosted addresses one by one: each one's current sum on its node is its
         // share of that node's pairs.
@@ -180,44 +154,14 @@ impl<'s, 'l> Lcp2<'s, 'l> {
         self.dsum[node * self.ips + ip]
     }
 
-    /// With uniform keys, the other addresses at each distance from `moved`: the list is sorted
-    /// by descending key, so the addresses sharing exactly `k` leading bits with `moved` form one
-    /// contiguous run (the other half of the subtree `moved` is in at depth `k`). Calls `f` with
-    /// each non-empty run and its distance², nearest-first.
-    fn distance_runs(&self, moved: usize, mut f: impl FnMut(Range<usize>, u32)) {
-        let key = self.low[moved];
-        let (mut start, mut end) = (0usize, self.ips);
-        for common in 0..32u32 {
-            let bit = 1u32 << (31 - common);
-            // Within [start, end) all keys share `common` leading bits, so those with the next
-            // bit set are the larger ones and come first.
-            let split = start + self.low[start..end].partition_point(|&k| k & bit != 0);
-            let other = if key & bit != 0 {
-                let other = split..end;
-                end = split;
-                other
-            } else {
-                let other = start..split;
-                start = split;
-                other
-            };
-            if !other.is_empty() {
-                let d = 96 + common;
-                f(other, d * d);
-            }
-            if end - start <= 1 {
-                break;
-            }
-        }
-    }
-
     /// Accounts for `moved` now being on `node`: every other address's sum there grows.
     fn add_to_node(&mut self, moved: usize, node: usize) {
         let ips = self.ips;
         let mut column = std::mem::take(&mut self.dsum);
         let column_of_node = &mut column[node * ips..(node + 1) * ips];
-        if self.uniform_high {
-            self.distance_runs(moved, |run, dd| {
+        if let Some(trie) = &self.trie {
+            trie.for_each_run(moved, |run, common| {
+                let dd = (96 + common) * (96 + common);
                 for sum in &mut column_of_node[run] {
                     *sum = sum.wrapping_add(dd);
                 }
@@ -240,8 +184,9 @@ impl<'s, 'l> Lcp2<'s, 'l> {
         let ips = self.ips;
         let (src_start, dst_start) = (src * ips, dst * ips);
         let mut dsum = std::mem::take(&mut self.dsum);
-        if self.uniform_high {
-            self.distance_runs(moved, |run, dd| {
+        if let Some(trie) = &self.trie {
+            trie.for_each_run(moved, |run, common| {
+                let dd = (96 + common) * (96 + common);
                 for ip in run {
                     dsum[src_start + ip] = dsum[src_start + ip].wrapping_sub(dd);
                     dsum[dst_start + ip] = dsum[dst_start + ip].wrapping_add(dd);
@@ -257,46 +202,15 @@ impl<'s, 'l> Lcp2<'s, 'l> {
         self.dsum = dsum;
     }
 
-    /// Refills `cheapest` for `node` from the unhosted addresses it may take.
-    fn column_cheapest(
-        &self,
-        node: usize,
-        unassigned: &[u32],
-        eligible: &[bool],
-        cheapest: &mut Cheapest,
-    ) {
-        let column = &self.dsum[node * self.ips..(node + 1) * self.ips];
-        cheapest.rebuild(
-            unassigned
-                .iter()
-                .map(|&ip| ip as usize)
-                .filter(|&ip| eligible[ip])
-                .map(|ip| (column[ip], ip)),
-        );
-    }
-
     /// `lcp2_allocate_unassigned`: repeatedly place the cheapest (address, node) pair over all
     /// unhosted addresses and the nodes that may take them.
     fn allocate_unassigned(&mut self) {
-        let ips = self.ips;
-        // eligible[node * ips + ip]: ip is unhosted and node may take it.
-        let mut eligible = vec![false; self.nodes * ips];
-        // The unhosted addresses in list order.
-        let mut unassigned: Vec<u32> = Vec::new();
-        for ip in 0..ips {
-            if self.st.pnn[ip] != UNKNOWN_PNN {
-                continue;
-            }
-            unassigned.push(ip as u32);
-            for node in 0..self.nodes {
-                eligible[node * ips + ip] = self.st.can_takeover(node, ip);
-            }
-        }
-        let mut columns = vec![Cheapest::new(self.nodes); self.nodes];
-        for (node, cheapest) in columns.iter_mut().enumerate() {
-            let column = &eligible[node * ips..(node + 1) * ips];
-            self.column_cheapest(node, &unassigned, column, cheapest);
-        }
+        let unassigned: Vec<u32> = (0..self.ips)
+            .filter(|&ip| self.st.pnn[ip] == UNKNOWN_PNN)
+            .map(|ip| ip as u32)
+            .collect();
+        let mut remaining = unassigned.len();
+        let mut candidates = self.candidates(unassigned);
         let debug = self.st.log.enabled(LOG_DEBUG);
 
         // Stock's loop body runs at least once, logging even when nothing is unhosted.
@@ -308,8 +222,8 @@ impl<'s, 'l> Lcp2<'s, 'l> {
             // Stock scans addresses in list order, nodes in order, keeping strictly smaller
             // sums: the smallest (sum, address, node).
             let mut next: Option<(u32, usize, usize)> = None;
-            for (node, column) in columns.iter().enumerate() {
-                if let Some((sum, ip)) = column.first() {
+            for node in 0..self.nodes {
+                if let Some((sum, ip)) = candidates.first(node) {
                     if next.is_none_or(|(s, i, _)| sum < s || (sum == s && ip < i)) {
                         next = Some((sum, ip, node));
                     }
@@ -319,9 +233,7 @@ impl<'s, 'l> Lcp2<'s, 'l> {
                 break;
             };
             self.st.pnn[ip] = node as u32;
-            if let Ok(at) = unassigned.binary_search(&(ip as u32)) {
-                unassigned.remove(at);
-            }
+            remaining -= 1;
             self.imbalance[node] = self.imbalance[node].wrapping_add(mindsum);
             ilog!(
                 self.st.log,
@@ -331,23 +243,14 @@ impl<'s, 'l> Lcp2<'s, 'l> {
                 node,
                 mindsum.cast_signed()
             );
-            for other in 0..self.nodes {
-                eligible[other * ips + ip] = false;
-            }
-            // Only `node`'s column changes; the others just lose `ip`.
             self.add_to_node(ip, node);
-            for (other, cheapest) in columns.iter_mut().enumerate() {
-                if other == node || cheapest.remove(ip) {
-                    let column = &eligible[other * ips..(other + 1) * ips];
-                    self.column_cheapest(other, &unassigned, column, cheapest);
-                }
-            }
-            if unassigned.is_empty() {
+            self.update_candidates(&mut candidates, ip, node);
+            if remaining == 0 {
                 break;
             }
         }
 
-        for ip in 0..ips {
+        for ip in 0..self.ips {
             if self.st.pnn[ip] == UNKNOWN_PNN {
                 ilog!(
                     self.st.log,
@@ -355,6 +258,101 @@ impl<'s, 'l> Lcp2<'s, 'l> {
                     "Failed to find node to cover ip {}",
                     CtdbIp(&self.st.addrs[ip])
                 );
+            }
+        }
+    }
+
+    /// The trackers for the unhosted addresses; trees when placements add constants over runs
+    /// and no sum can reach [`INF`].
+    fn candidates(&self, unassigned: Vec<u32>) -> Candidates {
+        let ips = self.ips;
+        let mut eligible = vec![false; self.nodes * ips];
+        for &ip in &unassigned {
+            let ip = ip as usize;
+            for node in 0..self.nodes {
+                eligible[node * ips + ip] = self.st.can_takeover(node, ip);
+            }
+        }
+        // A sum is at most (addresses - 1) * 128².
+        if let Some(trie) = self
+            .trie
+            .as_ref()
+            .filter(|_| self.shortcuts.trie_mins && (ips as u64) * 128 * 128 < u64::from(INF))
+        {
+            let mins = (0..self.nodes)
+                .map(|node| {
+                    let flags = &eligible[node * ips..(node + 1) * ips];
+                    TrieMins::new(
+                        trie,
+                        flags
+                            .iter()
+                            .enumerate()
+                            .map(|(ip, &ok)| if ok { self.sum(ip, node) } else { INF }),
+                    )
+                })
+                .collect();
+            return Candidates::Trie {
+                mins,
+                path: Vec::new(),
+            };
+        }
+        let mut columns = vec![Kept::new(self.nodes); self.nodes];
+        for (node, kept) in columns.iter_mut().enumerate() {
+            self.refill(node, &unassigned, &eligible, kept);
+        }
+        Candidates::Kept {
+            columns,
+            eligible,
+            unassigned,
+        }
+    }
+
+    /// Refills `kept` for `node` from the unhosted addresses it may take.
+    fn refill(&self, node: usize, unassigned: &[u32], eligible: &[bool], kept: &mut Kept) {
+        let ips = self.ips;
+        let column = &self.dsum[node * ips..(node + 1) * ips];
+        let eligible = &eligible[node * ips..(node + 1) * ips];
+        kept.rebuild(
+            unassigned
+                .iter()
+                .map(|&ip| ip as usize)
+                .filter(|&ip| eligible[ip])
+                .map(|ip| (column[ip], ip)),
+        );
+    }
+
+    /// After `placed` went to `node` (and its sums were added): every node loses `placed` as a
+    /// candidate, and `node`'s candidates changed price.
+    fn update_candidates(&self, candidates: &mut Candidates, placed: usize, node: usize) {
+        match candidates {
+            Candidates::Trie { mins, path } => {
+                let Some(trie) = &self.trie else {
+                    return;
+                };
+                trie.path(placed, path);
+                let square = |common: u32| (96 + common) * (96 + common);
+                for (other, tree) in mins.iter_mut().enumerate() {
+                    let square: Option<&dyn Fn(u32) -> u32> = (other == node).then_some(&square);
+                    tree.place(trie, path, placed, square);
+                }
+            }
+            Candidates::Kept {
+                columns,
+                eligible,
+                unassigned,
+            } => {
+                if let Ok(at) = unassigned.binary_search(&(placed as u32)) {
+                    unassigned.remove(at);
+                }
+                let ips = self.ips;
+                for other in 0..self.nodes {
+                    eligible[other * ips + placed] = false;
+                }
+                for (other, kept) in columns.iter_mut().enumerate() {
+                    if other == node || kept.remove(placed) {
+                        self.refill(other, unassigned, eligible, kept);
+                    }
+                }
             }
         }
     }
@@ -496,5 +494,90 @@ impl<'s, 'l> Lcp2<'s, 'l> {
         self.st.pnn[ip] = dst as u32;
         self.move_between(ip, src, dst);
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::ipalloc::{LineLog, Options, PublicIp};
+    use crate::testing::{seeds, Prng};
+    use std::net::{IpAddr, Ipv4Addr};
+
+    fn allocate(
+        known: &[Vec<PublicIp>],
+        available: &[Vec<PublicIp>],
+        options: &Options,
+        shortcuts: Shortcuts,
+    ) -> (Vec<u32>, Vec<String>) {
+        let mut log = LineLog::new(10);
+        let mut state = State::new(known, available, options, &mut log);
+        run_with(&mut state, shortcuts);
+        let pnn = state.pnn.clone();
+        drop(state);
+        (pnn, log.lines)
+    }
+
+    /// The trie shortcuts (taken whenever keys are uniform) against the plain paths they
+    /// replace, on uniform keys with uneven availability and partial placements.
+    #[test]
+    fn shortcuts_change_nothing() {
+        for seed in seeds(300) {
+            let mut rng = Prng::new(seed);
+            let nodes = 1 + rng.below(6) as usize;
+            let count = 1 + rng.below(120) as usize;
+            let spread = 1 + rng.below(4) as u32;
+            let addrs: Vec<IpAddr> = (0..count)
+                .map(|_| {
+                    IpAddr::V4(Ipv4Addr::from(
+                        0x0a00_0000 + rng.u32() % (count as u32 * spread * 4),
+                    ))
+                })
+                .collect();
+            let mut known = vec![Vec::new(); nodes];
+            let mut available = vec![Vec::new(); nodes];
+            for &addr in &addrs {
+                let holder = if rng.below(3) == 0 {
+                    rng.below(nodes as u64) as u32
+                } else {
+                    UNKNOWN_PNN
+                };
+                for node in 0..nodes {
+                    known[node].push(PublicIp { pnn: holder, addr });
+                    if rng.below(5) != 0 {
+                        available[node].push(PublicIp { pnn: holder, addr });
+                    }
+                }
+            }
+            let options = Options {
+                no_ip_failback: rng.below(5) == 0,
+                force_rebalance_nodes: vec![rng.below(nodes as u64) as u32],
+                ..Options::default()
+            };
+            let plain = allocate(
+                &known,
+                &available,
+                &options,
+                Shortcuts {
+                    trie_runs: false,
+                    trie_mins: false,
+                },
+            );
+            for (trie_runs, trie_mins) in [(true, false), (true, true)] {
+                let fast = allocate(
+                    &known,
+                    &available,
+                    &options,
+                    Shortcuts {
+                        trie_runs,
+                        trie_mins,
+                    },
+                );
+                assert_eq!(
+                    fast, plain,
+                    "seed {seed}, runs {trie_runs}, mins {trie_mins}"
+                );
+            }
+        }
     }
 }

@@ -14,6 +14,7 @@
 //! first in that order.
 
 pub mod addr;
+mod cheapest;
 mod common;
 mod deterministic;
 pub mod driver;
