@@ -8,15 +8,20 @@
 //! `REBALANCE_NODE`) while that lowers the total.
 //!
 //! Stock recomputes `ip_distance_2_sum(ip, node)` — the sum of squared distances from `ip` to
-//! the node's other addresses — by walking the whole list each time it needs one, so placing
-//! 900 addresses costs seconds. Here all those sums live in a table (one column per node) that
-//! each placement or move updates in one pass over the addresses, and each column remembers its
-//! cheapest unhosted address, so finding the next placement costs a look at every column
-//! instead of every (address, node) pair. The arithmetic is stock's: `u32` wrapping everywhere
-//! (the imbalance of a node with about a thousand addresses does wrap), and a wrapping sum does
-//! not depend on the order its terms were added in, so the table holds exactly the values stock
-//! computes. Ties go where stock's loops send them: first address in list order, then lowest
-//! node.
+//! the node's other addresses — by walking the whole list each time it needs one, and looks at
+//! every (unhosted address, node) pair for every placement, so placing 900 addresses costs
+//! seconds. Here:
+//! * all those sums live in a table (one column per node) that each placement or move updates
+//!   in one pass; when all keys share their first three words (all IPv4, or one IPv6 /96) the
+//!   pass is a handful of constant additions over runs of the list, found in the keys' binary
+//!   trie (see `cheapest.rs`);
+//! * each node keeps its cheapest unhosted address up to date (`cheapest.rs`), so a placement
+//!   looks at one candidate per node.
+//!
+//! The arithmetic is stock's: `u32` wrapping everywhere (the imbalance of a node with about a
+//! thousand addresses does wrap), and a wrapping sum does not depend on the order its terms
+//! were added in, so the table holds exactly the values stock computes. Ties go where stock's
+//! loops send them: first address in list order, then lowest node.
 
 use super::addr::{ip_distance, CtdbIp};
 use super::cheapest::{Kept, Trie, TrieMins, INF};
@@ -66,6 +71,24 @@ struct Lcp2<'s, 'l> {
     /// addresses by distance from any one of them.
     trie: Option<Trie>,
     shortcuts: Shortcuts,
+    /// Per address: every node may take it, so no bitmap lookup is needed.
+    any_node: Vec<bool>,
+}
+
+/// A failback move: `ip` goes to `dst`, leaving `srcimbl` behind and making `dstimbl`.
+#[derive(Debug, Clone, Copy)]
+struct Move {
+    ip: usize,
+    srcimbl: u32,
+    dst: usize,
+    dstimbl: u32,
+}
+
+impl Move {
+    /// What stock minimises (`srcimbl + dstimbl`, wrapping).
+    fn total(&self) -> u32 {
+        self.srcimbl.wrapping_add(self.dstimbl)
+    }
 }
 
 /// The shortcuts LCP2 may take when the keys allow; all of them except in tests, which compare
@@ -107,7 +130,11 @@ impl<'s, 'l> Lcp2<'s, 'l> {
             shortcuts.trie_runs && st.keys.windows(2).all(|w| w[0][..3] == w[1][..3]);
         let trie =
             uniform_high.then(|| Trie::new(&st.keys.iter().map(|k| k[3]).collect::<Vec<_>>()));
+        let any_node = (0..ips)
+            .map(|ip| (0..nodes).all(|node| st.can_takeover(node, ip)))
+            .collect();
         let mut lcp2 = Lcp2 {
+            any_node,
             st,
             nodes,
             ips,
@@ -424,22 +451,11 @@ impl<'s, 'l> Lcp2<'s, 'l> {
         }
     }
 
-    /// `lcp2_failback_candidate`: the move of one of `src`'s addresses to a rebalance
-    /// candidate that leaves the smallest `src + dst` imbalance, among moves where the
-    /// destination ends up below `src`'s current imbalance and gains less than `src` sheds.
-    fn failback_candidate(&mut self, src: usize, candidates: &[usize]) -> bool {
-        let debug = self.st.log.enabled(LOG_DEBUG);
-        ilog!(self.st.log, LOG_DEBUG, "{DASHES}");
-        ilog!(
-            self.st.log,
-            LOG_DEBUG,
-            " CONSIDERING MOVES FROM {} [{}]",
-            src,
-            self.imbalance[src].cast_signed()
-        );
+    /// The search of `lcp2_failback_candidate`, logging every pair considered (in stock's
+    /// order, which the result depends on only through ties).
+    fn best_move_logged(&mut self, src: usize, candidates: &[usize]) -> Option<Move> {
         let src_imbalance = self.imbalance[src];
-        // (ip, srcimbl, dstnode, dstimbl)
-        let mut best: Option<(usize, u32, usize, u32)> = None;
+        let mut best: Option<Move> = None;
         for ip in 0..self.ips {
             if self.st.pnn[ip] as usize != src {
                 continue;
@@ -452,31 +468,105 @@ impl<'s, 'l> Lcp2<'s, 'l> {
                 }
                 let dstdsum = self.sum(ip, dst);
                 let dstimbl = self.imbalance[dst].wrapping_add(dstdsum);
-                if debug {
-                    ilog!(
-                        self.st.log,
-                        LOG_DEBUG,
-                        " {} [{}] -> {} -> {} [+{}]",
-                        src,
-                        srcdsum.wrapping_neg().cast_signed(),
-                        CtdbIp(&self.st.addrs[ip]),
-                        dst,
-                        dstdsum.cast_signed()
-                    );
-                }
+                ilog!(
+                    self.st.log,
+                    LOG_DEBUG,
+                    " {} [{}] -> {} -> {} [+{}]",
+                    src,
+                    srcdsum.wrapping_neg().cast_signed(),
+                    CtdbIp(&self.st.addrs[ip]),
+                    dst,
+                    dstdsum.cast_signed()
+                );
                 if dstimbl < src_imbalance
                     && dstdsum < srcdsum
-                    && best.is_none_or(|(_, minsrc, _, mindst)| {
-                        srcimbl.wrapping_add(dstimbl) < minsrc.wrapping_add(mindst)
-                    })
+                    && best.is_none_or(|b| srcimbl.wrapping_add(dstimbl) < b.total())
                 {
-                    best = Some((ip, srcimbl, dst, dstimbl));
+                    best = Some(Move {
+                        ip,
+                        srcimbl,
+                        dst,
+                        dstimbl,
+                    });
                 }
             }
         }
+        best
+    }
+
+    /// The same search without logging: the first pair in (address, node) order with the
+    /// smallest total among the acceptable ones.
+    fn best_move(&self, src: usize, candidates: &[usize]) -> Option<Move> {
+        let ips = self.ips;
+        let src_imbalance = self.imbalance[src];
+        let src_column = &self.dsum[src * ips..(src + 1) * ips];
+        let st = &*self.st;
+        let targets: Vec<(usize, u32, &[u32])> = candidates
+            .iter()
+            .map(|&dst| {
+                (
+                    dst,
+                    self.imbalance[dst],
+                    &self.dsum[dst * ips..(dst + 1) * ips],
+                )
+            })
+            .collect();
+        let mut best: Option<Move> = None;
+        let mut best_total = 0u32;
+        for (ip, (&holder, &srcdsum)) in st.pnn.iter().zip(src_column).enumerate() {
+            if holder as usize != src {
+                continue;
+            }
+            let srcimbl = src_imbalance.wrapping_sub(srcdsum);
+            for &(dst, imbalance, column) in &targets {
+                let dstdsum = column[ip];
+                let dstimbl = imbalance.wrapping_add(dstdsum);
+                if dstimbl < src_imbalance
+                    && dstdsum < srcdsum
+                    && (self.any_node[ip] || st.can_takeover(dst, ip))
+                {
+                    let total = srcimbl.wrapping_add(dstimbl);
+                    if best.is_none() || total < best_total {
+                        best_total = total;
+                        best = Some(Move {
+                            ip,
+                            srcimbl,
+                            dst,
+                            dstimbl,
+                        });
+                    }
+                }
+            }
+        }
+        best
+    }
+
+    /// `lcp2_failback_candidate`: the move of one of `src`'s addresses to a rebalance
+    /// candidate that leaves the smallest `src + dst` imbalance, among moves where the
+    /// destination ends up below `src`'s current imbalance and gains less than `src` sheds.
+    fn failback_candidate(&mut self, src: usize, candidates: &[usize]) -> bool {
+        ilog!(self.st.log, LOG_DEBUG, "{DASHES}");
+        ilog!(
+            self.st.log,
+            LOG_DEBUG,
+            " CONSIDERING MOVES FROM {} [{}]",
+            src,
+            self.imbalance[src].cast_signed()
+        );
+        let best = if self.st.log.enabled(LOG_DEBUG) {
+            self.best_move_logged(src, candidates)
+        } else {
+            self.best_move(src, candidates)
+        };
         ilog!(self.st.log, LOG_DEBUG, "{DASHES}");
 
-        let Some((ip, srcimbl, dst, dstimbl)) = best else {
+        let Some(Move {
+            ip,
+            srcimbl,
+            dst,
+            dstimbl,
+        }) = best
+        else {
             return false;
         };
         ilog!(
