@@ -56,10 +56,15 @@ impl Trie {
         if end - start == 1 {
             return start as u32;
         }
-        // Sorted, so the first and last keys differ at the range's first differing bit.
+        // Sorted, so the first and last keys differ at the range's first differing bit, and
+        // those with that bit set come first. (Equal keys, which the merged list never has,
+        // would share all 32 bits and could split anywhere.)
         let common = (low[start] ^ low[end - 1]).leading_zeros();
-        let bit = 1u32 << (31 - common);
-        let split = start + low[start..end].partition_point(|&k| k & bit != 0);
+        let split = match 1u32.checked_shl(31u32.saturating_sub(common)) {
+            Some(bit) if common < 32 => start + low[start..end].partition_point(|&k| k & bit != 0),
+            _ => start + 1,
+        }
+        .clamp(start + 1, end - 1);
         let first = self.build(low, start, split);
         let second = self.build(low, split, end);
         let id = (self.leaves + self.children.len()) as u32;

@@ -289,8 +289,8 @@ impl<'s, 'l> Lcp2<'s, 'l> {
         }
     }
 
-    /// The trackers for the unhosted addresses; trees when placements add constants over runs
-    /// and no sum can reach [`INF`].
+    /// The trackers for the unhosted addresses: trie minimums when the keys have a trie and no
+    /// sum can reach [`INF`], else kept lists.
     fn candidates(&self, unassigned: Vec<u32>) -> Candidates {
         let ips = self.ips;
         let mut eligible = vec![false; self.nodes * ips];
