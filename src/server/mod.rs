@@ -4,6 +4,7 @@ pub mod cluster_mutex;
 pub mod daemon;
 pub mod database;
 pub mod effect;
+pub mod ipalloc;
 pub mod recoverd;
 pub mod recoverd_shell;
 pub mod recovery_helper;

@@ -8,6 +8,7 @@ mod cluster;
 mod eventd;
 mod golden;
 mod install;
+mod ipalloc;
 mod membership;
 mod mutex;
 mod recovery_helper;
