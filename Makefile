@@ -48,11 +48,11 @@ CARGO       ?= cargo
 APT_PACKAGES = libtdb-dev pkg-config ctdb tdb-tools man-db groff-base
 # Binaries built from src/bin/, installed as CTDB installs its own.
 SBIN_PROGS    = ctdbd
-HELPER_PROGS  = ctdb-eventd ctdb_mutex_fcntl_helper
+HELPER_PROGS  = ctdb-eventd ctdb_mutex_fcntl_helper ctdb_recovery_helper ctdb-ipalloc
 # Installed when built (not every tree has them yet).
-OPTIONAL_HELPER_PROGS = ctdb-ipalloc
+OPTIONAL_HELPER_PROGS =
 # Stock helpers ctdbd still runs (from STOCK_HELPERDIR) until ctdb-rs has its own.
-STOCK_HELPER_PROGS = ctdb_recovery_helper ctdb_takeover_helper ctdb_lock_helper ctdb-event
+STOCK_HELPER_PROGS = ctdb_takeover_helper ctdb_lock_helper ctdb-event
 
 .PHONY: all build deps test lint fuzz-check demo install install-only install-debian uninstall uninstall-debian man clean
 

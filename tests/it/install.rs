@@ -114,8 +114,11 @@ fn debian_layout_matches_stock_paths() {
         let bytes = std::fs::read(dest.join(path.trim_start_matches('/'))).unwrap();
         assert!(bytes.starts_with(&[0x1f, 0x8b]), "{page} is not gzip");
     }
-    // The stock helper dir is ours here: nothing to link.
-    assert!(!dest.join("usr/libexec/ctdb/ctdb_recovery_helper").exists());
+    // Our recovery helper replaces stock's in its own directory; nothing is linked.
+    assert_file(&dest, "/usr/libexec/ctdb/ctdb_recovery_helper", 0o755);
+    assert_file(&dest, "/usr/libexec/ctdb/ctdb-ipalloc", 0o755);
+    let helper = dest.join("usr/libexec/ctdb/ctdb_recovery_helper");
+    assert!(!helper.is_symlink(), "ctdb_recovery_helper must be ours");
     // Stock's paths, untouched.
     let unit = read(&dest, "/lib/systemd/system/ctdb.service");
     assert!(unit.contains("ExecStart=/usr/sbin/ctdbd\n"), "{unit}");
@@ -152,11 +155,8 @@ fn default_layout_is_usr_local_and_reaches_stock_helpers() {
     assert_dir(&dest, "/run/ctdb");
     assert_dir(&dest, "/var/lib/ctdb/persistent");
 
-    for helper in [
-        "ctdb_recovery_helper",
-        "ctdb_takeover_helper",
-        "ctdb_lock_helper",
-    ] {
+    assert_file(&dest, "/usr/local/libexec/ctdb/ctdb_recovery_helper", 0o755);
+    for helper in ["ctdb_takeover_helper", "ctdb_lock_helper"] {
         if Path::new("/usr/libexec/ctdb").join(helper).exists() {
             let link = dest.join("usr/local/libexec/ctdb").join(helper);
             assert_eq!(
