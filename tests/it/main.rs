@@ -9,6 +9,7 @@ mod eventd;
 mod golden;
 mod install;
 mod ipalloc;
+mod leader;
 mod membership;
 mod mutex;
 mod recovery_helper;
