@@ -1,0 +1,74 @@
+//! Record calls between ctdb-rs nodes: the stock CLI's fetch-lock commands migrate volatile
+//! records between nodes (REQ_CALL, REQ_DMASTER, REPLY_DMASTER).
+
+use crate::cluster::{Flavour, LocalCluster};
+use std::time::Duration;
+
+fn ok_stdout(c: &LocalCluster, pnn: u32, args: &[&str]) -> String {
+    let out = c.ctdb(pnn, args);
+    assert!(
+        out.status.success(),
+        "ctdb {args:?} on node {pnn} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits for the attach to reach every node and the recovery it triggers to finish.
+fn wait_recovered(c: &LocalCluster) {
+    c.wait_for(
+        "recovery mode NORMAL everywhere",
+        Duration::from_secs(60),
+        || {
+            (0..c.nodes).all(|n| {
+                let out = c.ctdb(n, &["status"]);
+                String::from_utf8_lossy(&out.stdout).contains("Recovery mode:NORMAL")
+            })
+        },
+    );
+}
+
+#[test]
+fn volatile_record_migrates_between_nodes() {
+    let c = LocalCluster::setup("calls", Flavour::Ours, 3, "127.0.95", &[]);
+    c.start();
+    c.wait_connected(Duration::from_secs(30));
+    c.wait_all_ok(Duration::from_secs(60));
+    ok_stdout(&c, 0, &["attach", "test.tdb"]);
+    c.wait_for(
+        "test.tdb attached everywhere",
+        Duration::from_secs(30),
+        || (0..c.nodes).all(|n| c.ctdb_stdout(n, &["getdbmap"]).contains("test.tdb")),
+    );
+    wait_recovered(&c);
+
+    ok_stdout(&c, 1, &["writekey", "test.tdb", "k", "v1"]);
+    let read = ok_stdout(&c, 1, &["readkey", "test.tdb", "k"]);
+    assert!(
+        read.contains("Data: size:2 ptr:[v1]"),
+        "node 1 read {read:?}"
+    );
+    for pnn in [0, 2] {
+        let read = ok_stdout(&c, pnn, &["readkey", "test.tdb", "k"]);
+        assert!(
+            read.contains("Data: size:2 ptr:[v1]"),
+            "node {pnn} read {read:?}"
+        );
+    }
+    // Writing on another node migrates the record there and later readers see the new value.
+    ok_stdout(&c, 2, &["writekey", "test.tdb", "k", "v22"]);
+    for pnn in [1, 0, 2] {
+        let read = ok_stdout(&c, pnn, &["readkey", "test.tdb", "k"]);
+        assert!(
+            read.contains("Data: size:3 ptr:[v22]"),
+            "node {pnn} read {read:?}"
+        );
+    }
+    ok_stdout(&c, 0, &["deletekey", "test.tdb", "k"]);
+    let read = ok_stdout(&c, 1, &["readkey", "test.tdb", "k"]);
+    assert!(
+        read.contains("Data: size:0"),
+        "node 1 read {read:?} after delete"
+    );
+}
