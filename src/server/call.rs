@@ -28,21 +28,26 @@
 //!   it is logged and dropped.
 //! * No FetchCollapse, read-only delegations, sticky records or hop-count statistics.
 
+use super::database::RECOVERY_NORMAL;
 use super::database::{Database, DatabaseSet, DbContext};
 use super::effect::{ClientId, Pnn};
+use crate::common::clock::Instant;
 use crate::common::tdb::TdbError;
 use crate::protocol::hash;
 use crate::protocol::ltdb::{
     LtdbHeader, LTDB_HEADER_LEN, REC_FLAG_AUTOMATIC, REC_FLAG_MIGRATED_WITH_DATA,
     REC_FLAG_VACUUM_MIGRATED, REC_RO_FLAGS,
 };
+use crate::protocol::opcode::ControlOpcode;
 use crate::protocol::packet::{
-    Body, Packet, ReplyCall, ReplyDmaster, ReplyError, ReqCall, ReqDmaster, FETCH_FUNC,
-    FETCH_WITH_HEADER_FUNC, NULL_FUNC,
+    Body, Packet, ReplyCall, ReplyControl, ReplyDmaster, ReplyError, ReqCall, ReqControl,
+    ReqDmaster, FETCH_FUNC, FETCH_WITH_HEADER_FUNC, NULL_FUNC,
 };
 use crate::protocol::types::node_flags::BANNED as NODE_FLAGS_BANNED;
+use crate::protocol::types::RecBuffer;
 use crate::protocol::Marshal;
 use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
 
 /// Request ids of calls this node started; kept apart from control request ids for readability
 /// of packet traces only (the two tables never see each other's replies).
@@ -82,7 +87,11 @@ enum Waiting {
 /// The record call state of one daemon.
 #[derive(Debug)]
 pub struct CallService {
+    /// This node's PNN, refreshed at every entry point.
+    pnn: Pnn,
     next_reqid: u32,
+    /// TRANS3_COMMIT controls waiting for their UPDATE_RECORDs, by db_id.
+    trans3: BTreeMap<u32, Trans3Commit>,
     pending: BTreeMap<u32, PendingCall>,
     waiting: BTreeMap<u32, Vec<Waiting>>,
     out: VecDeque<CallOutput>,
@@ -103,6 +112,8 @@ struct CallResult {
 impl CallService {
     pub fn new() -> Self {
         Self {
+            pnn: 0,
+            trans3: BTreeMap::new(),
             next_reqid: FIRST_CALL_REQID,
             pending: BTreeMap::new(),
             waiting: BTreeMap::new(),
@@ -146,6 +157,7 @@ impl CallService {
         call: ReqCall,
     ) {
         let pnn = dbs.pnn();
+        self.pnn = pnn;
         let Some(db) = dbs.get_mut(call.db_id) else {
             // Stock answers nothing at all here.
             log::error!("Unknown database 0x{:08x} in call from client", call.db_id);
@@ -202,6 +214,7 @@ impl CallService {
     /// A REQ_CALL, REPLY_CALL, REQ_DMASTER, REPLY_DMASTER or REPLY_ERROR from another node.
     /// Other bodies are ignored.
     pub fn on_node_packet(&mut self, dbs: &mut DatabaseSet, ctx: &DbContext<'_>, packet: Packet) {
+        self.pnn = dbs.pnn();
         let checks_generation = matches!(
             packet.body,
             Body::ReqCall(_) | Body::ReplyCall(_) | Body::ReqDmaster(_) | Body::ReplyDmaster(_)
@@ -287,8 +300,8 @@ impl CallService {
     ) {
         let packet = Packet {
             generation: ctx.vnn_map.generation,
-            destnode: u32::MAX,
-            srcnode: u32::MAX,
+            destnode: 0,
+            srcnode: self.pnn,
             reqid,
             body: Body::ReplyCall(ReplyCall { status, data }),
         };
@@ -591,6 +604,231 @@ impl CallService {
             result.status,
             result.data,
         );
+    }
+}
+
+/// A TRANS3_COMMIT in progress (`struct ctdb_persistent_state`).
+#[derive(Debug, Clone)]
+struct Trans3Commit {
+    client: ClientId,
+    client_reqid: u32,
+    /// Request ids of the UPDATE_RECORD controls not yet answered.
+    waiting: Vec<u32>,
+    failed: bool,
+    deadline: Instant,
+}
+
+impl CallService {
+    /// TRANS3_COMMIT from a local client (`ctdb_control_trans3_commit`): the marshalled
+    /// records go to every active node of the VNN map, this one included, as UPDATE_RECORD;
+    /// the client hears back when all have succeeded. Returns the reply when it is known at
+    /// once; otherwise the reply comes later through [`CallService::poll_output`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn trans3_commit(
+        &mut self,
+        dbs: &mut DatabaseSet,
+        ctx: &DbContext<'_>,
+        now: Instant,
+        client: ClientId,
+        client_reqid: u32,
+        control: &ReqControl,
+        targets: &[Pnn],
+        timeout: Duration,
+    ) -> Option<(i32, String)> {
+        self.pnn = dbs.pnn();
+        if ctx.recovery_mode != RECOVERY_NORMAL {
+            return Some((-1, String::new()));
+        }
+        let Ok(buffer) = RecBuffer::from_bytes_exact(&control.data) else {
+            return Some((-1, String::new()));
+        };
+        if dbs.get(buffer.db_id).is_none() || self.trans3.contains_key(&buffer.db_id) {
+            return Some((-1, String::new()));
+        }
+        let mut commit = Trans3Commit {
+            client,
+            client_reqid,
+            waiting: Vec::new(),
+            failed: false,
+            deadline: now.saturating_add(timeout),
+        };
+        for &pnn in targets {
+            if pnn == self.pnn {
+                if update_record(dbs, ctx, &control.data) != 0 {
+                    commit.failed = true;
+                    self.out.push_back(CallOutput::SetRecoveryModeActive);
+                }
+                continue;
+            }
+            let reqid = self.alloc_reqid();
+            commit.waiting.push(reqid);
+            let packet = Packet {
+                generation: ctx.vnn_map.generation,
+                destnode: pnn,
+                srcnode: self.pnn,
+                reqid,
+                body: Body::ReqControl(ReqControl {
+                    opcode: ControlOpcode::UpdateRecord,
+                    srvid: 0,
+                    client_id: control.client_id,
+                    flags: 0,
+                    data: control.data.clone(),
+                }),
+            };
+            self.out.push_back(CallOutput::Node { pnn, packet });
+        }
+        if commit.waiting.is_empty() && !commit.failed {
+            return Some((0, String::new()));
+        }
+        self.trans3.insert(buffer.db_id, commit);
+        None
+    }
+
+    /// A REPLY_CONTROL that may answer one of our UPDATE_RECORDs; false when it is not ours.
+    pub fn on_control_reply(&mut self, ctx: &DbContext<'_>, reqid: u32, status: i32) -> bool {
+        let Some((&db_id, commit)) = self
+            .trans3
+            .iter_mut()
+            .find(|(_, t)| t.waiting.contains(&reqid))
+        else {
+            return false;
+        };
+        if ctx.recovery_mode != RECOVERY_NORMAL {
+            return true;
+        }
+        if status != 0 {
+            // Stock leaves the commit to the recovery it triggers.
+            log::error!("UPDATE_RECORD failed with status {status}; starting recovery");
+            commit.failed = true;
+            self.out.push_back(CallOutput::SetRecoveryModeActive);
+            return true;
+        }
+        commit.waiting.retain(|&r| r != reqid);
+        if commit.waiting.is_empty() && !commit.failed {
+            if let Some(done) = self.trans3.remove(&db_id) {
+                self.reply_control(done.client, done.client_reqid, ctx, 0, "");
+            }
+        }
+        true
+    }
+
+    /// `ctdb_persistent_finish_trans3_commits`: after a recovery, commits still waiting
+    /// end with status 2.
+    pub fn on_recovery_finished(&mut self, ctx: &DbContext<'_>) {
+        for (_, commit) in std::mem::take(&mut self.trans3) {
+            let msg = "trans3 commit ended by recovery";
+            self.reply_control(commit.client, commit.client_reqid, ctx, 2, msg);
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.trans3.values().map(|t| t.deadline).min()
+    }
+
+    /// Commits past ControlTimeout answer 1 (outside a recovery, as stock).
+    pub fn handle_timeout(&mut self, ctx: &DbContext<'_>, now: Instant) {
+        let expired: Vec<u32> = self
+            .trans3
+            .iter()
+            .filter(|(_, t)| now >= t.deadline)
+            .map(|(&id, _)| id)
+            .collect();
+        for db_id in expired {
+            if let Some(commit) = self.trans3.remove(&db_id) {
+                if ctx.recovery_mode == RECOVERY_NORMAL {
+                    let msg = "timeout in ctdb_persistent_state";
+                    self.reply_control(commit.client, commit.client_reqid, ctx, 1, msg);
+                }
+            }
+        }
+    }
+
+    fn reply_control(
+        &mut self,
+        client: ClientId,
+        reqid: u32,
+        ctx: &DbContext<'_>,
+        status: i32,
+        error: &str,
+    ) {
+        let packet = Packet {
+            generation: ctx.vnn_map.generation,
+            destnode: 0,
+            srcnode: self.pnn,
+            reqid,
+            body: Body::ReplyControl(ReplyControl {
+                status,
+                data: Vec::new(),
+                errmsg: error.as_bytes().to_vec(),
+            }),
+        };
+        self.out.push_back(CallOutput::Client { client, packet });
+    }
+}
+
+/// UPDATE_RECORD (`ctdb_control_update_record` and `ctdb_persistent_store`): the records of
+/// a marshalled buffer are written in one transaction; an older or equal RSN with different
+/// data fails the whole update. Volatile databases only replace records that exist. Stock
+/// writes from a child process; here the transaction runs in the daemon.
+pub fn update_record(dbs: &mut DatabaseSet, ctx: &DbContext<'_>, data: &[u8]) -> i32 {
+    if ctx.recovery_mode != RECOVERY_NORMAL {
+        return -1;
+    }
+    let pnn = dbs.pnn();
+    let Ok(buffer) = RecBuffer::from_bytes_exact(data) else {
+        return -1;
+    };
+    let Some(db) = dbs.get_mut(buffer.db_id) else {
+        log::error!("Unknown database 0x{:08x} in UPDATE_RECORD", buffer.db_id);
+        return -1;
+    };
+    if !db.allow_access() {
+        return -1;
+    }
+    if let Err(e) = db.store_mut().transaction_start() {
+        log::error!("Failed to start a transaction on {}: {e}", db.name());
+        return -1;
+    }
+    let result = (|| -> Result<(), String> {
+        for rec in &buffer.records {
+            let (mut header, _) =
+                LtdbHeader::pull(&rec.data).map_err(|e| format!("bad record header: {e}"))?;
+            let value = rec.data.get(LTDB_HEADER_LEN..).unwrap_or_default();
+            let replace_only = db.is_volatile();
+            if replace_only
+                && db
+                    .store_mut()
+                    .fetch(&rec.key)
+                    .map_err(|e| e.to_string())?
+                    .is_none()
+            {
+                continue;
+            }
+            let (old_header, old_data) =
+                ltdb_fetch(db, pnn, ctx, &rec.key).map_err(|e| e.to_string())?;
+            if old_header.rsn >= header.rsn && old_data != value {
+                return Err(format!(
+                    "old rsn {} >= new rsn {} with different data",
+                    old_header.rsn, header.rsn
+                ));
+            }
+            ltdb_store(db, pnn, ctx, &rec.key, &mut header, value).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => match db.store_mut().transaction_commit() {
+            Ok(()) => 0,
+            Err(e) => {
+                log::error!("Failed to commit UPDATE_RECORD on {}: {e}", db.name());
+                -1
+            }
+        },
+        Err(e) => {
+            log::error!("UPDATE_RECORD on {} failed: {e}", db.name());
+            let _ = db.store_mut().transaction_cancel();
+            -1
+        }
     }
 }
 

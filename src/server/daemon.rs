@@ -960,6 +960,11 @@ impl Daemon {
                 self.bump(|s| s.node.reply_control += 1);
                 if let Some(p) = self.pending.remove(&packet.reqid) {
                     self.pending_failed(p.owner, r.status, r.data, &r.errmsg);
+                } else {
+                    let reqid = packet.reqid;
+                    self.with_calls(|calls, _, ctx| {
+                        calls.on_control_reply(ctx, reqid, r.status);
+                    });
                 }
             }
             Body::ReqMessage(m) => {
@@ -1103,7 +1108,16 @@ impl Daemon {
         match c.opcode {
             Op::SetRecmode => self.control_set_recmode(now, &c.data, route),
             Op::StartRecovery => self.control_start_recovery(now, srcnode, route, host),
-            Op::EndRecovery => self.control_end_recovery(route),
+            Op::EndRecovery => {
+                self.with_calls(|calls, _, ctx| calls.on_recovery_finished(ctx));
+                self.control_end_recovery(route)
+            }
+            Op::UpdateRecord => {
+                let status =
+                    self.with_dbs(|dbs, ctx| super::call::update_record(dbs, ctx, &c.data));
+                Some(ControlResult::status(status))
+            }
+            Op::Trans3Commit => self.control_trans3_commit(now, c, route),
             Op::Ipreallocated => {
                 self.control_event(route, ControlEvent::Ipreallocated, "ipreallocated")
             }
@@ -1551,6 +1565,35 @@ impl Daemon {
     }
 
     /// Mirrors `ctdb_control_end_recovery`: runs `recovered`, then counts the recovery.
+    /// TRANS3_COMMIT: handled by the call service, which answers the client itself.
+    fn control_trans3_commit(
+        &mut self,
+        now: Instant,
+        c: &ReqControl,
+        route: ReplyRoute,
+    ) -> Option<ControlResult> {
+        let ReplyRoute::Client { client, reqid } = route else {
+            return Some(ControlResult::status(-1));
+        };
+        let targets: Vec<Pnn> = self
+            .vnn_map
+            .map
+            .iter()
+            .copied()
+            .filter(|&p| {
+                self.nodes
+                    .get(p as usize)
+                    .is_some_and(|n| n.flags & NODE_FLAGS_INACTIVE == 0)
+            })
+            .collect();
+        let timeout = Duration::from_secs(u64::from(self.tunable("ControlTimeout").max(1)));
+        let mut reply = None;
+        self.with_calls(|calls, dbs, ctx| {
+            reply = calls.trans3_commit(dbs, ctx, now, client, reqid, c, &targets, timeout);
+        });
+        reply.map(|(status, error)| ControlResult::error(status, &error))
+    }
+
     fn control_end_recovery(&mut self, route: ReplyRoute) -> Option<ControlResult> {
         log::error!("Recovery has finished");
         self.control_event(route, ControlEvent::Recovered, "recovered")
@@ -2068,6 +2111,9 @@ impl Daemon {
             let interval = u64::from(self.tunable("StatHistoryInterval").max(1));
             self.next_stat_history = now.saturating_add(Duration::from_secs(interval));
         }
+        if self.calls.poll_timeout().is_some_and(|due| now >= due) {
+            self.with_calls(|calls, _, ctx| calls.handle_timeout(ctx, now));
+        }
         let expired: Vec<u32> = self
             .pending
             .iter()
@@ -2124,6 +2170,7 @@ impl Daemon {
             self.recd_ping_due(),
             Some(self.next_stat_history),
             self.pending.values().map(|p| p.deadline).min(),
+            self.calls.poll_timeout(),
         ]
         .into_iter()
         .flatten()
