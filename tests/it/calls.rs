@@ -72,3 +72,29 @@ fn volatile_record_migrates_between_nodes() {
         "node 1 read {read:?} after delete"
     );
 }
+
+#[test]
+fn persistent_transactions_reach_every_node() {
+    let c = LocalCluster::setup("trans3", Flavour::Ours, 3, "127.0.97", &[]);
+    c.start();
+    c.wait_connected(Duration::from_secs(30));
+    c.wait_all_ok(Duration::from_secs(60));
+    ok_stdout(&c, 0, &["attach", "p.tdb", "persistent"]);
+    c.wait_for("p.tdb attached everywhere", Duration::from_secs(30), || {
+        (0..c.nodes).all(|n| c.ctdb_stdout(n, &["getdbmap"]).contains("p.tdb"))
+    });
+    wait_recovered(&c);
+
+    ok_stdout(&c, 1, &["pstore", "p.tdb", "k", "v"]);
+    for pnn in 0..3 {
+        assert_eq!(ok_stdout(&c, pnn, &["pfetch", "p.tdb", "k"]).trim(), "v");
+    }
+    ok_stdout(&c, 2, &["pstore", "p.tdb", "k", "v2"]);
+    for pnn in 0..3 {
+        assert_eq!(ok_stdout(&c, pnn, &["pfetch", "p.tdb", "k"]).trim(), "v2");
+    }
+    ok_stdout(&c, 0, &["pdelete", "p.tdb", "k"]);
+    for pnn in 0..3 {
+        assert_eq!(ok_stdout(&c, pnn, &["pfetch", "p.tdb", "k"]).trim(), "");
+    }
+}
