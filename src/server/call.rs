@@ -949,3 +949,6 @@ pub fn ltdb_store(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
