@@ -14,12 +14,10 @@
 //!
 //! Differences from stock, on purpose or for now:
 //! * No lock helper process. Stock tries `tdb_chainlock_nonblock` and spawns a helper when a
-//!   client holds the chain. Here the daemon reads and writes through its one handle with the
-//!   ordinary (locking) libtdb calls. The clients that matter (smbd's dbwrap_ctdb and the
-//!   `ctdb` tool's fetch-lock) drop the chain lock before sending REQ_CALL and only take it
-//!   again after the reply, so the daemon does not meet a held chain on the normal path; a
-//!   client that holds a chain while another node migrates the record away makes the daemon
-//!   wait for it.
+//!   client holds the chain. Here the daemon tries `tdb_chainlock_nonblock` and, when a client
+//!   (smbd, the `ctdb` tool's fetch-lock) holds the chain, retries the whole request after
+//!   [`CHAIN_RETRY`] from its timer; the event loop never blocks on a record lock. Retried
+//!   node packets pass the generation check again, so a recovery in between drops them.
 //! * While a database is frozen (recovery) requests for it are queued and re-processed on the
 //!   thaw ([`CallService::on_thawed`]); queued node packets of an older generation are dropped
 //!   then, and pending client calls of the database are started afresh with new request ids
@@ -52,6 +50,9 @@ use std::time::Duration;
 /// Request ids of calls this node started; kept apart from control request ids for readability
 /// of packet traces only (the two tables never see each other's replies).
 const FIRST_CALL_REQID: u32 = 0x4000_0000;
+
+/// How long a request waits before trying a chain that a client held again.
+pub const CHAIN_RETRY: Duration = Duration::from_millis(10);
 
 /// Something the daemon must do for the call service.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +91,8 @@ pub struct CallService {
     /// This node's PNN, refreshed at every entry point.
     pnn: Pnn,
     next_reqid: u32,
+    /// Requests whose chain a client held, with the time of the next attempt.
+    retry: Vec<(Instant, Waiting)>,
     /// TRANS3_COMMIT controls waiting for their UPDATE_RECORDs, by db_id.
     trans3: BTreeMap<u32, Trans3Commit>,
     pending: BTreeMap<u32, PendingCall>,
@@ -113,6 +116,7 @@ impl CallService {
     pub fn new() -> Self {
         Self {
             pnn: 0,
+            retry: Vec::new(),
             trans3: BTreeMap::new(),
             next_reqid: FIRST_CALL_REQID,
             pending: BTreeMap::new(),
@@ -141,17 +145,100 @@ impl CallService {
     /// stored, as in stock).
     pub fn on_client_closed(&mut self, client: ClientId) {
         self.pending.retain(|_, p| p.client != client);
+        self.retry
+            .retain(|(_, w)| !matches!(w, Waiting::Client { client: c, .. } if *c == client));
         for queue in self.waiting.values_mut() {
             queue.retain(|w| !matches!(w, Waiting::Client { client: c, .. } if *c == client));
         }
     }
 
     /// `daemon_request_call_from_client`: a REQ_CALL from a local client with its `reqid`.
-    #[allow(clippy::too_many_arguments)]
     pub fn on_client_call(
         &mut self,
         dbs: &mut DatabaseSet,
         ctx: &DbContext<'_>,
+        now: Instant,
+        client: ClientId,
+        reqid: u32,
+        call: ReqCall,
+    ) {
+        let work = Waiting::Client {
+            client,
+            reqid,
+            call,
+        };
+        self.run_locked(dbs, ctx, now, work);
+    }
+
+    /// A REQ_CALL, REPLY_CALL, REQ_DMASTER, REPLY_DMASTER or REPLY_ERROR from another node.
+    /// Other bodies are ignored.
+    pub fn on_node_packet(
+        &mut self,
+        dbs: &mut DatabaseSet,
+        ctx: &DbContext<'_>,
+        now: Instant,
+        packet: Packet,
+    ) {
+        self.run_locked(dbs, ctx, now, Waiting::Node(packet));
+    }
+
+    /// Runs one request with the record's chain locked (`ctdb_ltdb_lock_requeue`). When a
+    /// client holds the chain the request is retried after [`CHAIN_RETRY`] instead of
+    /// blocking the daemon; stock hands the wait to a lock helper child instead.
+    fn run_locked(
+        &mut self,
+        dbs: &mut DatabaseSet,
+        ctx: &DbContext<'_>,
+        now: Instant,
+        work: Waiting,
+    ) {
+        self.pnn = dbs.pnn();
+        let target = match &work {
+            Waiting::Client { call, .. } => Some((call.db_id, call.key.clone())),
+            Waiting::Node(p) => match &p.body {
+                Body::ReqCall(c) => Some((c.db_id, c.key.clone())),
+                Body::ReqDmaster(d) => Some((d.db_id, d.key.clone())),
+                Body::ReplyDmaster(d) => Some((d.db_id, d.key.clone())),
+                _ => None,
+            },
+        };
+        let mut locked = None;
+        if let Some((db_id, key)) = target {
+            if let Some(db) = dbs.get_mut(db_id) {
+                if db.allow_access() {
+                    match db.store_mut().chain_try_lock(&key) {
+                        Ok(true) => locked = Some((db_id, key)),
+                        Ok(false) => {
+                            self.retry.push((now.saturating_add(CHAIN_RETRY), work));
+                            return;
+                        }
+                        Err(e) => log::error!("Failed to lock a chain of {}: {e}", db.name()),
+                    }
+                }
+            }
+        }
+        match work {
+            Waiting::Client {
+                client,
+                reqid,
+                call,
+            } => self.client_call(dbs, ctx, now, client, reqid, call),
+            Waiting::Node(packet) => self.node_packet(dbs, ctx, now, packet),
+        }
+        if let Some((db_id, key)) = locked {
+            if let Some(db) = dbs.get_mut(db_id) {
+                if let Err(e) = db.store_mut().chain_unlock(&key) {
+                    log::error!("Failed to unlock a chain of {}: {e}", db.name());
+                }
+            }
+        }
+    }
+
+    fn client_call(
+        &mut self,
+        dbs: &mut DatabaseSet,
+        ctx: &DbContext<'_>,
+        _now: Instant,
         client: ClientId,
         reqid: u32,
         call: ReqCall,
@@ -211,10 +298,13 @@ impl CallService {
         self.out.push_back(CallOutput::Node { pnn: dest, packet });
     }
 
-    /// A REQ_CALL, REPLY_CALL, REQ_DMASTER, REPLY_DMASTER or REPLY_ERROR from another node.
-    /// Other bodies are ignored.
-    pub fn on_node_packet(&mut self, dbs: &mut DatabaseSet, ctx: &DbContext<'_>, packet: Packet) {
-        self.pnn = dbs.pnn();
+    fn node_packet(
+        &mut self,
+        dbs: &mut DatabaseSet,
+        ctx: &DbContext<'_>,
+        _now: Instant,
+        packet: Packet,
+    ) {
         let checks_generation = matches!(
             packet.body,
             Body::ReqCall(_) | Body::ReplyCall(_) | Body::ReqDmaster(_) | Body::ReplyDmaster(_)
@@ -260,7 +350,13 @@ impl CallService {
 
     /// `ctdb_call_resend_db` after a thaw: queued packets run again, pending calls of the
     /// database restart with new request ids.
-    pub fn on_thawed(&mut self, dbs: &mut DatabaseSet, ctx: &DbContext<'_>, db_id: u32) {
+    pub fn on_thawed(
+        &mut self,
+        dbs: &mut DatabaseSet,
+        ctx: &DbContext<'_>,
+        now: Instant,
+        db_id: u32,
+    ) {
         let restart: Vec<u32> = self
             .pending
             .iter()
@@ -284,8 +380,8 @@ impl CallService {
                     client,
                     reqid,
                     call,
-                } => self.on_client_call(dbs, ctx, client, reqid, call),
-                Waiting::Node(packet) => self.on_node_packet(dbs, ctx, packet),
+                } => self.on_client_call(dbs, ctx, now, client, reqid, call),
+                Waiting::Node(packet) => self.on_node_packet(dbs, ctx, now, packet),
             }
         }
     }
@@ -722,11 +818,20 @@ impl CallService {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.trans3.values().map(|t| t.deadline).min()
+        let commits = self.trans3.values().map(|t| t.deadline);
+        commits.chain(self.retry.iter().map(|(due, _)| *due)).min()
     }
 
-    /// Commits past ControlTimeout answer 1 (outside a recovery, as stock).
-    pub fn handle_timeout(&mut self, ctx: &DbContext<'_>, now: Instant) {
+    /// Retries requests whose chain was locked; commits past ControlTimeout answer 1
+    /// (outside a recovery, as stock).
+    pub fn handle_timeout(&mut self, dbs: &mut DatabaseSet, ctx: &DbContext<'_>, now: Instant) {
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.retry)
+            .into_iter()
+            .partition(|(at, _)| now >= *at);
+        self.retry = later;
+        for (_, work) in due {
+            self.run_locked(dbs, ctx, now, work);
+        }
         let expired: Vec<u32> = self
             .trans3
             .iter()

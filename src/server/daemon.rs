@@ -430,7 +430,7 @@ impl Daemon {
                 }
                 DbEffect::SetRecoveryModeActive => self.recovery_mode = RECOVERY_ACTIVE,
                 DbEffect::Thawed { db_id } => {
-                    self.with_calls(|calls, dbs, ctx| calls.on_thawed(dbs, ctx, db_id));
+                    self.with_calls(|calls, dbs, ctx| calls.on_thawed(dbs, ctx, now, db_id));
                 }
                 DbEffect::Fatal { reason } => {
                     log::error!("Fatal database error: {reason}");
@@ -544,7 +544,7 @@ impl Daemon {
                 self.bump(|s| s.client.req_call += 1);
                 let reqid = packet.reqid;
                 self.with_calls(|calls, dbs, ctx| {
-                    calls.on_client_call(dbs, ctx, client, reqid, call)
+                    calls.on_client_call(dbs, ctx, now, client, reqid, call)
                 });
             }
             other => {
@@ -983,7 +983,7 @@ impl Daemon {
                     Body::ReplyDmaster(_) => s.node.reply_dmaster += 1,
                     _ => s.node.reply_error += 1,
                 });
-                self.with_calls(|calls, dbs, ctx| calls.on_node_packet(dbs, ctx, packet));
+                self.with_calls(|calls, dbs, ctx| calls.on_node_packet(dbs, ctx, now, packet));
             }
             Body::ReqTunnel(_) => self.bump(|s| s.node.req_tunnel += 1),
             Body::Unknown { operation, .. } => {
@@ -2112,7 +2112,7 @@ impl Daemon {
             self.next_stat_history = now.saturating_add(Duration::from_secs(interval));
         }
         if self.calls.poll_timeout().is_some_and(|due| now >= due) {
-            self.with_calls(|calls, _, ctx| calls.handle_timeout(ctx, now));
+            self.with_calls(|calls, dbs, ctx| calls.handle_timeout(dbs, ctx, now));
         }
         let expired: Vec<u32> = self
             .pending

@@ -118,7 +118,7 @@ impl Cluster {
         let ctx = self.env.ctx();
         let node = &mut self.nodes[pnn as usize];
         node.calls
-            .on_client_call(&mut node.dbs, &ctx, CLIENT, 77, call);
+            .on_client_call(&mut node.dbs, &ctx, Instant::ZERO, CLIENT, 77, call);
         self.run()
     }
 
@@ -153,7 +153,12 @@ impl Cluster {
                                 let from = &mut self.nodes[pnn].calls;
                                 from.on_control_reply(&ctx, packet.reqid, status);
                             } else {
-                                node.calls.on_node_packet(&mut node.dbs, &ctx, packet);
+                                node.calls.on_node_packet(
+                                    &mut node.dbs,
+                                    &ctx,
+                                    Instant::ZERO,
+                                    packet,
+                                );
                             }
                         }
                         CallOutput::SetRecoveryModeActive => self.recovery_triggered = true,
@@ -338,7 +343,8 @@ fn unknown_database_gets_no_client_reply_but_a_node_error() {
             ..ReqCall::default()
         }),
     };
-    node.calls.on_node_packet(&mut node.dbs, &ctx, packet);
+    node.calls
+        .on_node_packet(&mut node.dbs, &ctx, Instant::ZERO, packet);
     let Some(CallOutput::Node { pnn: 2, packet }) = node.calls.poll_output() else {
         panic!("expected a REPLY_ERROR to node 2");
     };
@@ -368,7 +374,8 @@ fn packets_of_another_generation_are_dropped() {
             ..ReqCall::default()
         }),
     };
-    node.calls.on_node_packet(&mut node.dbs, &ctx, packet);
+    node.calls
+        .on_node_packet(&mut node.dbs, &ctx, Instant::ZERO, packet);
     assert!(node.calls.poll_output().is_none());
 }
 
@@ -404,7 +411,8 @@ fn req_dmaster_from_a_node_that_is_not_dmaster_triggers_recovery() {
             record_flags: Some(0),
         }),
     };
-    node.calls.on_node_packet(&mut node.dbs, &ctx, packet);
+    node.calls
+        .on_node_packet(&mut node.dbs, &ctx, Instant::ZERO, packet);
     assert_eq!(
         node.calls.poll_output(),
         Some(CallOutput::SetRecoveryModeActive)
