@@ -507,3 +507,118 @@ fn trans3_commit_updates_every_node_and_refuses_older_rsns() {
     );
     assert_eq!(c.record(0, b"k").unwrap().1, b"v");
 }
+
+/// Another process holding a chain lock of a real TDB file until dropped; it is the lock
+/// helper body of the database tests (`server::database::tests::lock_child`).
+struct ChainHolder {
+    child: std::process::Child,
+}
+
+impl ChainHolder {
+    fn start(path: &std::path::Path, flags: u32, key: &str) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "server::database::tests::lock_child",
+                "--exact",
+                "--nocapture",
+            ])
+            .env(
+                "CTDB_RS_DB_TEST_CHILD",
+                format!("{flags} hold {key} {}", path.display()),
+            )
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        loop {
+            let mut line = String::new();
+            assert!(stdout.read_line(&mut line).unwrap() > 0, "holder died");
+            if line.trim_end().ends_with("CHILD-READY") {
+                break;
+            }
+        }
+        ChainHolder { child }
+    }
+}
+
+impl Drop for ChainHolder {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn request_for_a_chain_a_client_holds_is_retried_on_the_timer() {
+    use crate::server::database::TdbBackend;
+    let dir = std::env::temp_dir().join(format!("ctdb-rs-call-lock-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    for sub in ["volatile", "persistent", "state"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    let env = Env::new(2);
+    let config = DbConfig {
+        pnn: 0,
+        volatile_dir: dir.join("volatile"),
+        persistent_dir: dir.join("persistent"),
+        state_dir: dir.join("state"),
+        tdb_mutexes: false,
+    };
+    let mut dbs = DatabaseSet::new(config, Box::new(TdbBackend)).unwrap();
+    let req = DbRequest {
+        opcode: ControlOpcode::DbAttach,
+        srvid: 0,
+        flags: 0,
+        data: b"lock.tdb\0",
+        srcnode: 1,
+        client: None,
+    };
+    let DbControlOutcome::Reply(reply) = dbs.handle_control(Instant::ZERO, &req, &env.ctx()) else {
+        panic!("attach did not reply");
+    };
+    let db_id = u32::from_ne_bytes(reply.data.try_into().unwrap());
+    let ctx = env.ctx();
+    let key = (0u32..)
+        .map(|i| format!("key{i}"))
+        .find(|k| lmaster_of(&ctx, k.as_bytes()) == 0)
+        .unwrap();
+    let (path, flags) = {
+        let db = dbs.get(db_id).unwrap();
+        (db.path().to_path_buf(), db.tdb_flags().bits())
+    };
+    let mut calls = CallService::new();
+    let packet = Packet {
+        generation: GENERATION,
+        destnode: 0,
+        srcnode: 1,
+        reqid: 5,
+        body: Body::ReqCall(ReqCall {
+            db_id,
+            key: key.as_bytes().to_vec(),
+            callid: NULL_FUNC,
+            ..ReqCall::default()
+        }),
+    };
+    let holder = ChainHolder::start(&path, flags, &key);
+    calls.on_node_packet(&mut dbs, &ctx, Instant::ZERO, packet);
+    assert!(calls.poll_output().is_none(), "must wait for the chain");
+    let due = calls.poll_timeout().expect("a retry is scheduled");
+    assert_eq!(due, Instant::ZERO.saturating_add(CHAIN_RETRY));
+    calls.handle_timeout(&mut dbs, &ctx, due);
+    assert!(calls.poll_output().is_none(), "chain still held");
+    drop(holder);
+    let due = calls.poll_timeout().expect("still scheduled");
+    calls.handle_timeout(&mut dbs, &ctx, due);
+    match calls.poll_output() {
+        Some(CallOutput::Node { pnn: 1, packet }) => {
+            assert!(matches!(packet.body, Body::ReplyDmaster(_)), "{packet:?}");
+            assert_eq!(packet.reqid, 5);
+        }
+        other => panic!("expected REPLY_DMASTER to node 1, got {other:?}"),
+    }
+    assert_eq!(calls.poll_timeout(), None);
+    let _ = std::fs::remove_dir_all(&dir);
+}
