@@ -276,6 +276,11 @@ impl CallService {
         }
         let generation = db.generation();
         let dest = header.dmaster;
+        if dest == u32::MAX {
+            // No VNN map yet: nobody can be asked.
+            self.reply_client(client, reqid, ctx, -1, Vec::new());
+            return;
+        }
         let daemon_reqid = self.alloc_reqid();
         let packet = Packet {
             generation,
