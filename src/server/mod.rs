@@ -1,5 +1,6 @@
 //! The daemon (mirrors `ctdb/server/`): a sans-IO core driven by a thin mio shell.
 
+pub mod call;
 pub mod cluster_mutex;
 pub mod daemon;
 pub mod database;

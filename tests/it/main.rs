@@ -3,6 +3,7 @@
 // Test helpers panic on setup failures by design: a failed setup is a failed test.
 #![allow(clippy::unwrap_used)]
 
+mod calls;
 mod cli;
 mod cluster;
 mod eventd;
