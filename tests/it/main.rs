@@ -12,6 +12,7 @@ mod install;
 mod ipalloc;
 mod leader;
 mod membership;
+mod mixed;
 mod mutex;
 mod recovery_helper;
 mod shell;

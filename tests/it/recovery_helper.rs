@@ -323,8 +323,8 @@ fn scenario_pnn(pnn: u32, scenario: &Scenario) -> String {
 
 #[test]
 fn our_helper_recovers_a_stock_cluster_exactly_like_stocks() {
-    let ours = Scenario::start("rechelper-ours", "127.0.93", &our_helper());
-    let stock = Scenario::start("rechelper-stock", "127.0.94", Path::new(STOCK_HELPER));
+    let ours = Scenario::start("rechelper-ours", "127.0.101", &our_helper());
+    let stock = Scenario::start("rechelper-stock", "127.0.102", Path::new(STOCK_HELPER));
     // Our helper already did the start-up recovery.
     assert!(ours.helper_runs() >= 1);
 
@@ -442,8 +442,8 @@ impl Scenario {
 /// time out; after three the helper bans it, exactly as stock's helper does.
 #[test]
 fn a_node_that_cannot_freeze_gets_banned_like_with_stocks_helper() {
-    let ours = Scenario::start("rechelper-ban-ours", "127.0.97", &our_helper());
-    let stock = Scenario::start("rechelper-ban-stock", "127.0.98", Path::new(STOCK_HELPER));
+    let ours = Scenario::start("rechelper-ban-ours", "127.0.103", &our_helper());
+    let stock = Scenario::start("rechelper-ban-stock", "127.0.104", Path::new(STOCK_HELPER));
     let mut logs = Vec::new();
     for scenario in [&ours, &stock] {
         scenario.ctdb_ok(0, &["attach", "vol.tdb"]);

@@ -52,3 +52,43 @@ fn protocol_layer_stays_pure() {
         offences.join("\n")
     );
 }
+
+/// Integration tests run in parallel, each on its own loopback range: a `127.0.N` prefix may
+/// appear in one test file only (a shared range means two clusters fight over port 4379).
+#[test]
+fn loopback_ranges_are_not_shared_between_test_files() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it");
+    let mut owner: std::collections::BTreeMap<String, PathBuf> = Default::default();
+    let mut clashes = Vec::new();
+    for file in rust_files(&root) {
+        let text = fs::read_to_string(&file).unwrap();
+        // Both spellings: "127.0.N" strings and Ipv4Addr::new(127, 0, N, ..).
+        let text = text.replace("127, 0, ", "\"127.0.");
+        let mut rest = text.as_str();
+        while let Some(pos) = rest.find("\"127.0.") {
+            let tail = &rest[pos + 7..];
+            let digits: String = tail.chars().take_while(char::is_ascii_digit).collect();
+            rest = &tail[digits.len()..];
+            if digits.is_empty() {
+                continue;
+            }
+            let prefix = format!("127.0.{digits}");
+            match owner.get(&prefix) {
+                Some(other) if other != &file => clashes.push(format!(
+                    "{prefix} in {} and {}",
+                    other.display(),
+                    file.display()
+                )),
+                Some(_) => {}
+                None => {
+                    owner.insert(prefix, file.clone());
+                }
+            }
+        }
+    }
+    assert!(
+        clashes.is_empty(),
+        "shared loopback ranges:\n{}",
+        clashes.join("\n")
+    );
+}
