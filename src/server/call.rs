@@ -31,10 +31,8 @@ use super::database::{Database, DatabaseSet, DbContext};
 use super::effect::{ClientId, Pnn};
 use crate::common::clock::Instant;
 use crate::common::tdb::TdbError;
-use crate::protocol::hash;
 use crate::protocol::ltdb::{
     LtdbHeader, LTDB_HEADER_LEN, REC_FLAG_AUTOMATIC, REC_FLAG_MIGRATED_WITH_DATA,
-    REC_FLAG_VACUUM_MIGRATED, REC_RO_FLAGS,
 };
 use crate::protocol::opcode::ControlOpcode;
 use crate::protocol::packet::{
@@ -943,9 +941,7 @@ pub fn update_record(dbs: &mut DatabaseSet, ctx: &DbContext<'_>, data: &[u8]) ->
 }
 
 /// `ctdb_lmaster`; no node with an empty map.
-pub fn lmaster_of(ctx: &DbContext<'_>, key: &[u8]) -> u32 {
-    hash::lmaster(hash::ctdb_hash(key), &ctx.vnn_map.map).unwrap_or(u32::MAX)
-}
+pub use super::database::lmaster as lmaster_of;
 
 /// `ctdb_call_local` with the built-in functions: runs the call on the record and stores it
 /// back (which bumps the RSN, as stock does for every local call).
@@ -1032,31 +1028,10 @@ pub fn ltdb_store(
     header: &mut LtdbHeader,
     data: &[u8],
 ) -> Result<(), TdbError> {
-    if !db.is_volatile() {
-        return db.store_mut().store(key, &[&header.to_bytes(), data]);
-    }
-    let lmaster = lmaster_of(ctx, key);
-    let flags = header.flags;
-    let keep = if !data.is_empty()
-        || flags & (REC_RO_FLAGS | REC_FLAG_AUTOMATIC | REC_FLAG_MIGRATED_WITH_DATA) != 0
-    {
-        true
-    } else if pnn == lmaster {
-        flags & REC_FLAG_VACUUM_MIGRATED == 0 || pnn != header.dmaster
-    } else {
-        pnn == header.dmaster
-    };
-    if keep && pnn == header.dmaster && flags & REC_RO_FLAGS == 0 {
-        header.rsn = header.rsn.wrapping_add(1);
-    }
-    header.flags &= !(REC_FLAG_VACUUM_MIGRATED | REC_FLAG_AUTOMATIC);
-    if keep {
-        db.store_mut().store(key, &[&header.to_bytes(), data])
-    } else {
-        match db.store_mut().delete(key) {
-            Err(e) if e.code == crate::common::tdb::TdbErrorCode::NoExist => Ok(()),
-            other => other,
-        }
+    match db.ltdb_store_updating(pnn, ctx, key, header, data) {
+        // Deleting a record that is already gone is not a failure for a call.
+        Err(e) if e.code == crate::common::tdb::TdbErrorCode::NoExist => Ok(()),
+        other => other,
     }
 }
 

@@ -28,10 +28,23 @@ impl Database {
         header: &LtdbHeader,
         data: &[u8],
     ) -> Result<(), TdbError> {
+        let mut header = *header;
+        self.ltdb_store_updating(pnn, ctx, key, &mut header, data)
+    }
+
+    /// [`Database::ltdb_store`] that leaves the header as stored (RSN bumped, transient flags
+    /// cleared) in `header`, for the record-call path that keeps working with it.
+    pub fn ltdb_store_updating(
+        &mut self,
+        pnn: u32,
+        ctx: &DbContext<'_>,
+        key: &[u8],
+        header: &mut LtdbHeader,
+        data: &[u8],
+    ) -> Result<(), TdbError> {
         if !self.is_volatile() {
             return self.store.store(key, &[&header.to_bytes(), data]);
         }
-        let mut header = *header;
         let lmaster = lmaster(ctx, key);
         let flags = header.flags;
         // An empty record migrated away without ever carrying data is deleted, not stored.

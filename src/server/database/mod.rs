@@ -47,6 +47,7 @@
 mod attach;
 mod freeze;
 mod ltdb;
+pub use ltdb::lmaster;
 pub mod memory;
 mod recovery;
 pub mod storage;

@@ -1532,7 +1532,7 @@ fn db_seqnum_reads_the_sequence_number_record() {
         0u64.to_ne_bytes()
     );
     let path = dbs.get(per).unwrap().path().to_path_buf();
-    let lmaster = ltdb::lmaster(&env.ctx(), DB_SEQNUM_KEY);
+    let lmaster = lmaster(&env.ctx(), DB_SEQNUM_KEY);
     assert_eq!(
         tdbdump(&path),
         vec![(
