@@ -8,3 +8,4 @@ pub mod recoverd;
 pub mod recoverd_shell;
 pub mod shell;
 pub mod srvid;
+pub mod takeover;
