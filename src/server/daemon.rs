@@ -1896,6 +1896,9 @@ impl Daemon {
         let max = u64::from(self.tunable("MonitorInterval").max(1));
         self.monitor.next_interval_s = (this_interval * 2).min(max);
         self.monitor.due = Some(now.saturating_add(Duration::from_secs(this_interval)));
+        if self.own_flags() != old_flags {
+            self.health_changed(old_flags);
+        }
     }
 
     fn monitor_tick(&mut self, now: Instant) {

@@ -10,4 +10,5 @@ mod golden;
 mod membership;
 mod mutex;
 mod shell;
+mod takeover;
 mod tidy;

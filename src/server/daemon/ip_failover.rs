@@ -5,8 +5,12 @@
 
 use super::{ControlResult, Daemon, EventPurpose, ReplyRoute, RECOVERY_ACTIVE};
 use crate::common::clock::Instant;
+use crate::protocol::header::BROADCAST_CONNECTED;
 use crate::protocol::packet::{ReqControl, ReqMessage, CTRL_FLAG_NOREPLY};
-use crate::protocol::types::BanState;
+use crate::protocol::srvid;
+use crate::protocol::types::node_flags::UNHEALTHY as NODE_FLAGS_UNHEALTHY;
+use crate::protocol::types::{BanState, NodeFlagChange, SrvidMessage};
+use crate::protocol::Marshal;
 use crate::server::effect::{ClientId, Effect};
 use crate::server::takeover::{Action, NodeView, Outcome, Takeover};
 
@@ -105,6 +109,43 @@ impl Daemon {
         self.apply_failover_actions(now, actions);
     }
 
+    /// The end of `ctdb_health_callback`: after a health change the local recovery daemon
+    /// pushes the new flags to every node, and the leader is asked for a takeover run so that
+    /// addresses move off an unhealthy node or onto a healthy one.
+    pub(super) fn health_changed(&mut self, old_flags: u32) {
+        let new_flags = self.own_flags();
+        let change = NodeFlagChange {
+            pnn: self.pnn,
+            new_flags,
+            old_flags,
+        };
+        self.deliver_to_clients(&ReqMessage {
+            srvid: srvid::PUSH_NODE_FLAGS,
+            data: change.to_bytes(),
+        });
+        let state = if new_flags & NODE_FLAGS_UNHEALTHY != 0 {
+            "UNHEALTHY"
+        } else {
+            "HEALTHY"
+        };
+        log::error!("Node became {state}. Ask recovery master to reallocate IPs");
+        let request = ReqMessage {
+            srvid: srvid::TAKEOVER_RUN,
+            data: SrvidMessage {
+                pnn: self.pnn,
+                srvid: 0,
+            }
+            .to_bytes(),
+        };
+        for pnn in self.broadcast_targets(BROADCAST_CONNECTED) {
+            if pnn == self.pnn {
+                self.deliver_to_clients(&request);
+            } else {
+                self.send_node_message(pnn, &request);
+            }
+        }
+    }
+
     fn apply_failover_actions(&mut self, now: Instant, actions: Vec<Action>) {
         for action in actions {
             match action {
@@ -118,8 +159,7 @@ impl Daemon {
                 }
                 Action::BroadcastMessage { srvid, data } => {
                     let m = ReqMessage { srvid, data };
-                    for pnn in self.broadcast_targets(crate::protocol::header::BROADCAST_CONNECTED)
-                    {
+                    for pnn in self.broadcast_targets(BROADCAST_CONNECTED) {
                         if pnn == self.pnn {
                             self.deliver_to_clients(&m);
                         } else {
