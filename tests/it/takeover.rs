@@ -234,3 +234,120 @@ fn mixed_cluster_with_a_stock_leader_hosts_addresses_on_ctdb_rs() {
     );
     assert!(after.values().any(|&p| p == 2));
 }
+
+/// The address, interface and tickle commands of the stock CLI, run against one cluster:
+/// a transcript with the cluster's own prefixes replaced by placeholders.
+fn address_commands_transcript(c: &LocalCluster) -> String {
+    let p = c.prefix.rsplit('.').next().unwrap().to_string();
+    let mut out = String::new();
+    let run = |out: &mut String, args: &[String]| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = c.ctdb(0, &args);
+        out.push_str(&format!("$ ctdb {}\n", args.join(" ")));
+        out.push_str(&String::from_utf8_lossy(&o.stdout));
+        out.push_str(&String::from_utf8_lossy(&o.stderr));
+        out.push_str(&format!("rc={:?}\n", o.status.code()));
+    };
+    let script: &[&str] = &[
+        "ip",
+        "ifaces",
+        "addip 10.0.P.110/24 lo",
+        "addip 10.0.P.110/24 lo",
+        "addip 10.0.P.111/24 nosuchif",
+        "ip",
+        "ifaces",
+        "delip 10.0.P.110",
+        "delip 10.0.P.199",
+        "ip",
+        "setifacelink lo down",
+        "ifaces",
+        "ip -v",
+        "-X ip -v",
+        "setifacelink lo up",
+        "setifacelink nosuch up",
+        "addtickle 10.0.P.101:445 192.168.7.1:5000",
+        "addtickle 192.168.7.1:5000 10.0.P.101:445",
+        "addtickle 192.168.7.2:5001 10.0.P.101:445",
+        "addtickle 192.168.7.3:5002 10.0.P.101:139",
+        "addtickle 192.168.7.3:5002 10.0.P.101:139",
+        "gettickles 10.0.P.101",
+        "gettickles 10.0.P.101 445",
+        "-X gettickles 10.0.P.101",
+        "deltickle 192.168.7.1:5000 10.0.P.101:445",
+        "gettickles 10.0.P.101",
+        "gettickles 10.0.P.199",
+        "gratarp 10.0.P.101 lo",
+        "ipinfo 10.0.P.101",
+        "ipinfo 10.0.P.199",
+        "moveip 10.0.P.101 1",
+        "SLEEP",
+        "ip all",
+        "moveip 10.0.P.101 0",
+        "SLEEP",
+        "ip all",
+        "-n 1 ip",
+        "ifaces",
+        "-n 1 ifaces",
+    ];
+    for line in script {
+        if *line == "SLEEP" {
+            std::thread::sleep(Duration::from_secs(3));
+            continue;
+        }
+        let args: Vec<String> = line
+            .replace(".P.", &format!(".{p}."))
+            .split(' ')
+            .map(str::to_string)
+            .collect();
+        run(&mut out, &args);
+    }
+    // Tickle lists reach the other node with the periodic update (TickleUpdateInterval).
+    std::thread::sleep(Duration::from_secs(21));
+    run(
+        &mut out,
+        &[
+            "-n".into(),
+            "1".into(),
+            "gettickles".into(),
+            format!("10.0.{p}.101"),
+        ],
+    );
+    // Reloading: one address more, then two fewer.
+    let node0 = c.node_base(0).join("public_addresses");
+    let mut text = std::fs::read_to_string(c.dir().join("public_addresses")).unwrap();
+    text.push_str(&format!("10.0.{p}.120/24 lo\n"));
+    std::fs::write(&node0, &text).unwrap();
+    run(&mut out, &["reloadips".into(), "0".into()]);
+    std::thread::sleep(Duration::from_secs(3));
+    run(&mut out, &["ip".into(), "all".into()]);
+    let first: String = text.lines().take(1).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&node0, first).unwrap();
+    run(&mut out, &["reloadips".into(), "0".into()]);
+    std::thread::sleep(Duration::from_secs(3));
+    run(&mut out, &["ip".into(), "all".into()]);
+    run(&mut out, &["ifaces".into()]);
+    out.replace(&format!("10.0.{p}."), "10.0.P.")
+        .replace(&format!("127.0.{p}."), "127.0.P.")
+}
+
+#[test]
+fn address_commands_of_the_stock_cli_behave_like_stock() {
+    let args = ["--public-addresses"];
+    let stock = LocalCluster::setup("takeover-cli-stock", Flavour::Stock, 2, "127.0.87", &args);
+    let ours = LocalCluster::setup("takeover-cli-ours", Flavour::Ours, 2, "127.0.88", &args);
+    stock.start();
+    ours.start();
+    stock.wait_all_ok(Duration::from_secs(90));
+    ours.wait_all_ok(Duration::from_secs(90));
+    for c in [&stock, &ours] {
+        settle(c, "both nodes host an address", &[0, 1], |a| {
+            a.values().any(|&p| p == 0) && a.values().any(|&p| p == 1)
+        });
+    }
+    let (stock_text, ours_text) = std::thread::scope(|s| {
+        let stock_run = s.spawn(|| address_commands_transcript(&stock));
+        let ours_text = address_commands_transcript(&ours);
+        (stock_run.join().unwrap(), ours_text)
+    });
+    assert_eq!(ours_text, stock_text);
+}
