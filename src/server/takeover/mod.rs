@@ -14,6 +14,7 @@
 //! to the front), the interface list has the newest interface first, each address keeps its
 //! interfaces in configured order.
 
+pub mod packets;
 pub mod system;
 
 use crate::common::clock::Instant;
