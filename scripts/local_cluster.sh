@@ -249,7 +249,7 @@ start_node() {
 
 	# Stock ctdbd daemonises: the real pid shows up in run/ctdbd.pid.  A
 	# daemon that stays in the foreground is recorded by its launch pid.
-	for _i in $(seq 1 100); do
+	for _i in $(seq 1 300); do
 		if [ -s "$_b/run/ctdbd.pid" ]; then
 			_pid=$(cat "$_b/run/ctdbd.pid")
 			if kill -0 "$_pid" 2>/dev/null; then
@@ -281,7 +281,7 @@ start_node() {
 		echo "node $_pnn started in foreground (pid $_launcher)"
 		return 0
 	fi
-	echo "node $_pnn: no pid file or socket after 10 s" >&2
+	echo "node $_pnn: no pid file or socket after 30 s" >&2
 	return 1
 }
 

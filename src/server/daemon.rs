@@ -6,6 +6,7 @@
 //! blocks, reads a clock or touches a file descriptor, so the whole daemon can run inside a
 //! deterministic simulation.
 
+use super::call::{CallOutput, CallService};
 use super::database::{
     DatabaseSet, DbContext, DbControlOutcome, DbEffect, DbReply, DbRequest, DeferredId,
 };
@@ -204,6 +205,8 @@ pub struct Daemon {
     srvids: SrvidRegistry,
     /// The attached databases (volatile, persistent, replicated).
     dbs: DatabaseSet,
+    /// Record calls and migrations in flight (see [`super::call`]).
+    calls: CallService,
     /// Database controls waiting for the database service, and the token of their reply.
     db_deferred: BTreeMap<DeferredId, u64>,
     next_reqid: u32,
@@ -307,6 +310,7 @@ impl Daemon {
             clients: BTreeMap::new(),
             srvids: SrvidRegistry::default(),
             dbs,
+            calls: CallService::new(),
             db_deferred: BTreeMap::new(),
             next_reqid: 1,
             pending: BTreeMap::new(),
@@ -437,14 +441,29 @@ impl Daemon {
                     }
                 }
                 DbEffect::SetRecoveryModeActive => self.recovery_mode = RECOVERY_ACTIVE,
-                // Record calls waiting for a thaw arrive with the database service's call path.
-                DbEffect::Thawed { .. } => {}
+                DbEffect::Thawed { db_id } => {
+                    self.with_calls(|calls, dbs, ctx| calls.on_thawed(dbs, ctx, now, db_id));
+                }
                 DbEffect::Fatal { reason } => {
                     log::error!("Fatal database error: {reason}");
                     self.shutdown(1);
                 }
             }
         }
+    }
+
+    /// Runs `f` on the record call service, then sends what it produced.
+    fn with_calls(&mut self, f: impl FnOnce(&mut CallService, &mut DatabaseSet, &DbContext<'_>)) {
+        let mut calls = std::mem::take(&mut self.calls);
+        self.with_dbs(|dbs, ctx| f(&mut calls, dbs, ctx));
+        while let Some(out) = calls.poll_output() {
+            match out {
+                CallOutput::Client { client, packet } => self.send_client_packet(client, &packet),
+                CallOutput::Node { pnn, packet } => self.send_node_packet(pnn, &packet),
+                CallOutput::SetRecoveryModeActive => self.recovery_mode = RECOVERY_ACTIVE,
+            }
+        }
+        self.calls = calls;
     }
 
     pub fn pnn(&self) -> Pnn {
@@ -494,6 +513,7 @@ impl Daemon {
             return;
         }
         self.dbs.on_client_closed(client);
+        self.calls.on_client_closed(client);
         self.srvids.remove_client(client);
         self.failover_client_closed(client);
         self.pending.retain(
@@ -533,11 +553,12 @@ impl Daemon {
                 self.bump(|s| s.client.req_message += 1);
                 self.client_message(now, packet.destnode, m, host);
             }
-            Body::ReqCall(_) => {
-                // Record calls arrive with the database service; until a database is attached
-                // no db_id is known, and stock sends no reply for an unknown db_id.
+            Body::ReqCall(call) => {
                 self.bump(|s| s.client.req_call += 1);
-                log::warn!("Client request for an unknown database dropped");
+                let reqid = packet.reqid;
+                self.with_calls(|calls, dbs, ctx| {
+                    calls.on_client_call(dbs, ctx, now, client, reqid, call)
+                });
             }
             other => {
                 log::error!(
@@ -952,17 +973,31 @@ impl Daemon {
                 self.bump(|s| s.node.reply_control += 1);
                 if let Some(p) = self.pending.remove(&packet.reqid) {
                     self.pending_failed(p.owner, r.status, r.data, &r.errmsg);
+                } else {
+                    let reqid = packet.reqid;
+                    self.with_calls(|calls, _, ctx| {
+                        calls.on_control_reply(ctx, reqid, r.status);
+                    });
                 }
             }
             Body::ReqMessage(m) => {
                 self.bump(|s| s.node.req_message += 1);
                 self.deliver_message(now, &m, host);
             }
-            Body::ReqCall(_) | Body::ReplyCall(_) | Body::ReqDmaster(_) | Body::ReplyDmaster(_) => {
-                // Record migration belongs to the database service; no database is attached.
-                log::warn!("Record packet from node {pnn} ignored: no databases attached");
+            Body::ReqCall(_)
+            | Body::ReplyCall(_)
+            | Body::ReqDmaster(_)
+            | Body::ReplyDmaster(_)
+            | Body::ReplyError(_) => {
+                self.bump(|s| match packet.body {
+                    Body::ReqCall(_) => s.node.req_call += 1,
+                    Body::ReplyCall(_) => s.node.reply_call += 1,
+                    Body::ReqDmaster(_) => s.node.req_dmaster += 1,
+                    Body::ReplyDmaster(_) => s.node.reply_dmaster += 1,
+                    _ => s.node.reply_error += 1,
+                });
+                self.with_calls(|calls, dbs, ctx| calls.on_node_packet(dbs, ctx, now, packet));
             }
-            Body::ReplyError(_) => self.bump(|s| s.node.reply_error += 1),
             Body::ReqTunnel(_) => self.bump(|s| s.node.req_tunnel += 1),
             Body::Unknown { operation, .. } => {
                 log::error!("Unknown operation {operation} from node {pnn}");
@@ -1086,7 +1121,16 @@ impl Daemon {
         match c.opcode {
             Op::SetRecmode => self.control_set_recmode(now, &c.data, route),
             Op::StartRecovery => self.control_start_recovery(now, srcnode, route, host),
-            Op::EndRecovery => self.control_end_recovery(route),
+            Op::EndRecovery => {
+                self.with_calls(|calls, _, ctx| calls.on_recovery_finished(ctx));
+                self.control_end_recovery(route)
+            }
+            Op::UpdateRecord => {
+                let status =
+                    self.with_dbs(|dbs, ctx| super::call::update_record(dbs, ctx, &c.data));
+                Some(ControlResult::status(status))
+            }
+            Op::Trans3Commit => self.control_trans3_commit(now, c, route),
             Op::Ipreallocated => {
                 self.control_event(route, ControlEvent::Ipreallocated, "ipreallocated")
             }
@@ -1526,6 +1570,35 @@ impl Daemon {
     }
 
     /// Mirrors `ctdb_control_end_recovery`: runs `recovered`, then counts the recovery.
+    /// TRANS3_COMMIT: handled by the call service, which answers the client itself.
+    fn control_trans3_commit(
+        &mut self,
+        now: Instant,
+        c: &ReqControl,
+        route: ReplyRoute,
+    ) -> Option<ControlResult> {
+        let ReplyRoute::Client { client, reqid } = route else {
+            return Some(ControlResult::status(-1));
+        };
+        let targets: Vec<Pnn> = self
+            .vnn_map
+            .map
+            .iter()
+            .copied()
+            .filter(|&p| {
+                self.nodes
+                    .get(p as usize)
+                    .is_some_and(|n| n.flags & NODE_FLAGS_INACTIVE == 0)
+            })
+            .collect();
+        let timeout = Duration::from_secs(u64::from(self.tunable("ControlTimeout").max(1)));
+        let mut reply = None;
+        self.with_calls(|calls, dbs, ctx| {
+            reply = calls.trans3_commit(dbs, ctx, now, client, reqid, c, &targets, timeout);
+        });
+        reply.map(|(status, error)| ControlResult::error(status, &error))
+    }
+
     fn control_end_recovery(&mut self, route: ReplyRoute) -> Option<ControlResult> {
         log::error!("Recovery has finished");
         self.control_event(route, ControlEvent::Recovered, "recovered")
@@ -1989,6 +2062,9 @@ impl Daemon {
             let interval = u64::from(self.tunable("StatHistoryInterval").max(1));
             self.next_stat_history = now.saturating_add(Duration::from_secs(interval));
         }
+        if self.calls.poll_timeout().is_some_and(|due| now >= due) {
+            self.with_calls(|calls, dbs, ctx| calls.handle_timeout(dbs, ctx, now));
+        }
         let expired: Vec<u32> = self
             .pending
             .iter()
@@ -2046,6 +2122,7 @@ impl Daemon {
             Some(self.next_stat_history),
             self.pending.values().map(|p| p.deadline).min(),
             self.takeover.next_deadline(),
+            self.calls.poll_timeout(),
         ]
         .into_iter()
         .flatten()

@@ -81,7 +81,15 @@ impl LocalCluster {
         let mut cmd = Command::new("bash");
         cmd.arg(script()).arg(&self.dir).args(args);
         if self.flavour == Flavour::Ours {
-            cmd.env("CTDB_EVENTD", our_eventd());
+            cmd.env("CTDB_EVENTD", our_eventd())
+                .env(
+                    "CTDB_RECOVERY_HELPER",
+                    env!("CARGO_BIN_EXE_ctdb_recovery_helper"),
+                )
+                .env(
+                    "CTDB_CLUSTER_MUTEX_HELPER",
+                    env!("CARGO_BIN_EXE_ctdb_mutex_fcntl_helper"),
+                );
         }
         cmd.output().unwrap()
     }

@@ -3,12 +3,17 @@
 // Test helpers panic on setup failures by design: a failed setup is a failed test.
 #![allow(clippy::unwrap_used)]
 
+mod calls;
 mod cli;
 mod cluster;
 mod eventd;
 mod golden;
+mod install;
+mod ipalloc;
+mod leader;
 mod membership;
 mod mutex;
+mod recovery_helper;
 mod shell;
 mod takeover;
 mod tidy;

@@ -56,6 +56,16 @@ pub trait DbStore: fmt::Debug {
     /// `tdb_set_max_dead` (`DatabaseMaxDead`).
     fn set_max_dead(&mut self, max_dead: u32);
 
+    /// `tdb_chainlock_nonblock` for the record-call path: `Ok(false)` when somebody else (a
+    /// client such as smbd) holds the chain, so the daemon retries later instead of blocking.
+    fn chain_try_lock(&mut self, _key: &[u8]) -> Result<bool, TdbError> {
+        Ok(true)
+    }
+    /// `tdb_chainunlock` after a successful [`DbStore::chain_try_lock`].
+    fn chain_unlock(&mut self, _key: &[u8]) -> Result<(), TdbError> {
+        Ok(())
+    }
+
     /// An ordinary (locking) transaction, used for the persistent-health database.
     fn transaction_start(&mut self) -> Result<(), TdbError>;
     fn transaction_commit(&mut self) -> Result<(), TdbError>;
@@ -249,6 +259,18 @@ impl DbStore for TdbStore {
 
     fn delete(&mut self, key: &[u8]) -> Result<(), TdbError> {
         self.tdb.delete(key)
+    }
+
+    fn chain_try_lock(&mut self, key: &[u8]) -> Result<bool, TdbError> {
+        match self.tdb.chainlock_nonblock(key) {
+            Ok(()) => Ok(true),
+            Err(e) if e.is_lock_failure() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn chain_unlock(&mut self, key: &[u8]) -> Result<(), TdbError> {
+        self.tdb.chainunlock(key)
     }
 
     fn traverse_read(&mut self, visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<usize, TdbError> {

@@ -1,0 +1,1064 @@
+//! Record calls and record migration (mirrors `ctdb/server/ctdb_call.c`,
+//! `daemon_request_call_from_client` in `ctdb/server/ctdb_daemon.c`, the fetch functions of
+//! `ctdb/common/ctdb_ltdb.c` and `ctdb_ltdb_store_server` in `ctdb/server/ctdb_ltdb_server.c`).
+//!
+//! A client asks for a record with REQ_CALL. When this node is the record's dmaster the call
+//! runs here; otherwise the request travels to the last known dmaster (redirected via the
+//! lmaster when that guess is stale), and the dmaster migrates the record to the requester:
+//! directly with REPLY_DMASTER when it is also the lmaster, or through the lmaster with
+//! REQ_DMASTER followed by REPLY_DMASTER. The requester stores the record as its new dmaster
+//! and then completes the waiting client call.
+//!
+//! The service is sans-IO like the daemon core: every entry point takes the database set and
+//! the daemon context, and the packets to send are drained with [`CallService::poll_output`].
+//!
+//! Differences from stock, on purpose or for now:
+//! * No lock helper process. Stock tries `tdb_chainlock_nonblock` and spawns a helper when a
+//!   client holds the chain. Here the daemon tries `tdb_chainlock_nonblock` and, when a client
+//!   (smbd, the `ctdb` tool's fetch-lock) holds the chain, retries the whole request after
+//!   [`CHAIN_RETRY`] from its timer; the event loop never blocks on a record lock. Retried
+//!   node packets pass the generation check again, so a recovery in between drops them.
+//! * While a database is frozen (recovery) requests for it are queued and re-processed on the
+//!   thaw ([`CallService::on_thawed`]); queued node packets of an older generation are dropped
+//!   then, and pending client calls of the database are started afresh with new request ids
+//!   (`ctdb_call_resend_db`).
+//! * A REQ_DMASTER that reaches a node which is not the key's lmaster makes stock abort; here
+//!   it is logged and dropped.
+//! * No FetchCollapse, read-only delegations, sticky records or hop-count statistics.
+
+use super::database::RECOVERY_NORMAL;
+use super::database::{Database, DatabaseSet, DbContext};
+use super::effect::{ClientId, Pnn};
+use crate::common::clock::Instant;
+use crate::common::tdb::TdbError;
+use crate::protocol::hash;
+use crate::protocol::ltdb::{
+    LtdbHeader, LTDB_HEADER_LEN, REC_FLAG_AUTOMATIC, REC_FLAG_MIGRATED_WITH_DATA,
+    REC_FLAG_VACUUM_MIGRATED, REC_RO_FLAGS,
+};
+use crate::protocol::opcode::ControlOpcode;
+use crate::protocol::packet::{
+    Body, Packet, ReplyCall, ReplyControl, ReplyDmaster, ReplyError, ReqCall, ReqControl,
+    ReqDmaster, FETCH_FUNC, FETCH_WITH_HEADER_FUNC, NULL_FUNC,
+};
+use crate::protocol::types::node_flags::BANNED as NODE_FLAGS_BANNED;
+use crate::protocol::types::RecBuffer;
+use crate::protocol::Marshal;
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+/// Request ids of calls this node started; kept apart from control request ids for readability
+/// of packet traces only (the two tables never see each other's replies).
+const FIRST_CALL_REQID: u32 = 0x4000_0000;
+
+/// How long a request waits before trying a chain that a client held again.
+pub const CHAIN_RETRY: Duration = Duration::from_millis(10);
+
+/// Something the daemon must do for the call service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallOutput {
+    /// A packet for a local client.
+    Client { client: ClientId, packet: Packet },
+    /// A packet for another node (`packet.destnode`).
+    Node { pnn: Pnn, packet: Packet },
+    /// Stock sets the recovery mode to ACTIVE when a REQ_DMASTER contradicts what the lmaster
+    /// knows, so that the recovery master repairs the record placement.
+    SetRecoveryModeActive,
+}
+
+/// A client call waiting for the record to arrive (`struct ctdb_call_state`).
+#[derive(Debug, Clone)]
+struct PendingCall {
+    client: ClientId,
+    client_reqid: u32,
+    call: ReqCall,
+}
+
+/// Work that waits for a frozen database to thaw.
+#[derive(Debug, Clone)]
+enum Waiting {
+    Client {
+        client: ClientId,
+        reqid: u32,
+        call: ReqCall,
+    },
+    Node(Packet),
+}
+
+/// The record call state of one daemon.
+#[derive(Debug)]
+pub struct CallService {
+    /// This node's PNN, refreshed at every entry point.
+    pnn: Pnn,
+    next_reqid: u32,
+    /// Requests whose chain a client held, with the time of the next attempt.
+    retry: Vec<(Instant, Waiting)>,
+    /// TRANS3_COMMIT controls waiting for their UPDATE_RECORDs, by db_id.
+    trans3: BTreeMap<u32, Trans3Commit>,
+    pending: BTreeMap<u32, PendingCall>,
+    waiting: BTreeMap<u32, Vec<Waiting>>,
+    out: VecDeque<CallOutput>,
+}
+
+impl Default for CallService {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What a call function produced.
+struct CallResult {
+    status: i32,
+    data: Vec<u8>,
+}
+
+impl CallService {
+    pub fn new() -> Self {
+        Self {
+            pnn: 0,
+            retry: Vec::new(),
+            trans3: BTreeMap::new(),
+            next_reqid: FIRST_CALL_REQID,
+            pending: BTreeMap::new(),
+            waiting: BTreeMap::new(),
+            out: VecDeque::new(),
+        }
+    }
+
+    /// The next thing for the daemon to send or do.
+    pub fn poll_output(&mut self) -> Option<CallOutput> {
+        self.out.pop_front()
+    }
+
+    /// Client calls waiting for a record from another node.
+    pub fn pending_count(&self) -> usize {
+        self.pending.len()
+    }
+
+    fn alloc_reqid(&mut self) -> u32 {
+        let id = self.next_reqid;
+        self.next_reqid = self.next_reqid.wrapping_add(1).max(FIRST_CALL_REQID);
+        id
+    }
+
+    /// A client went away: its calls are forgotten (a record that arrives later is still
+    /// stored, as in stock).
+    pub fn on_client_closed(&mut self, client: ClientId) {
+        self.pending.retain(|_, p| p.client != client);
+        self.retry
+            .retain(|(_, w)| !matches!(w, Waiting::Client { client: c, .. } if *c == client));
+        for queue in self.waiting.values_mut() {
+            queue.retain(|w| !matches!(w, Waiting::Client { client: c, .. } if *c == client));
+        }
+    }
+
+    /// `daemon_request_call_from_client`: a REQ_CALL from a local client with its `reqid`.
+    pub fn on_client_call(
+        &mut self,
+        dbs: &mut DatabaseSet,
+        ctx: &DbContext<'_>,
+        now: Instant,
+        client: ClientId,
+        reqid: u32,
+        call: ReqCall,
+    ) {
+        let work = Waiting::Client {
+            client,
+            reqid,
+            call,
+        };
+        self.run_locked(dbs, ctx, now, work);
+    }
+
+    /// A REQ_CALL, REPLY_CALL, REQ_DMASTER, REPLY_DMASTER or REPLY_ERROR from another node.
+    /// Other bodies are ignored.
+    pub fn on_node_packet(
+        &mut self,
+        dbs: &mut DatabaseSet,
+        ctx: &DbContext<'_>,
+        now: Instant,
+        packet: Packet,
+    ) {
+        self.run_locked(dbs, ctx, now, Waiting::Node(packet));
+    }
+
+    /// Runs one request with the record's chain locked (`ctdb_ltdb_lock_requeue`). When a
+    /// client holds the chain the request is retried after [`CHAIN_RETRY`] instead of
+    /// blocking the daemon; stock hands the wait to a lock helper child instead.
+    fn run_locked(
+        &mut self,
+        dbs: &mut DatabaseSet,
+        ctx: &DbContext<'_>,
+        now: Instant,
+        work: Waiting,
+    ) {
+        self.pnn = dbs.pnn();
+        let target = match &work {
+            Waiting::Client { call, .. } => Some((call.db_id, call.key.clone())),
+            Waiting::Node(p) => match &p.body {
+                Body::ReqCall(c) => Some((c.db_id, c.key.clone())),
+                Body::ReqDmaster(d) => Some((d.db_id, d.key.clone())),
+                Body::ReplyDmaster(d) => Some((d.db_id, d.key.clone())),
+                _ => None,
+            },
+        };
+        let mut locked = None;
+        if let Some((db_id, key)) = target {
+            if let Some(db) = dbs.get_mut(db_id) {
+                if db.allow_access() {
+                    match db.store_mut().chain_try_lock(&key) {
+                        Ok(true) => locked = Some((db_id, key)),
+                        Ok(false) => {
+                            self.retry.push((now.saturating_add(CHAIN_RETRY), work));
+                            return;
+                        }
+                        Err(e) => log::error!("Failed to lock a chain of {}: {e}", db.name()),
+                    }
+                }
+            }
+        }
+        match work {
+            Waiting::Client {
+                client,
+                reqid,
+                call,
+            } => self.client_call(dbs, ctx, now, client, reqid, call),
+            Waiting::Node(packet) => self.node_packet(dbs, ctx, now, packet),
+        }
+        if let Some((db_id, key)) = locked {
+            if let Some(db) = dbs.get_mut(db_id) {
+                if let Err(e) = db.store_mut().chain_unlock(&key) {
+                    log::error!("Failed to unlock a chain of {}: {e}", db.name());
+                }
+            }
+        }
+    }
+
+    fn client_call(
+        &mut self,
+        dbs: &mut DatabaseSet,
+        ctx: &DbContext<'_>,
+        _now: Instant,
+        client: ClientId,
+        reqid: u32,
+        call: ReqCall,
+    ) {
+        let pnn = dbs.pnn();
+        self.pnn = pnn;
+        let Some(db) = dbs.get_mut(call.db_id) else {
+            // Stock answers nothing at all here.
+            log::error!("Unknown database 0x{:08x} in call from client", call.db_id);
+            return;
+        };
+        if !db.allow_access() {
+            self.waiting
+                .entry(call.db_id)
+                .or_default()
+                .push(Waiting::Client {
+                    client,
+                    reqid,
+                    call,
+                });
+            return;
+        }
+        let (mut header, data) = match ltdb_fetch(db, pnn, ctx, &call.key) {
+            Ok(r) => r,
+            Err(e) => {
+                log::error!("Failed to fetch a record of {}: {e}", db.name());
+                self.reply_client(client, reqid, ctx, -1, Vec::new());
+                return;
+            }
+        };
+        if header.dmaster == pnn {
+            let result = call_local(db, pnn, ctx, &call, &mut header, &data);
+            self.reply_client(client, reqid, ctx, result.status, result.data);
+            return;
+        }
+        let generation = db.generation();
+        let dest = header.dmaster;
+        if dest == u32::MAX {
+            // No VNN map yet: nobody can be asked.
+            self.reply_client(client, reqid, ctx, -1, Vec::new());
+            return;
+        }
+        let daemon_reqid = self.alloc_reqid();
+        let packet = Packet {
+            generation,
+            destnode: dest,
+            srcnode: pnn,
+            reqid: daemon_reqid,
+            body: Body::ReqCall(ReqCall {
+                hopcount: 0,
+                ..call.clone()
+            }),
+        };
+        self.pending.insert(
+            daemon_reqid,
+            PendingCall {
+                client,
+                client_reqid: reqid,
+                call,
+            },
+        );
+        self.out.push_back(CallOutput::Node { pnn: dest, packet });
+    }
+
+    fn node_packet(
+        &mut self,
+        dbs: &mut DatabaseSet,
+        ctx: &DbContext<'_>,
+        _now: Instant,
+        packet: Packet,
+    ) {
+        let checks_generation = matches!(
+            packet.body,
+            Body::ReqCall(_) | Body::ReplyCall(_) | Body::ReqDmaster(_) | Body::ReplyDmaster(_)
+        );
+        if checks_generation {
+            // ctdb_input_pkt: a banned node takes no part, and packets of another generation
+            // are stale (they are re-sent after the recovery).
+            if ctx.own_flags & NODE_FLAGS_BANNED != 0 {
+                return;
+            }
+            if packet.generation != ctx.vnn_map.generation {
+                log::info!(
+                    "Dropping record packet of generation {} (current {}) from node {}",
+                    packet.generation,
+                    ctx.vnn_map.generation,
+                    packet.srcnode
+                );
+                return;
+            }
+        }
+        match &packet.body {
+            Body::ReqCall(_) => self.request_call(dbs, ctx, packet),
+            Body::ReqDmaster(_) => self.request_dmaster(dbs, ctx, packet),
+            Body::ReplyDmaster(_) => self.reply_dmaster(dbs, ctx, packet),
+            Body::ReplyCall(r) => {
+                if let Some(p) = self.pending.remove(&packet.reqid) {
+                    self.reply_client(p.client, p.client_reqid, ctx, r.status, r.data.clone());
+                }
+            }
+            Body::ReplyError(e) => {
+                if let Some(p) = self.pending.remove(&packet.reqid) {
+                    log::error!(
+                        "Call failed on node {}: {}",
+                        packet.srcnode,
+                        String::from_utf8_lossy(&e.msg).trim_end_matches('\0')
+                    );
+                    self.reply_client(p.client, p.client_reqid, ctx, e.status, Vec::new());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// `ctdb_call_resend_db` after a thaw: queued packets run again, pending calls of the
+    /// database restart with new request ids.
+    pub fn on_thawed(
+        &mut self,
+        dbs: &mut DatabaseSet,
+        ctx: &DbContext<'_>,
+        now: Instant,
+        db_id: u32,
+    ) {
+        let restart: Vec<u32> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.call.db_id == db_id)
+            .map(|(&id, _)| id)
+            .collect();
+        let mut work: Vec<Waiting> = Vec::new();
+        for id in restart {
+            if let Some(p) = self.pending.remove(&id) {
+                work.push(Waiting::Client {
+                    client: p.client,
+                    reqid: p.client_reqid,
+                    call: p.call,
+                });
+            }
+        }
+        work.extend(self.waiting.remove(&db_id).unwrap_or_default());
+        for w in work {
+            match w {
+                Waiting::Client {
+                    client,
+                    reqid,
+                    call,
+                } => self.on_client_call(dbs, ctx, now, client, reqid, call),
+                Waiting::Node(packet) => self.on_node_packet(dbs, ctx, now, packet),
+            }
+        }
+    }
+
+    fn reply_client(
+        &mut self,
+        client: ClientId,
+        reqid: u32,
+        ctx: &DbContext<'_>,
+        status: i32,
+        data: Vec<u8>,
+    ) {
+        let packet = Packet {
+            generation: ctx.vnn_map.generation,
+            destnode: 0,
+            srcnode: self.pnn,
+            reqid,
+            body: Body::ReplyCall(ReplyCall { status, data }),
+        };
+        self.out.push_back(CallOutput::Client { client, packet });
+    }
+
+    fn send_error(&mut self, to: &Packet, pnn: Pnn, generation: u32, msg: String) {
+        let mut msg = msg.into_bytes();
+        msg.push(0);
+        let packet = Packet {
+            generation,
+            destnode: to.srcnode,
+            srcnode: pnn,
+            reqid: to.reqid,
+            body: Body::ReplyError(ReplyError { status: -1, msg }),
+        };
+        self.out.push_back(CallOutput::Node {
+            pnn: to.srcnode,
+            packet,
+        });
+    }
+
+    /// Looks up the database of a node packet: unknown ones get REPLY_ERROR (`reply_error`)
+    /// or are dropped; frozen ones queue the packet. `None` means "done with this packet".
+    fn node_db<'d>(
+        &mut self,
+        dbs: &'d mut DatabaseSet,
+        ctx: &DbContext<'_>,
+        packet: &Packet,
+        db_id: u32,
+        reply_error: bool,
+    ) -> Option<&'d mut Database> {
+        let pnn = dbs.pnn();
+        if dbs.get(db_id).is_none() {
+            log::error!(
+                "Unknown database 0x{db_id:08x} in request from node {}",
+                packet.srcnode
+            );
+            if reply_error {
+                self.send_error(
+                    packet,
+                    pnn,
+                    ctx.vnn_map.generation,
+                    format!("Unknown database in request. db_id==0x{db_id:08x}"),
+                );
+            }
+            return None;
+        }
+        let db = dbs.get_mut(db_id)?;
+        if !db.allow_access() {
+            self.waiting
+                .entry(db_id)
+                .or_default()
+                .push(Waiting::Node(packet.clone()));
+            return None;
+        }
+        Some(db)
+    }
+
+    /// `ctdb_request_call`.
+    fn request_call(&mut self, dbs: &mut DatabaseSet, ctx: &DbContext<'_>, packet: Packet) {
+        let Body::ReqCall(call) = &packet.body else {
+            return;
+        };
+        let pnn = dbs.pnn();
+        let Some(db) = self.node_db(dbs, ctx, &packet, call.db_id, true) else {
+            return;
+        };
+        let (mut header, data) = match ltdb_fetch(db, pnn, ctx, &call.key) {
+            Ok(r) => r,
+            Err(e) => {
+                log::error!("Failed to fetch a record of {}: {e}", db.name());
+                return;
+            }
+        };
+        let lmaster = lmaster_of(ctx, &call.key);
+        if header.dmaster != pnn {
+            // Redirect: the lmaster always knows the dmaster; if we are the lmaster, our header
+            // names it.
+            let dest = if lmaster == pnn {
+                header.dmaster
+            } else {
+                lmaster
+            };
+            let mut forwarded = packet.clone();
+            forwarded.destnode = dest;
+            if let Body::ReqCall(c) = &mut forwarded.body {
+                c.hopcount = c.hopcount.saturating_add(1);
+            }
+            if dest == pnn {
+                log::error!("Record call loops back to this node; dropping it");
+                return;
+            }
+            self.out.push_back(CallOutput::Node {
+                pnn: dest,
+                packet: forwarded,
+            });
+            return;
+        }
+        let generation = db.generation();
+        if packet.srcnode != pnn {
+            // We are dmaster: the record moves to the caller.
+            if !data.is_empty() {
+                header.flags |= REC_FLAG_MIGRATED_WITH_DATA;
+            }
+            let new_dmaster = packet.srcnode;
+            if lmaster == pnn {
+                self.send_dmaster_reply(
+                    db,
+                    pnn,
+                    ctx,
+                    header,
+                    &call.key,
+                    &data,
+                    new_dmaster,
+                    packet.reqid,
+                );
+                return;
+            }
+            let out = Packet {
+                generation,
+                destnode: lmaster,
+                srcnode: pnn,
+                reqid: packet.reqid,
+                body: Body::ReqDmaster(ReqDmaster {
+                    db_id: call.db_id,
+                    rsn: header.rsn,
+                    dmaster: new_dmaster,
+                    key: call.key.clone(),
+                    data: data.clone(),
+                    record_flags: Some(header.flags),
+                }),
+            };
+            header.dmaster = new_dmaster;
+            if let Err(e) = ltdb_store(db, pnn, ctx, &call.key, &mut header, &data) {
+                log::error!("Failed to store a migrated record of {}: {e}", db.name());
+            }
+            self.out.push_back(CallOutput::Node {
+                pnn: lmaster,
+                packet: out,
+            });
+            return;
+        }
+        // Our own call came back to us, and we are dmaster now.
+        let result = call_local(db, pnn, ctx, call, &mut header, &data);
+        if let Some(p) = self.pending.remove(&packet.reqid) {
+            self.reply_client(p.client, p.client_reqid, ctx, result.status, result.data);
+        }
+    }
+
+    /// `ctdb_send_dmaster_reply`: as lmaster, record the new dmaster and hand it the record.
+    #[allow(clippy::too_many_arguments)]
+    fn send_dmaster_reply(
+        &mut self,
+        db: &mut Database,
+        pnn: Pnn,
+        ctx: &DbContext<'_>,
+        mut header: LtdbHeader,
+        key: &[u8],
+        data: &[u8],
+        new_dmaster: Pnn,
+        reqid: u32,
+    ) {
+        if lmaster_of(ctx, key) != pnn {
+            log::error!("Not sending a dmaster reply: this node is not the lmaster");
+            return;
+        }
+        header.dmaster = new_dmaster;
+        if let Err(e) = ltdb_store(db, pnn, ctx, key, &mut header, data) {
+            log::error!(
+                "Failed to update the dmaster of a record of {}: {e}",
+                db.name()
+            );
+            return;
+        }
+        let packet = Packet {
+            generation: db.generation(),
+            destnode: new_dmaster,
+            srcnode: pnn,
+            reqid,
+            body: Body::ReplyDmaster(ReplyDmaster {
+                db_id: db.db_id(),
+                rsn: header.rsn,
+                key: key.to_vec(),
+                data: data.to_vec(),
+                record_flags: Some(header.flags),
+            }),
+        };
+        self.out.push_back(CallOutput::Node {
+            pnn: new_dmaster,
+            packet,
+        });
+    }
+
+    /// `ctdb_request_dmaster`, at the lmaster.
+    fn request_dmaster(&mut self, dbs: &mut DatabaseSet, ctx: &DbContext<'_>, packet: Packet) {
+        let Body::ReqDmaster(req) = &packet.body else {
+            return;
+        };
+        let pnn = dbs.pnn();
+        let Some(db) = self.node_db(dbs, ctx, &packet, req.db_id, true) else {
+            return;
+        };
+        let (mut header, _old_data) = match ltdb_fetch(db, pnn, ctx, &req.key) {
+            Ok(r) => r,
+            Err(e) => {
+                log::error!("Failed to fetch a record of {}: {e}", db.name());
+                return;
+            }
+        };
+        if lmaster_of(ctx, &req.key) != pnn {
+            log::error!(
+                "REQ_DMASTER from node {} reached a node that is not the lmaster; dropped",
+                packet.srcnode
+            );
+            return;
+        }
+        if header.dmaster != packet.srcnode && (header.rsn != 0 || header.dmaster != pnn) {
+            log::error!(
+                "REQ_DMASTER from node {} which is not the dmaster ({}); starting recovery",
+                packet.srcnode,
+                header.dmaster
+            );
+            self.out.push_back(CallOutput::SetRecoveryModeActive);
+            return;
+        }
+        let record_flags = req.record_flags.unwrap_or(0);
+        header.rsn = req.rsn;
+        header.flags = record_flags;
+        if req.dmaster == pnn {
+            let (key, data, rsn) = (req.key.clone(), req.data.clone(), req.rsn);
+            self.become_dmaster(db, pnn, ctx, &packet, &key, &data, rsn, record_flags);
+        } else {
+            let (key, data, dest) = (req.key.clone(), req.data.clone(), req.dmaster);
+            self.send_dmaster_reply(db, pnn, ctx, header, &key, &data, dest, packet.reqid);
+        }
+    }
+
+    /// `ctdb_reply_dmaster`, at the requester.
+    fn reply_dmaster(&mut self, dbs: &mut DatabaseSet, ctx: &DbContext<'_>, packet: Packet) {
+        let Body::ReplyDmaster(reply) = &packet.body else {
+            return;
+        };
+        let pnn = dbs.pnn();
+        let Some(db) = self.node_db(dbs, ctx, &packet, reply.db_id, false) else {
+            return;
+        };
+        let (key, data, rsn) = (reply.key.clone(), reply.data.clone(), reply.rsn);
+        let flags = reply.record_flags.unwrap_or(0);
+        self.become_dmaster(db, pnn, ctx, &packet, &key, &data, rsn, flags);
+    }
+
+    /// `ctdb_become_dmaster`: store the record as its dmaster, then finish the waiting call.
+    #[allow(clippy::too_many_arguments)]
+    fn become_dmaster(
+        &mut self,
+        db: &mut Database,
+        pnn: Pnn,
+        ctx: &DbContext<'_>,
+        packet: &Packet,
+        key: &[u8],
+        data: &[u8],
+        rsn: u64,
+        record_flags: u32,
+    ) {
+        let mut header = LtdbHeader {
+            rsn,
+            dmaster: pnn,
+            reserved1: 0,
+            flags: record_flags,
+        };
+        if let Err(e) = ltdb_store(db, pnn, ctx, key, &mut header, data) {
+            log::error!("Failed to store a record we became dmaster of: {e}");
+            return;
+        }
+        let Some(pending) = self.pending.get(&packet.reqid) else {
+            log::error!(
+                "pnn {pnn} invalid reqid {} in dmaster reply from node {}",
+                packet.reqid,
+                packet.srcnode
+            );
+            return;
+        };
+        if pending.call.key != key {
+            log::error!(
+                "Bogus dmaster packet reqid {} from node {}: key mismatch",
+                packet.reqid,
+                packet.srcnode
+            );
+            return;
+        }
+        let Some(pending) = self.pending.remove(&packet.reqid) else {
+            return;
+        };
+        let result = call_local(db, pnn, ctx, &pending.call, &mut header, data);
+        self.reply_client(
+            pending.client,
+            pending.client_reqid,
+            ctx,
+            result.status,
+            result.data,
+        );
+    }
+}
+
+/// A TRANS3_COMMIT in progress (`struct ctdb_persistent_state`).
+#[derive(Debug, Clone)]
+struct Trans3Commit {
+    client: ClientId,
+    client_reqid: u32,
+    /// Request ids of the UPDATE_RECORD controls not yet answered.
+    waiting: Vec<u32>,
+    failed: bool,
+    deadline: Instant,
+}
+
+impl CallService {
+    /// TRANS3_COMMIT from a local client (`ctdb_control_trans3_commit`): the marshalled
+    /// records go to every active node of the VNN map, this one included, as UPDATE_RECORD;
+    /// the client hears back when all have succeeded. Returns the reply when it is known at
+    /// once; otherwise the reply comes later through [`CallService::poll_output`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn trans3_commit(
+        &mut self,
+        dbs: &mut DatabaseSet,
+        ctx: &DbContext<'_>,
+        now: Instant,
+        client: ClientId,
+        client_reqid: u32,
+        control: &ReqControl,
+        targets: &[Pnn],
+        timeout: Duration,
+    ) -> Option<(i32, String)> {
+        self.pnn = dbs.pnn();
+        if ctx.recovery_mode != RECOVERY_NORMAL {
+            return Some((-1, String::new()));
+        }
+        let Ok(buffer) = RecBuffer::from_bytes_exact(&control.data) else {
+            return Some((-1, String::new()));
+        };
+        if dbs.get(buffer.db_id).is_none() || self.trans3.contains_key(&buffer.db_id) {
+            return Some((-1, String::new()));
+        }
+        let mut commit = Trans3Commit {
+            client,
+            client_reqid,
+            waiting: Vec::new(),
+            failed: false,
+            deadline: now.saturating_add(timeout),
+        };
+        for &pnn in targets {
+            if pnn == self.pnn {
+                if update_record(dbs, ctx, &control.data) != 0 {
+                    commit.failed = true;
+                    self.out.push_back(CallOutput::SetRecoveryModeActive);
+                }
+                continue;
+            }
+            let reqid = self.alloc_reqid();
+            commit.waiting.push(reqid);
+            let packet = Packet {
+                generation: ctx.vnn_map.generation,
+                destnode: pnn,
+                srcnode: self.pnn,
+                reqid,
+                body: Body::ReqControl(ReqControl {
+                    opcode: ControlOpcode::UpdateRecord,
+                    srvid: 0,
+                    client_id: control.client_id,
+                    flags: 0,
+                    data: control.data.clone(),
+                }),
+            };
+            self.out.push_back(CallOutput::Node { pnn, packet });
+        }
+        if commit.waiting.is_empty() && !commit.failed {
+            return Some((0, String::new()));
+        }
+        self.trans3.insert(buffer.db_id, commit);
+        None
+    }
+
+    /// A REPLY_CONTROL that may answer one of our UPDATE_RECORDs; false when it is not ours.
+    pub fn on_control_reply(&mut self, ctx: &DbContext<'_>, reqid: u32, status: i32) -> bool {
+        let Some((&db_id, commit)) = self
+            .trans3
+            .iter_mut()
+            .find(|(_, t)| t.waiting.contains(&reqid))
+        else {
+            return false;
+        };
+        if ctx.recovery_mode != RECOVERY_NORMAL {
+            return true;
+        }
+        if status != 0 {
+            // Stock leaves the commit to the recovery it triggers.
+            log::error!("UPDATE_RECORD failed with status {status}; starting recovery");
+            commit.failed = true;
+            self.out.push_back(CallOutput::SetRecoveryModeActive);
+            return true;
+        }
+        commit.waiting.retain(|&r| r != reqid);
+        if commit.waiting.is_empty() && !commit.failed {
+            if let Some(done) = self.trans3.remove(&db_id) {
+                self.reply_control(done.client, done.client_reqid, ctx, 0, "");
+            }
+        }
+        true
+    }
+
+    /// `ctdb_persistent_finish_trans3_commits`: after a recovery, commits still waiting
+    /// end with status 2.
+    pub fn on_recovery_finished(&mut self, ctx: &DbContext<'_>) {
+        for (_, commit) in std::mem::take(&mut self.trans3) {
+            let msg = "trans3 commit ended by recovery";
+            self.reply_control(commit.client, commit.client_reqid, ctx, 2, msg);
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let commits = self.trans3.values().map(|t| t.deadline);
+        commits.chain(self.retry.iter().map(|(due, _)| *due)).min()
+    }
+
+    /// Retries requests whose chain was locked; commits past ControlTimeout answer 1
+    /// (outside a recovery, as stock).
+    pub fn handle_timeout(&mut self, dbs: &mut DatabaseSet, ctx: &DbContext<'_>, now: Instant) {
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.retry)
+            .into_iter()
+            .partition(|(at, _)| now >= *at);
+        self.retry = later;
+        for (_, work) in due {
+            self.run_locked(dbs, ctx, now, work);
+        }
+        let expired: Vec<u32> = self
+            .trans3
+            .iter()
+            .filter(|(_, t)| now >= t.deadline)
+            .map(|(&id, _)| id)
+            .collect();
+        for db_id in expired {
+            if let Some(commit) = self.trans3.remove(&db_id) {
+                if ctx.recovery_mode == RECOVERY_NORMAL {
+                    let msg = "timeout in ctdb_persistent_state";
+                    self.reply_control(commit.client, commit.client_reqid, ctx, 1, msg);
+                }
+            }
+        }
+    }
+
+    fn reply_control(
+        &mut self,
+        client: ClientId,
+        reqid: u32,
+        ctx: &DbContext<'_>,
+        status: i32,
+        error: &str,
+    ) {
+        let packet = Packet {
+            generation: ctx.vnn_map.generation,
+            destnode: 0,
+            srcnode: self.pnn,
+            reqid,
+            body: Body::ReplyControl(ReplyControl {
+                status,
+                data: Vec::new(),
+                errmsg: error.as_bytes().to_vec(),
+            }),
+        };
+        self.out.push_back(CallOutput::Client { client, packet });
+    }
+}
+
+/// UPDATE_RECORD (`ctdb_control_update_record` and `ctdb_persistent_store`): the records of
+/// a marshalled buffer are written in one transaction; an older or equal RSN with different
+/// data fails the whole update. Volatile databases only replace records that exist. Stock
+/// writes from a child process; here the transaction runs in the daemon.
+pub fn update_record(dbs: &mut DatabaseSet, ctx: &DbContext<'_>, data: &[u8]) -> i32 {
+    if ctx.recovery_mode != RECOVERY_NORMAL {
+        return -1;
+    }
+    let pnn = dbs.pnn();
+    let Ok(buffer) = RecBuffer::from_bytes_exact(data) else {
+        return -1;
+    };
+    let Some(db) = dbs.get_mut(buffer.db_id) else {
+        log::error!("Unknown database 0x{:08x} in UPDATE_RECORD", buffer.db_id);
+        return -1;
+    };
+    if !db.allow_access() {
+        return -1;
+    }
+    if let Err(e) = db.store_mut().transaction_start() {
+        log::error!("Failed to start a transaction on {}: {e}", db.name());
+        return -1;
+    }
+    let result = (|| -> Result<(), String> {
+        for rec in &buffer.records {
+            let (mut header, _) =
+                LtdbHeader::pull(&rec.data).map_err(|e| format!("bad record header: {e}"))?;
+            let value = rec.data.get(LTDB_HEADER_LEN..).unwrap_or_default();
+            let replace_only = db.is_volatile();
+            if replace_only
+                && db
+                    .store_mut()
+                    .fetch(&rec.key)
+                    .map_err(|e| e.to_string())?
+                    .is_none()
+            {
+                continue;
+            }
+            let (old_header, old_data) =
+                ltdb_fetch(db, pnn, ctx, &rec.key).map_err(|e| e.to_string())?;
+            if old_header.rsn >= header.rsn && old_data != value {
+                return Err(format!(
+                    "old rsn {} >= new rsn {} with different data",
+                    old_header.rsn, header.rsn
+                ));
+            }
+            ltdb_store(db, pnn, ctx, &rec.key, &mut header, value).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => match db.store_mut().transaction_commit() {
+            Ok(()) => 0,
+            Err(e) => {
+                log::error!("Failed to commit UPDATE_RECORD on {}: {e}", db.name());
+                -1
+            }
+        },
+        Err(e) => {
+            log::error!("UPDATE_RECORD on {} failed: {e}", db.name());
+            let _ = db.store_mut().transaction_cancel();
+            -1
+        }
+    }
+}
+
+/// `ctdb_lmaster`; no node with an empty map.
+pub fn lmaster_of(ctx: &DbContext<'_>, key: &[u8]) -> u32 {
+    hash::lmaster(hash::ctdb_hash(key), &ctx.vnn_map.map).unwrap_or(u32::MAX)
+}
+
+/// `ctdb_call_local` with the built-in functions: runs the call on the record and stores it
+/// back (which bumps the RSN, as stock does for every local call).
+fn call_local(
+    db: &mut Database,
+    pnn: Pnn,
+    ctx: &DbContext<'_>,
+    call: &ReqCall,
+    header: &mut LtdbHeader,
+    data: &[u8],
+) -> CallResult {
+    let result = match call.callid {
+        NULL_FUNC => CallResult {
+            status: 0,
+            data: Vec::new(),
+        },
+        FETCH_FUNC => CallResult {
+            status: 0,
+            data: data.to_vec(),
+        },
+        FETCH_WITH_HEADER_FUNC => {
+            let mut out = header.to_bytes();
+            out.extend_from_slice(data);
+            CallResult {
+                status: 0,
+                data: out,
+            }
+        }
+        other => {
+            log::error!("Unknown call id {other:#x}");
+            return CallResult {
+                status: -1,
+                data: Vec::new(),
+            };
+        }
+    };
+    if let Err(e) = ltdb_store(db, pnn, ctx, &call.key, header, data) {
+        log::error!("Call store failed: {e}");
+        return CallResult {
+            status: -1,
+            data: Vec::new(),
+        };
+    }
+    result
+}
+
+/// `ctdb_ltdb_fetch`: header and data; a missing record gets an initial header naming the
+/// lmaster as dmaster, stored at once when the database is persistent or we are that lmaster.
+pub fn ltdb_fetch(
+    db: &mut Database,
+    pnn: Pnn,
+    ctx: &DbContext<'_>,
+    key: &[u8],
+) -> Result<(LtdbHeader, Vec<u8>), TdbError> {
+    if let Some(value) = db.store_mut().fetch(key)? {
+        if let Ok((header, _)) = LtdbHeader::pull(&value) {
+            let data = value.get(LTDB_HEADER_LEN..).unwrap_or_default().to_vec();
+            return Ok((header, data));
+        }
+    }
+    let mut header = LtdbHeader {
+        rsn: 0,
+        dmaster: lmaster_of(ctx, key),
+        reserved1: 0,
+        flags: REC_FLAG_AUTOMATIC,
+    };
+    let initial = header;
+    if db.is_persistent() || header.dmaster == pnn {
+        if let Err(e) = ltdb_store(db, pnn, ctx, key, &mut header, &[]) {
+            log::info!("failed to store initial header: {e}");
+        }
+    }
+    Ok((initial, Vec::new()))
+}
+
+/// `ctdb_ltdb_store` / `ctdb_ltdb_store_server`: persistent and replicated databases store the
+/// header as given; volatile ones decide between storing and deleting and bump the RSN when
+/// this node is the dmaster. Updates `header` in place as stock does.
+pub fn ltdb_store(
+    db: &mut Database,
+    pnn: Pnn,
+    ctx: &DbContext<'_>,
+    key: &[u8],
+    header: &mut LtdbHeader,
+    data: &[u8],
+) -> Result<(), TdbError> {
+    if !db.is_volatile() {
+        return db.store_mut().store(key, &[&header.to_bytes(), data]);
+    }
+    let lmaster = lmaster_of(ctx, key);
+    let flags = header.flags;
+    let keep = if !data.is_empty()
+        || flags & (REC_RO_FLAGS | REC_FLAG_AUTOMATIC | REC_FLAG_MIGRATED_WITH_DATA) != 0
+    {
+        true
+    } else if pnn == lmaster {
+        flags & REC_FLAG_VACUUM_MIGRATED == 0 || pnn != header.dmaster
+    } else {
+        pnn == header.dmaster
+    };
+    if keep && pnn == header.dmaster && flags & REC_RO_FLAGS == 0 {
+        header.rsn = header.rsn.wrapping_add(1);
+    }
+    header.flags &= !(REC_FLAG_VACUUM_MIGRATED | REC_FLAG_AUTOMATIC);
+    if keep {
+        db.store_mut().store(key, &[&header.to_bytes(), data])
+    } else {
+        match db.store_mut().delete(key) {
+            Err(e) if e.code == crate::common::tdb::TdbErrorCode::NoExist => Ok(()),
+            other => other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

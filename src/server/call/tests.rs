@@ -1,0 +1,624 @@
+//! The call service on a simulated three-node cluster: packets between the services are
+//! delivered in order by a tiny router, databases live in memory.
+
+use super::*;
+use crate::common::tunable::Tunables;
+use crate::protocol::packet::CALL_FLAG_IMMEDIATE_MIGRATION;
+use crate::protocol::types::{RecData, Runstate, VnnMap};
+use crate::server::database::{DbConfig, DbControlOutcome, DbRequest, MemoryBackend};
+use crate::testing::{seeds, Prng};
+use std::path::PathBuf;
+
+const GENERATION: u32 = 7;
+const CLIENT: ClientId = 9;
+
+struct Env {
+    vnn_map: VnnMap,
+    tunables: Tunables,
+    recovery_mode: u32,
+}
+
+impl Env {
+    fn new(nodes: u32) -> Self {
+        Env {
+            vnn_map: VnnMap {
+                generation: GENERATION,
+                map: (0..nodes).collect(),
+            },
+            tunables: Tunables::default(),
+            recovery_mode: RECOVERY_NORMAL,
+        }
+    }
+
+    fn ctx(&self) -> DbContext<'_> {
+        DbContext {
+            recovery_mode: self.recovery_mode,
+            runstate: Runstate::Running,
+            own_flags: 0,
+            vnn_map: &self.vnn_map,
+            tunables: &self.tunables,
+            healthy_nodes: u32::try_from(self.vnn_map.map.len()).unwrap_or(0),
+        }
+    }
+}
+
+struct Node {
+    dbs: DatabaseSet,
+    calls: CallService,
+}
+
+struct Cluster {
+    env: Env,
+    nodes: Vec<Node>,
+    db_id: u32,
+    /// Every packet that crossed the router, in order.
+    trace: Vec<Packet>,
+    recovery_triggered: bool,
+}
+
+impl Cluster {
+    fn new(nodes: u32, persistent: bool) -> Self {
+        let env = Env::new(nodes);
+        let opcode = if persistent {
+            ControlOpcode::DbAttachPersistent
+        } else {
+            ControlOpcode::DbAttach
+        };
+        let mut db_id = 0;
+        let nodes = (0..nodes)
+            .map(|pnn| {
+                let config = DbConfig {
+                    pnn,
+                    volatile_dir: PathBuf::from("/mem/volatile"),
+                    persistent_dir: PathBuf::from("/mem/persistent"),
+                    state_dir: PathBuf::from("/mem/state"),
+                    tdb_mutexes: false,
+                };
+                let mut dbs = DatabaseSet::new(config, Box::new(MemoryBackend::new())).unwrap();
+                let req = DbRequest {
+                    opcode,
+                    srvid: 0,
+                    flags: 0,
+                    data: b"test.tdb\0",
+                    srcnode: (pnn + 1) % 3,
+                    client: None,
+                };
+                match dbs.handle_control(Instant::ZERO, &req, &env.ctx()) {
+                    DbControlOutcome::Reply(r) => {
+                        assert_eq!(r.status, 0, "attach failed: {r:?}");
+                        db_id = u32::from_ne_bytes(r.data.try_into().unwrap());
+                    }
+                    other => panic!("attach did not reply: {other:?}"),
+                }
+                while dbs.poll_effect().is_some() {}
+                Node {
+                    dbs,
+                    calls: CallService::new(),
+                }
+            })
+            .collect();
+        Cluster {
+            env,
+            nodes,
+            db_id,
+            trace: Vec::new(),
+            recovery_triggered: false,
+        }
+    }
+
+    fn call(&mut self, pnn: u32, callid: u32, key: &[u8]) -> Vec<(i32, Vec<u8>)> {
+        let call = ReqCall {
+            flags: CALL_FLAG_IMMEDIATE_MIGRATION,
+            db_id: self.db_id,
+            callid,
+            hopcount: 0,
+            key: key.to_vec(),
+            calldata: Vec::new(),
+        };
+        let ctx = self.env.ctx();
+        let node = &mut self.nodes[pnn as usize];
+        node.calls
+            .on_client_call(&mut node.dbs, &ctx, Instant::ZERO, CLIENT, 77, call);
+        self.run()
+    }
+
+    /// Delivers node packets until nothing moves; returns the client replies.
+    fn run(&mut self) -> Vec<(i32, Vec<u8>)> {
+        let mut replies = Vec::new();
+        for _ in 0..1000 {
+            let mut moved = false;
+            for pnn in 0..self.nodes.len() {
+                while let Some(out) = self.nodes[pnn].calls.poll_output() {
+                    moved = true;
+                    match out {
+                        CallOutput::Client { client, packet } => {
+                            assert_eq!(client, CLIENT);
+                            match packet.body {
+                                Body::ReplyCall(r) => {
+                                    assert_eq!(packet.reqid, 77);
+                                    replies.push((r.status, r.data));
+                                }
+                                Body::ReplyControl(r) => replies.push((r.status, r.data)),
+                                other => panic!("unexpected client packet {other:?}"),
+                            }
+                        }
+                        CallOutput::Node { pnn: dest, packet } => {
+                            assert_eq!(dest, packet.destnode);
+                            assert_ne!(dest as usize, pnn, "a node sent a packet to itself");
+                            self.trace.push(packet.clone());
+                            let ctx = self.env.ctx();
+                            let node = &mut self.nodes[dest as usize];
+                            if let Body::ReqControl(c) = &packet.body {
+                                let status = update_record(&mut node.dbs, &ctx, &c.data);
+                                let from = &mut self.nodes[pnn].calls;
+                                from.on_control_reply(&ctx, packet.reqid, status);
+                            } else {
+                                node.calls.on_node_packet(
+                                    &mut node.dbs,
+                                    &ctx,
+                                    Instant::ZERO,
+                                    packet,
+                                );
+                            }
+                        }
+                        CallOutput::SetRecoveryModeActive => self.recovery_triggered = true,
+                    }
+                }
+            }
+            if !moved {
+                return replies;
+            }
+        }
+        panic!("packets still moving after 1000 rounds");
+    }
+
+    fn record(&mut self, pnn: u32, key: &[u8]) -> Option<(LtdbHeader, Vec<u8>)> {
+        let db = self.nodes[pnn as usize].dbs.get_mut(self.db_id).unwrap();
+        let value = db.store_mut().fetch(key).unwrap()?;
+        let (header, _) = LtdbHeader::pull(&value).unwrap();
+        Some((header, value[LTDB_HEADER_LEN..].to_vec()))
+    }
+
+    fn put(&mut self, pnn: u32, key: &[u8], header: LtdbHeader, data: &[u8]) {
+        let db = self.nodes[pnn as usize].dbs.get_mut(self.db_id).unwrap();
+        db.store_mut()
+            .store(key, &[&header.to_bytes(), data])
+            .unwrap();
+    }
+
+    fn lmaster(&self, key: &[u8]) -> u32 {
+        lmaster_of(&self.env.ctx(), key)
+    }
+}
+
+fn key_with_lmaster(c: &Cluster, lmaster: u32) -> Vec<u8> {
+    (0u32..)
+        .map(|i| format!("key{i}").into_bytes())
+        .find(|k| c.lmaster(k) == lmaster)
+        .unwrap()
+}
+
+#[test]
+fn call_at_the_dmaster_runs_locally() {
+    let mut c = Cluster::new(3, false);
+    let key = key_with_lmaster(&c, 1);
+    let replies = c.call(1, FETCH_WITH_HEADER_FUNC, &key);
+    assert_eq!(replies.len(), 1);
+    let (status, data) = &replies[0];
+    assert_eq!(*status, 0);
+    let (header, _) = LtdbHeader::pull(data).unwrap();
+    assert_eq!(header.dmaster, 1);
+    assert!(c.trace.is_empty(), "no packets expected: {:?}", c.trace);
+    // The synthesized record was stored and the call's store bumped its RSN.
+    let (stored, data) = c.record(1, &key).unwrap();
+    assert_eq!(stored.dmaster, 1);
+    assert!(stored.rsn >= 1);
+    assert!(data.is_empty());
+}
+
+#[test]
+fn record_migrates_from_lmaster_then_between_non_lmasters() {
+    let mut c = Cluster::new(3, false);
+    let key = key_with_lmaster(&c, 0);
+    c.put(
+        0,
+        &key,
+        LtdbHeader {
+            rsn: 5,
+            dmaster: 0,
+            reserved1: 0,
+            flags: 0,
+        },
+        b"value",
+    );
+
+    // Node 1 asks: lmaster 0 is dmaster and answers with REPLY_DMASTER.
+    let replies = c.call(1, FETCH_FUNC, &key);
+    assert_eq!(replies, vec![(0, b"value".to_vec())]);
+    let ops: Vec<_> = c.trace.iter().map(|p| p.body.operation()).collect();
+    assert_eq!(format!("{ops:?}"), "[ReqCall, ReplyDmaster]");
+    let (h1, d1) = c.record(1, &key).unwrap();
+    assert_eq!((h1.dmaster, d1.as_slice()), (1, &b"value"[..]));
+    assert_eq!(c.record(0, &key).unwrap().0.dmaster, 1);
+    assert!(h1.rsn > 5);
+
+    // Node 2 asks the lmaster, is redirected to node 1, which hands over through node 0.
+    c.trace.clear();
+    let replies = c.call(2, FETCH_WITH_HEADER_FUNC, &key);
+    assert_eq!(replies.len(), 1);
+    let (header, data) = LtdbHeader::pull(&replies[0].1)
+        .map(|(h, n)| (h, replies[0].1[n..].to_vec()))
+        .unwrap();
+    assert_eq!(header.dmaster, 2);
+    assert_eq!(data, b"value");
+    let ops: Vec<_> = c.trace.iter().map(|p| p.body.operation()).collect();
+    assert_eq!(
+        format!("{ops:?}"),
+        "[ReqCall, ReqCall, ReqDmaster, ReplyDmaster]"
+    );
+    let Body::ReqCall(redirected) = &c.trace[1].body else {
+        unreachable!()
+    };
+    assert_eq!(redirected.hopcount, 1);
+    assert_eq!(
+        c.trace[1].srcnode, 2,
+        "a redirect keeps the original sender"
+    );
+    let Body::ReqDmaster(rd) = &c.trace[2].body else {
+        unreachable!()
+    };
+    assert_eq!(
+        rd.record_flags.unwrap() & REC_FLAG_MIGRATED_WITH_DATA,
+        REC_FLAG_MIGRATED_WITH_DATA
+    );
+    for pnn in 0..3 {
+        assert_eq!(c.record(pnn, &key).unwrap().0.dmaster, 2, "node {pnn}");
+    }
+    assert!(c.record(2, &key).unwrap().0.rsn > h1.rsn);
+    assert!(c.trace.iter().all(|p| p.generation == GENERATION));
+}
+
+#[test]
+fn random_call_sequences_keep_one_dmaster_and_the_data() {
+    for seed in seeds(20) {
+        let mut rng = Prng::new(seed);
+        let mut c = Cluster::new(3, false);
+        let key = rng.bytes(12);
+        let lmaster = c.lmaster(&key);
+        c.put(
+            lmaster,
+            &key,
+            LtdbHeader {
+                rsn: 1,
+                dmaster: lmaster,
+                reserved1: 0,
+                flags: 0,
+            },
+            b"data",
+        );
+        let mut last_rsn = 0;
+        for step in 0..10 {
+            let pnn = u32::try_from(rng.below(3)).unwrap();
+            let replies = c.call(pnn, FETCH_FUNC, &key);
+            assert_eq!(
+                replies,
+                vec![(0, b"data".to_vec())],
+                "seed {seed} step {step}"
+            );
+            let (header, data) = c.record(pnn, &key).unwrap();
+            assert_eq!(header.dmaster, pnn, "seed {seed} step {step}");
+            assert_eq!(data, b"data", "seed {seed} step {step}");
+            assert_eq!(
+                c.record(lmaster, &key).unwrap().0.dmaster,
+                pnn,
+                "seed {seed}"
+            );
+            assert!(
+                header.rsn > last_rsn,
+                "seed {seed} step {step}: RSN went back"
+            );
+            last_rsn = header.rsn;
+            assert!(!c.recovery_triggered, "seed {seed}");
+            assert!(c.nodes.iter().all(|n| n.calls.pending_count() == 0));
+        }
+    }
+}
+
+#[test]
+fn unknown_database_gets_no_client_reply_but_a_node_error() {
+    let mut c = Cluster::new(3, false);
+    c.db_id = 0xdead_beef;
+    assert!(c.call(0, NULL_FUNC, b"k").is_empty());
+    assert!(c.trace.is_empty());
+    let ctx = c.env.ctx();
+    let node = &mut c.nodes[1];
+    let packet = Packet {
+        generation: GENERATION,
+        destnode: 1,
+        srcnode: 2,
+        reqid: 44,
+        body: Body::ReqCall(ReqCall {
+            db_id: 0xdead_beef,
+            key: b"k".to_vec(),
+            ..ReqCall::default()
+        }),
+    };
+    node.calls
+        .on_node_packet(&mut node.dbs, &ctx, Instant::ZERO, packet);
+    let Some(CallOutput::Node { pnn: 2, packet }) = node.calls.poll_output() else {
+        panic!("expected a REPLY_ERROR to node 2");
+    };
+    assert_eq!(packet.reqid, 44);
+    let Body::ReplyError(e) = packet.body else {
+        panic!("not an error")
+    };
+    assert_eq!(e.status, -1);
+    assert_eq!(e.msg, b"Unknown database in request. db_id==0xdeadbeef\0");
+}
+
+#[test]
+fn packets_of_another_generation_are_dropped() {
+    let mut c = Cluster::new(3, false);
+    let key = key_with_lmaster(&c, 0);
+    let db_id = c.db_id;
+    let ctx = c.env.ctx();
+    let node = &mut c.nodes[0];
+    let packet = Packet {
+        generation: GENERATION + 1,
+        destnode: 0,
+        srcnode: 1,
+        reqid: 3,
+        body: Body::ReqCall(ReqCall {
+            db_id,
+            key,
+            ..ReqCall::default()
+        }),
+    };
+    node.calls
+        .on_node_packet(&mut node.dbs, &ctx, Instant::ZERO, packet);
+    assert!(node.calls.poll_output().is_none());
+}
+
+#[test]
+fn req_dmaster_from_a_node_that_is_not_dmaster_triggers_recovery() {
+    let mut c = Cluster::new(3, false);
+    let key = key_with_lmaster(&c, 0);
+    c.put(
+        0,
+        &key,
+        LtdbHeader {
+            rsn: 3,
+            dmaster: 1,
+            reserved1: 0,
+            flags: 0,
+        },
+        b"x",
+    );
+    let db_id = c.db_id;
+    let ctx = c.env.ctx();
+    let node = &mut c.nodes[0];
+    let packet = Packet {
+        generation: GENERATION,
+        destnode: 0,
+        srcnode: 2,
+        reqid: 3,
+        body: Body::ReqDmaster(ReqDmaster {
+            db_id,
+            rsn: 4,
+            dmaster: 2,
+            key,
+            data: b"y".to_vec(),
+            record_flags: Some(0),
+        }),
+    };
+    node.calls
+        .on_node_packet(&mut node.dbs, &ctx, Instant::ZERO, packet);
+    assert_eq!(
+        node.calls.poll_output(),
+        Some(CallOutput::SetRecoveryModeActive)
+    );
+    assert!(node.calls.poll_output().is_none());
+}
+
+#[test]
+fn empty_record_is_deleted_by_a_node_that_is_neither_lmaster_nor_dmaster() {
+    let mut c = Cluster::new(3, false);
+    let key = key_with_lmaster(&c, 0);
+    c.put(
+        1,
+        &key,
+        LtdbHeader {
+            rsn: 3,
+            dmaster: 1,
+            reserved1: 0,
+            flags: 0,
+        },
+        b"",
+    );
+    let ctx = c.env.ctx();
+    let db = c.nodes[1].dbs.get_mut(c.db_id).unwrap();
+    let mut header = LtdbHeader {
+        rsn: 3,
+        dmaster: 2,
+        reserved1: 0,
+        flags: 0,
+    };
+    ltdb_store(db, 1, &ctx, &key, &mut header, b"").unwrap();
+    assert!(c.record(1, &key).is_none());
+}
+
+#[test]
+fn trans3_commit_updates_every_node_and_refuses_older_rsns() {
+    let mut c = Cluster::new(3, true);
+    let rec = |rsn: u64, value: &[u8]| {
+        let header = LtdbHeader {
+            rsn,
+            dmaster: 0,
+            reserved1: 0,
+            flags: 0,
+        };
+        let mut data = header.to_bytes();
+        data.extend_from_slice(value);
+        RecData {
+            reqid: 0,
+            key: b"k".to_vec(),
+            data,
+        }
+    };
+    let buffer = RecBuffer {
+        db_id: c.db_id,
+        records: vec![rec(2, b"v")],
+    };
+    let control = ReqControl {
+        opcode: ControlOpcode::Trans3Commit,
+        srvid: u64::from(c.db_id),
+        client_id: 1,
+        flags: 0,
+        data: buffer.to_bytes(),
+    };
+    let ctx = c.env.ctx();
+    let node = &mut c.nodes[1];
+    let timeout = Duration::from_secs(60);
+    let now = Instant::ZERO;
+    let immediate = node.calls.trans3_commit(
+        &mut node.dbs,
+        &ctx,
+        now,
+        CLIENT,
+        77,
+        &control,
+        &[0, 1, 2],
+        timeout,
+    );
+    assert_eq!(immediate, None);
+    assert_eq!(c.run(), vec![(0, Vec::new())]);
+    for pnn in 0..3 {
+        let (header, data) = c.record(pnn, b"k").unwrap();
+        assert_eq!((header.rsn, data.as_slice()), (2, &b"v"[..]), "node {pnn}");
+    }
+    // The same RSN with other data is refused.
+    let stale = RecBuffer {
+        db_id: c.db_id,
+        records: vec![rec(2, b"other")],
+    };
+    assert_eq!(
+        update_record(&mut c.nodes[0].dbs, &c.env.ctx(), &stale.to_bytes()),
+        -1
+    );
+    assert_eq!(c.record(0, b"k").unwrap().1, b"v");
+}
+
+/// Another process holding a chain lock of a real TDB file until dropped; it is the lock
+/// helper body of the database tests (`server::database::tests::lock_child`).
+struct ChainHolder {
+    child: std::process::Child,
+}
+
+impl ChainHolder {
+    fn start(path: &std::path::Path, flags: u32, key: &str) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "server::database::tests::lock_child",
+                "--exact",
+                "--nocapture",
+            ])
+            .env(
+                "CTDB_RS_DB_TEST_CHILD",
+                format!("{flags} hold {key} {}", path.display()),
+            )
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        loop {
+            let mut line = String::new();
+            assert!(stdout.read_line(&mut line).unwrap() > 0, "holder died");
+            if line.trim_end().ends_with("CHILD-READY") {
+                break;
+            }
+        }
+        ChainHolder { child }
+    }
+}
+
+impl Drop for ChainHolder {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn request_for_a_chain_a_client_holds_is_retried_on_the_timer() {
+    use crate::server::database::TdbBackend;
+    let dir = std::env::temp_dir().join(format!("ctdb-rs-call-lock-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    for sub in ["volatile", "persistent", "state"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    let env = Env::new(2);
+    let config = DbConfig {
+        pnn: 0,
+        volatile_dir: dir.join("volatile"),
+        persistent_dir: dir.join("persistent"),
+        state_dir: dir.join("state"),
+        tdb_mutexes: false,
+    };
+    let mut dbs = DatabaseSet::new(config, Box::new(TdbBackend)).unwrap();
+    let req = DbRequest {
+        opcode: ControlOpcode::DbAttach,
+        srvid: 0,
+        flags: 0,
+        data: b"lock.tdb\0",
+        srcnode: 1,
+        client: None,
+    };
+    let DbControlOutcome::Reply(reply) = dbs.handle_control(Instant::ZERO, &req, &env.ctx()) else {
+        panic!("attach did not reply");
+    };
+    let db_id = u32::from_ne_bytes(reply.data.try_into().unwrap());
+    let ctx = env.ctx();
+    let key = (0u32..)
+        .map(|i| format!("key{i}"))
+        .find(|k| lmaster_of(&ctx, k.as_bytes()) == 0)
+        .unwrap();
+    let (path, flags) = {
+        let db = dbs.get(db_id).unwrap();
+        (db.path().to_path_buf(), db.tdb_flags().bits())
+    };
+    let mut calls = CallService::new();
+    let packet = Packet {
+        generation: GENERATION,
+        destnode: 0,
+        srcnode: 1,
+        reqid: 5,
+        body: Body::ReqCall(ReqCall {
+            db_id,
+            key: key.as_bytes().to_vec(),
+            callid: NULL_FUNC,
+            ..ReqCall::default()
+        }),
+    };
+    let holder = ChainHolder::start(&path, flags, &key);
+    calls.on_node_packet(&mut dbs, &ctx, Instant::ZERO, packet);
+    assert!(calls.poll_output().is_none(), "must wait for the chain");
+    let due = calls.poll_timeout().expect("a retry is scheduled");
+    assert_eq!(due, Instant::ZERO.saturating_add(CHAIN_RETRY));
+    calls.handle_timeout(&mut dbs, &ctx, due);
+    assert!(calls.poll_output().is_none(), "chain still held");
+    drop(holder);
+    let due = calls.poll_timeout().expect("still scheduled");
+    calls.handle_timeout(&mut dbs, &ctx, due);
+    match calls.poll_output() {
+        Some(CallOutput::Node { pnn: 1, packet }) => {
+            assert!(matches!(packet.body, Body::ReplyDmaster(_)), "{packet:?}");
+            assert_eq!(packet.reqid, 5);
+        }
+        other => panic!("expected REPLY_DMASTER to node 1, got {other:?}"),
+    }
+    assert_eq!(calls.poll_timeout(), None);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,160 @@
+//! What the recovery needs from its connection to the local ctdbd, as a trait, so that the
+//! recovery logic runs unchanged against the real daemon ([`super::connection`]) and against
+//! a simulated cluster in unit tests.
+//!
+//! The semantics are those of the stock client library (`ctdb/client/client_control.c`,
+//! `client_message.c`): a control either gets a reply (whatever its status) or fails with an
+//! errno (`ETIMEDOUT` when no reply came in time); a control to several nodes waits for every
+//! node and remembers which node failed first.
+
+use crate::protocol::control::ControlRequestData;
+use crate::protocol::opcode::ControlOpcode;
+use crate::protocol::packet::ReplyControl;
+use std::time::Duration;
+
+/// One control as the helper sends it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub opcode: ControlOpcode,
+    /// The header's srvid field (used by REGISTER_SRVID / DEREGISTER_SRVID).
+    pub srvid: u64,
+    pub flags: u32,
+    pub data: Vec<u8>,
+}
+
+impl Request {
+    pub fn new(opcode: ControlOpcode, data: ControlRequestData) -> Self {
+        Request {
+            opcode,
+            srvid: 0,
+            flags: 0,
+            data: data.to_bytes(),
+        }
+    }
+
+    pub fn with_flags(mut self, flags: u32) -> Self {
+        self.flags = flags;
+        self
+    }
+
+    pub fn with_srvid(mut self, srvid: u64) -> Self {
+        self.srvid = srvid;
+        self
+    }
+}
+
+/// The connection to the local daemon is gone; stock's client exits at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Disconnected;
+
+/// The reply to one control, or the errno for why none came.
+pub type Outcome = Result<ReplyControl, i32>;
+
+/// The replies of a control sent to several nodes, in the order of the node list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MultiOutcome {
+    pub outcomes: Vec<Outcome>,
+    /// The index of the first node (in arrival order) whose control failed or whose reply
+    /// had a non-zero status: the node stock names in its error message.
+    pub first_failure: Option<usize>,
+}
+
+impl MultiOutcome {
+    /// Builds the summary from outcomes listed in arrival order (`order[i]` is the node index
+    /// of the i-th completion).
+    pub fn from_arrivals(outcomes: Vec<Outcome>, order: &[usize]) -> Self {
+        let first_failure = order.iter().copied().find(|&i| match outcomes.get(i) {
+            Some(Ok(reply)) => reply.status != 0,
+            Some(Err(_)) => true,
+            None => false,
+        });
+        MultiOutcome {
+            outcomes,
+            first_failure,
+        }
+    }
+
+    /// `(error, index)` of the first failure: the errno, or the reply status.
+    pub fn error(&self) -> Option<(i32, usize)> {
+        let index = self.first_failure?;
+        match self.outcomes.get(index)? {
+            Ok(reply) => Some((reply.status, index)),
+            Err(errno) => Some((*errno, index)),
+        }
+    }
+
+    /// The replies, when every node answered with status 0.
+    pub fn into_replies(self) -> Option<Vec<ReplyControl>> {
+        if self.first_failure.is_some() {
+            return None;
+        }
+        self.outcomes.into_iter().map(Result::ok).collect()
+    }
+}
+
+/// The helper's view of its connection to the local ctdbd.
+pub trait Transport {
+    /// The local node's pnn (learnt with GET_PNN when connecting).
+    fn pnn(&self) -> u32;
+
+    /// The timeout for every control sent from now on.
+    fn set_timeout(&mut self, timeout: Duration);
+
+    /// Sends `request` to each node of `pnns` (all before waiting) and waits for every reply
+    /// or timeout.
+    fn control_multi(
+        &mut self,
+        pnns: &[u32],
+        request: &Request,
+    ) -> Result<MultiOutcome, Disconnected>;
+
+    /// Sends one control and, until its reply arrives, hands every message for `srvid` to
+    /// `sink` (the records of a DB_PULL arrive that way, before its reply).
+    fn control_collecting(
+        &mut self,
+        pnn: u32,
+        request: &Request,
+        srvid: u64,
+        sink: &mut dyn FnMut(&[u8]),
+    ) -> Result<Outcome, Disconnected>;
+
+    /// Sends a message to `srvid` on each node of `pnns` (through the local daemon).
+    fn message_multi(&mut self, pnns: &[u32], srvid: u64, data: &[u8]) -> Result<(), Disconnected>;
+
+    /// One control to one node.
+    fn control(&mut self, pnn: u32, request: &Request) -> Result<Outcome, Disconnected> {
+        let mut multi = self.control_multi(&[pnn], request)?;
+        Ok(multi.outcomes.pop().unwrap_or(Err(libc::EIO)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(status: i32) -> Outcome {
+        Ok(ReplyControl {
+            status,
+            data: Vec::new(),
+            errmsg: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn first_failure_follows_arrival_order() {
+        let multi = MultiOutcome::from_arrivals(
+            vec![reply(0), reply(-1), Err(libc::ETIMEDOUT)],
+            &[0, 1, 2],
+        );
+        assert_eq!(multi.error(), Some((-1, 1)));
+        let multi = MultiOutcome::from_arrivals(
+            vec![reply(0), reply(-1), Err(libc::ETIMEDOUT)],
+            &[2, 0, 1],
+        );
+        assert_eq!(multi.error(), Some((libc::ETIMEDOUT, 2)));
+        assert!(multi.into_replies().is_none());
+        let ok = MultiOutcome::from_arrivals(vec![reply(0), reply(0)], &[1, 0]);
+        assert_eq!(ok.error(), None);
+        assert_eq!(ok.into_replies().map(|r| r.len()), Some(2));
+    }
+}

@@ -1,0 +1,501 @@
+//! Our `ctdb_recovery_helper` run by stock ctdbd, compared with stock's helper.
+//!
+//! Two stock 3-node clusters get the same databases and the same (deliberately diverging)
+//! records; one runs our helper, the other stock's. After `ctdb recover` both must be OK and
+//! every node of both must hold exactly the same records (dmaster compared relative to each
+//! cluster's leader), which are also checked against what the recovery rules demand:
+//! highest RSN per volatile key (ties as stock breaks them), deleted records gone, the
+//! persistent database taken whole from the node with the highest sequence number.
+
+use crate::cluster::{Flavour, LocalCluster};
+use ctdb::common::tdb::{Tdb, TdbFlags, Traverse};
+use ctdb::protocol::ltdb::{LtdbHeader, LTDB_HEADER_LEN, REC_FLAG_MIGRATED_WITH_DATA};
+use ctdb::protocol::Marshal;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+const STOCK_HELPER: &str = "/usr/libexec/ctdb/ctdb_recovery_helper";
+const SEQNUM_KEY: &[u8] = b"__db_sequence_number__\0";
+
+fn our_helper() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_ctdb_recovery_helper"))
+}
+
+/// A stock cluster whose daemons run `helper` (through a wrapper that counts the runs).
+struct Scenario {
+    cluster: LocalCluster,
+    leader: u32,
+}
+
+impl Scenario {
+    fn start(name: &str, prefix: &str, helper: &Path) -> Self {
+        let cluster = LocalCluster::setup(name, Flavour::Stock, 3, prefix, &[]);
+        let wrapper = cluster.dir().join("recovery-helper");
+        std::fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\necho \"$*\" >>{runs}\nexec {helper} \"$@\"\n",
+                runs = cluster.dir().join("helper-runs").display(),
+                helper = helper.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            &wrapper,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        for pnn in 0..3 {
+            std::fs::write(
+                cluster.node_base(pnn).join("node.env"),
+                format!("export CTDB_RECOVERY_HELPER={}\n", wrapper.display()),
+            )
+            .unwrap();
+        }
+        cluster.start();
+        cluster.wait_all_ok(Duration::from_secs(90));
+        let leader = cluster.ctdb_stdout(0, &["leader"]).trim().parse().unwrap();
+        Scenario { cluster, leader }
+    }
+
+    fn helper_runs(&self) -> usize {
+        std::fs::read_to_string(self.cluster.dir().join("helper-runs"))
+            .map(|text| text.lines().count())
+            .unwrap_or(0)
+    }
+
+    fn ctdb_ok(&self, pnn: u32, args: &[&str]) -> String {
+        let out = self.cluster.ctdb(pnn, args);
+        assert!(
+            out.status.success(),
+            "ctdb {args:?} on node {pnn} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn db_path(&self, pnn: u32, name: &str) -> PathBuf {
+        let kind = if name.starts_with("pers") {
+            "persistent"
+        } else {
+            "volatile"
+        };
+        self.cluster
+            .node_base(pnn)
+            .join(format!("db/{kind}/{name}.{pnn}"))
+    }
+
+    /// Attaches the databases and fills them so that the nodes disagree.
+    fn populate(&self) {
+        self.ctdb_ok(0, &["attach", "vol.tdb"]);
+        self.ctdb_ok(0, &["attach", "pers.tdb", "persistent"]);
+        self.cluster
+            .wait_for("databases on every node", Duration::from_secs(30), || {
+                (0..3).all(|pnn| {
+                    let map = self.cluster.ctdb_stdout(pnn, &["getdbmap"]);
+                    map.contains("name:vol.tdb") && map.contains("name:pers.tdb")
+                })
+            });
+
+        // Persistent: consistent transactions first, then node 2 gets ahead (a higher
+        // sequence number, a record of its own and a deleted record) and node 1 gets a stale
+        // extra record.
+        self.ctdb_ok(0, &["pstore", "pers.tdb", "p-a", "from-0"]);
+        self.ctdb_ok(1, &["pstore", "pers.tdb", "p-b", "from-1"]);
+        self.ctdb_ok(2, &["pstore", "pers.tdb", "p-c", "from-2"]);
+        let two = self.db_path(2, "pers.tdb");
+        put(&two, SEQNUM_KEY, header(5, 2), &100u64.to_ne_bytes());
+        put(&two, b"p-only-2", header(1, 2), b"newest");
+        put(&two, b"p-c", header(2, 2), b"");
+        put(
+            &self.db_path(1, "pers.tdb"),
+            b"p-stale-1",
+            header(1, 1),
+            b"stale",
+        );
+
+        // Volatile: per key, different RSNs, dmasters and values on the nodes.
+        let leader = self.leader;
+        let other = (leader + 1) % 3;
+        let vol = |pnn: u32| self.db_path(pnn, "vol.tdb");
+        put(&vol(0), b"v-high", header(5, 0), b"n0");
+        put(&vol(1), b"v-high", header(9, 1), b"n1");
+        put(&vol(2), b"v-high", header(7, 2), b"n2");
+        put(&vol(1), b"v-gone", header(12, 1), b"");
+        put(&vol(2), b"v-gone", header(3, 2), b"old");
+        // Equal RSNs, pulled from node 0, 1, 2 in turn: a later copy replaces the collected
+        // one only while that one names the leader as its dmaster.
+        put(&vol(0), b"v-tie-a", header(4, leader), b"first");
+        put(&vol(1), b"v-tie-a", header(4, other), b"second");
+        put(&vol(2), b"v-tie-a", header(4, other), b"third");
+        put(&vol(0), b"v-tie-b", header(4, other), b"first");
+        put(&vol(1), b"v-tie-b", header(4, leader), b"second");
+        put(&vol(2), b"v-single", header(1, 2), b"only");
+        // And records written the ordinary way, migrating between nodes.
+        self.ctdb_ok(1, &["writekey", "vol.tdb", "w-1", "one"]);
+        self.ctdb_ok(2, &["writekey", "vol.tdb", "w-1", "two"]);
+        self.ctdb_ok(0, &["writekey", "vol.tdb", "w-2", "zero"]);
+    }
+
+    /// `ctdb recover`, then waits until the cluster is OK again.
+    fn recover(&self) {
+        let runs = self.helper_runs();
+        self.ctdb_ok(0, &["recover"]);
+        self.cluster
+            .wait_for("a helper run", Duration::from_secs(60), || {
+                self.helper_runs() > runs
+            });
+        self.cluster.wait_all_ok(Duration::from_secs(90));
+        for pnn in 0..3 {
+            let out = self.ctdb_ok(pnn, &["status"]);
+            assert!(out.contains("Recovery mode:NORMAL"), "node {pnn}: {out}");
+        }
+    }
+
+    /// The copy of `name` on the nodes that are not the leader; they must all agree. On the
+    /// leader a volatile record has the RSN one higher: the daemon bumps the RSN when it
+    /// stores a record it is dmaster of, and the push makes the leader dmaster of everything.
+    /// Dmasters are given relative to the leader (`L`) so that clusters with different
+    /// leaders compare.
+    fn contents(&self, name: &str) -> BTreeMap<Vec<u8>, Record> {
+        let read = |pnn: u32| read_all(&self.db_path(pnn, name), self.leader);
+        let others: Vec<u32> = (0..3).filter(|&pnn| pnn != self.leader).collect();
+        let copy = read(others[0]);
+        for &pnn in &others[1..] {
+            assert_eq!(
+                read(pnn),
+                copy,
+                "{name}: node {pnn} differs from node {}",
+                others[0]
+            );
+        }
+        let volatile = !name.starts_with("pers");
+        let expected_on_leader: BTreeMap<Vec<u8>, Record> = copy
+            .iter()
+            .map(|(key, record)| {
+                let mut record = record.clone();
+                if volatile {
+                    record.rsn += 1;
+                }
+                (key.clone(), record)
+            })
+            .collect();
+        assert_eq!(
+            read(self.leader),
+            expected_on_leader,
+            "{name}: the leader's copy"
+        );
+        copy
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Record {
+    rsn: u64,
+    dmaster: String,
+    flags: u32,
+    value: Vec<u8>,
+}
+
+fn header(rsn: u64, dmaster: u32) -> LtdbHeader {
+    LtdbHeader {
+        rsn,
+        dmaster,
+        reserved1: 0,
+        flags: 0,
+    }
+}
+
+/// Opens a node's database file the way the daemon does (volatile files use robust mutexes
+/// and the jenkins hash when the host supports them).
+fn open(path: &Path) -> Tdb {
+    let attempts = [
+        TdbFlags::MUTEX_LOCKING | TdbFlags::INCOMPATIBLE_HASH,
+        TdbFlags::INCOMPATIBLE_HASH,
+        TdbFlags::DEFAULT,
+    ];
+    let mut last = None;
+    for flags in attempts {
+        match Tdb::open(path, 0, flags, libc::O_RDWR, 0o600) {
+            Ok(tdb) => return tdb,
+            Err(e) => last = Some(e),
+        }
+    }
+    panic!("cannot open {}: {last:?}", path.display());
+}
+
+fn put(path: &Path, key: &[u8], header: LtdbHeader, value: &[u8]) {
+    let mut data = header.to_bytes();
+    data.extend_from_slice(value);
+    open(path)
+        .store(key, &data, ctdb::common::tdb::StoreMode::Replace)
+        .unwrap();
+}
+
+fn read_all(path: &Path, leader: u32) -> BTreeMap<Vec<u8>, Record> {
+    let tdb = open(path);
+    let mut out = BTreeMap::new();
+    tdb.traverse_read(|key, data| {
+        let (h, _) = LtdbHeader::pull(data).unwrap();
+        out.insert(
+            key.to_vec(),
+            Record {
+                rsn: h.rsn,
+                dmaster: if h.dmaster == leader {
+                    "L".to_string()
+                } else {
+                    h.dmaster.to_string()
+                },
+                flags: h.flags,
+                value: data[LTDB_HEADER_LEN..].to_vec(),
+            },
+        );
+        Traverse::Continue
+    })
+    .unwrap();
+    out
+}
+
+fn value_of(db: &BTreeMap<Vec<u8>, Record>, key: &str) -> Option<String> {
+    db.get(key.as_bytes())
+        .map(|r| String::from_utf8_lossy(&r.value).into_owned())
+}
+
+/// What the recovery rules demand of the volatile and persistent database, after
+/// `recoveries` recoveries (each one raises the RSNs by one: the leader's copies, one higher,
+/// win the next time).
+fn check_expectations(scenario: &Scenario, recoveries: u64) {
+    let vol = scenario.contents("vol.tdb");
+    assert_eq!(value_of(&vol, "v-high").as_deref(), Some("n1"));
+    assert_eq!(vol[b"v-high".as_slice()].rsn, 9 + recoveries - 1);
+    assert_eq!(value_of(&vol, "v-gone"), None, "a deleted record came back");
+    assert_eq!(value_of(&vol, "v-tie-a").as_deref(), Some("second"));
+    assert_eq!(value_of(&vol, "v-tie-b").as_deref(), Some("first"));
+    assert_eq!(value_of(&vol, "v-single").as_deref(), Some("only"));
+    assert_eq!(value_of(&vol, "w-1").as_deref(), Some("two"));
+    assert_eq!(value_of(&vol, "w-2").as_deref(), Some("zero"));
+    for (key, record) in &vol {
+        assert_eq!(
+            record.dmaster,
+            "L",
+            "{}: dmaster is not the leader",
+            String::from_utf8_lossy(key)
+        );
+        assert_ne!(record.flags & REC_FLAG_MIGRATED_WITH_DATA, 0);
+        assert!(!record.value.is_empty());
+    }
+
+    let pers = scenario.contents("pers.tdb");
+    let keys: Vec<String> = pers
+        .keys()
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .collect();
+    assert_eq!(
+        keys,
+        vec!["__db_sequence_number__\0", "p-a", "p-b", "p-only-2"],
+        "persistent records"
+    );
+    assert_eq!(
+        pers[SEQNUM_KEY].value,
+        100u64.to_ne_bytes().to_vec(),
+        "sequence number"
+    );
+    // Persistent records keep their headers.
+    assert_eq!(
+        pers[b"p-only-2".as_slice()].dmaster,
+        scenario_pnn(2, scenario)
+    );
+    for pnn in 0..3 {
+        let out = scenario.ctdb_ok(pnn, &["pfetch", "pers.tdb", "p-only-2"]);
+        assert_eq!(out.trim(), "newest", "pfetch on node {pnn}");
+    }
+}
+
+fn scenario_pnn(pnn: u32, scenario: &Scenario) -> String {
+    if pnn == scenario.leader {
+        "L".into()
+    } else {
+        pnn.to_string()
+    }
+}
+
+#[test]
+fn our_helper_recovers_a_stock_cluster_exactly_like_stocks() {
+    let ours = Scenario::start("rechelper-ours", "127.0.93", &our_helper());
+    let stock = Scenario::start("rechelper-stock", "127.0.94", Path::new(STOCK_HELPER));
+    // Our helper already did the start-up recovery.
+    assert!(ours.helper_runs() >= 1);
+
+    for scenario in [&ours, &stock] {
+        scenario.populate();
+    }
+    for scenario in [&ours, &stock] {
+        scenario.recover();
+    }
+    let log = (0..3)
+        .map(|pnn| {
+            std::fs::read_to_string(ours.cluster.node_base(pnn).join("log.ctdb"))
+                .unwrap_or_default()
+        })
+        .collect::<String>();
+    assert!(log.contains("ctdb-recovery["), "no helper log lines");
+    assert!(log.contains("databases recovered"), "{log}");
+    assert!(!log.contains("database recovery failed"), "{log}");
+
+    check_expectations(&ours, 1);
+    check_expectations(&stock, 1);
+    assert_eq!(ours.contents("vol.tdb"), stock.contents("vol.tdb"));
+    assert_eq!(ours.contents("pers.tdb"), stock.contents("pers.tdb"));
+
+    // Run our helper by hand on the leader, the way the recovery daemon does: the result
+    // (a host-order int 0) goes to the given fd, the generation becomes the vnn map's.
+    let base = ours.cluster.node_base(ours.leader);
+    let out = Command::new(our_helper())
+        .args([
+            "1",
+            base.join("run/ctdbd.socket").to_str().unwrap(),
+            "0x1234abcd",
+        ])
+        .env(
+            "CTDB_LOGGING",
+            format!("file:{}", base.join("manual.log").display()),
+        )
+        .env("CTDB_DEBUGLEVEL", "INFO")
+        .env("CTDB_DBDIR_STATE", base.join("db/state"))
+        .env("CTDB_TEST_MODE", "yes")
+        .env("CTDB_BASE", &base)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, 0i32.to_ne_bytes());
+    let vnnmap = ours.ctdb_ok(ours.leader, &["status"]);
+    assert!(vnnmap.contains("Generation:305441741"), "{vnnmap}");
+    let manual = std::fs::read_to_string(base.join("manual.log")).unwrap();
+    assert!(manual.contains("ctdb-recovery["), "{manual}");
+    assert!(manual.contains("recovered event finished"), "{manual}");
+    check_expectations(&ours, 2);
+    ours.cluster.wait_all_ok(Duration::from_secs(60));
+}
+
+#[test]
+fn helper_command_line_failures_write_nothing() {
+    let run = |args: &[&str]| {
+        Command::new(our_helper())
+            .args(args)
+            .env("CTDB_LOGGING", "file:")
+            .env("CTDB_DEBUGLEVEL", "NOTICE")
+            .output()
+            .unwrap()
+    };
+    let usage = run(&["1", "/nonexistent"]);
+    assert_eq!(usage.status.code(), Some(1));
+    assert!(usage.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&usage.stderr).contains("Usage:"));
+
+    let bad_generation = run(&["1", "/nonexistent", "-5"]);
+    assert_eq!(bad_generation.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad_generation.stderr)
+        .contains("recovery: unable to initialize generation"));
+
+    let no_daemon = run(&["1", "/nonexistent/ctdbd.socket", "7"]);
+    assert_eq!(no_daemon.status.code(), Some(1));
+    assert!(
+        no_daemon.stdout.is_empty(),
+        "nothing may be written on failure"
+    );
+    assert!(String::from_utf8_lossy(&no_daemon.stderr).contains("ctdb_client_init() failed"));
+
+    let no_logging = Command::new(our_helper())
+        .args(["1", "/nonexistent/ctdbd.socket", "7"])
+        .env_remove("CTDB_LOGGING")
+        .env_remove("CTDB_DEBUGLEVEL")
+        .output()
+        .unwrap();
+    assert_eq!(no_logging.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&no_logging.stderr)
+        .contains("recovery: Unable to initialize logging"));
+}
+
+impl Scenario {
+    /// The helper's log lines of every node, without timestamps, hosts and pids.
+    fn helper_log(&self) -> Vec<String> {
+        (0..3)
+            .flat_map(|pnn| {
+                std::fs::read_to_string(self.cluster.node_base(pnn).join("log.ctdb"))
+                    .unwrap_or_default()
+                    .lines()
+                    .filter_map(|line| line.split_once(" ctdb-recovery[")?.1.split_once("]: "))
+                    .map(|(_, message)| message.to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+}
+
+/// A node whose database cannot be frozen (its chain locks are held) makes every attempt
+/// time out; after three the helper bans it, exactly as stock's helper does.
+#[test]
+fn a_node_that_cannot_freeze_gets_banned_like_with_stocks_helper() {
+    let ours = Scenario::start("rechelper-ban-ours", "127.0.97", &our_helper());
+    let stock = Scenario::start("rechelper-ban-stock", "127.0.98", Path::new(STOCK_HELPER));
+    let mut logs = Vec::new();
+    for scenario in [&ours, &stock] {
+        scenario.ctdb_ok(0, &["attach", "vol.tdb"]);
+        scenario
+            .cluster
+            .wait_for("vol.tdb everywhere", Duration::from_secs(30), || {
+                (0..3).all(|pnn| {
+                    scenario
+                        .cluster
+                        .ctdb_stdout(pnn, &["getdbmap"])
+                        .contains("name:vol.tdb")
+                })
+            });
+        for pnn in 0..3 {
+            scenario.ctdb_ok(pnn, &["setvar", "RecoverTimeout", "2"]);
+        }
+        let victim = (scenario.leader + 1) % 3;
+        let locked = open(&scenario.db_path(victim, "vol.tdb"));
+        locked.lockall().unwrap();
+        let before = scenario.helper_log().len();
+        // `ctdb recover` waits for a recovery that cannot finish while the node is stuck.
+        let _ = scenario
+            .cluster
+            .ctdb(scenario.leader, &["-t", "3", "recover"]);
+        scenario
+            .cluster
+            .wait_for("the victim banned", Duration::from_secs(90), || {
+                let rows = scenario.cluster.node_flags(scenario.leader);
+                rows.get(victim as usize).and_then(|row| row.get(2)) == Some(&true)
+            });
+        locked.unlockall().unwrap();
+        drop(locked);
+        let log: Vec<String> = scenario.helper_log().split_off(before);
+        assert!(
+            log.contains(&format!("Banning node {victim} for 300 seconds")),
+            "{log:#?}"
+        );
+        logs.push(log);
+    }
+    // The failed run logs the same lines in the same order with both helpers (one database,
+    // so nothing runs in parallel).
+    let failed_run = |log: &[String]| -> Vec<String> {
+        let start = log
+            .iter()
+            .position(|l| l == "Set recovery mode to ACTIVE")
+            .unwrap();
+        let end = log
+            .iter()
+            .position(|l| l.starts_with("Banning node"))
+            .unwrap();
+        log[start..=end].to_vec()
+    };
+    assert_eq!(failed_run(&logs[0]), failed_run(&logs[1]));
+    assert!(failed_run(&logs[0]).contains(&"0 of 1 databases recovered".to_string()));
+}
