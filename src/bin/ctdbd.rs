@@ -23,6 +23,7 @@ use ctdb::server::recoverd_shell::{self, RecoverdOptions, RECOVERD_ARG};
 use ctdb::server::shell::eventd::Eventd;
 use ctdb::server::shell::tcp::{self, Transport, TransportLimits};
 use ctdb::server::shell::{node_list, OsHost, Shell, ShellLimits, ShellParts};
+use ctdb::server::takeover::{system as takeover_system, FailoverConfig};
 use log::{error, info, warn};
 use nix::sys::signal::Signal;
 use std::net::IpAddr;
@@ -472,6 +473,14 @@ fn daemon_config(
         start_as_stopped: conf.legacy.start_as_stopped,
         start_as_disabled: conf.legacy.start_as_disabled,
         test_mode: startup.paths.test_mode(),
+        failover: FailoverConfig {
+            disabled: conf.failover.disabled,
+            check_public_ips: !startup.paths.test_mode(),
+            have_ip: takeover_system::have_ip,
+            iface_exists: takeover_system::iface_exists,
+            public_addresses_file: Some(startup.paths.public_addresses_file()),
+            read_public_addresses: takeover_system::read_public_addresses,
+        },
     }
 }
 

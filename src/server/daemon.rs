@@ -12,6 +12,7 @@ use super::database::{
 };
 use super::effect::{ClientId, Effect, EventOutcome, Pnn};
 use super::srvid::SrvidRegistry;
+use super::takeover::{FailoverConfig, Takeover};
 use crate::common::clock::Instant;
 use crate::common::tunable::{self, Tunables};
 use crate::protocol::header::{
@@ -23,8 +24,8 @@ use crate::protocol::packet::{
     KEEPALIVE_VERSION,
 };
 use crate::protocol::types::{
-    BanState, Iface, IfaceList, LatencyCounter, NodeAndFlags, NodeFlagChange, NodeMap, PublicIp,
-    PublicIpInfo, PublicIpList, Statistics, StatisticsList, Uptime, VnnMap,
+    BanState, LatencyCounter, NodeAndFlags, NodeFlagChange, NodeMap, Statistics, StatisticsList,
+    Uptime, VnnMap,
 };
 use crate::protocol::{Marshal, SockAddr, Timeval};
 use std::collections::{BTreeMap, VecDeque};
@@ -83,6 +84,8 @@ pub struct DaemonConfig {
     pub start_as_disabled: bool,
     /// `CTDB_TEST_MODE`: stock skips the wait after the first recovery.
     pub test_mode: bool,
+    /// IP failover settings and system hooks.
+    pub failover: FailoverConfig,
 }
 
 /// Synchronous questions the core asks its host. The real shell answers from the OS; tests
@@ -161,6 +164,10 @@ enum EventPurpose {
         token: u64,
         kind: ControlEvent,
     },
+    /// takeip, updateip or releaseip for public address operation `op`.
+    Failover {
+        op: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,6 +237,8 @@ pub struct Daemon {
     next_event_id: u64,
     events: BTreeMap<u64, EventPurpose>,
     monitor: Monitor,
+    /// Public addresses, interfaces and tickles.
+    takeover: Takeover,
     startup_due: Option<Instant>,
     shutting_down: bool,
     exit_code: i32,
@@ -328,12 +337,15 @@ impl Daemon {
                 due: None,
                 running: false,
             },
+            takeover: Takeover::new(&config.public_addresses, config.failover.clone()),
             startup_due: None,
             shutting_down: false,
             exit_code: 0,
             effects: VecDeque::new(),
             config,
         };
+        let view = daemon.failover_view();
+        daemon.takeover.start(now, &view);
         if daemon.config.start_as_stopped {
             daemon.own_node_mut().flags |= NODE_FLAGS_STOPPED;
         }
@@ -503,6 +515,7 @@ impl Daemon {
         self.dbs.on_client_closed(client);
         self.calls.on_client_closed(client);
         self.srvids.remove_client(client);
+        self.failover_client_closed(client);
         self.pending.retain(
             |_, p| !matches!(p.owner, PendingOwner::Client { client: c, .. } if c == client),
         );
@@ -1121,6 +1134,7 @@ impl Daemon {
             Op::Ipreallocated => {
                 self.control_event(route, ControlEvent::Ipreallocated, "ipreallocated")
             }
+            op if ip_failover::handles(op) => self.failover_control(now, c, srcnode, route),
             _ => Some(self.immediate_control(now, c, srcnode, host)),
         }
     }
@@ -1305,15 +1319,6 @@ impl Daemon {
                 None => Vec::new(),
             }),
             Op::GetBanState => ControlResult::data(self.ban_state.to_bytes()),
-            Op::GetIfaces => ControlResult::data(self.iface_list().to_bytes()),
-            Op::GetPublicIps => ControlResult::data(self.public_ip_list().to_bytes()),
-            Op::GetPublicIpInfo => match SockAddr::from_bytes_exact(data) {
-                Ok(addr) => match self.public_ip_info(addr) {
-                    Some(info) => ControlResult::data(info.to_bytes()),
-                    None => ControlResult::status(-1),
-                },
-                Err(_) => ControlResult::status(-1),
-            },
             Op::RegisterSrvid => {
                 let Some(client) = self.local_client(c.client_id, srcnode) else {
                     return ControlResult::status(-1);
@@ -1408,9 +1413,6 @@ impl Daemon {
                 }
                 Err(_) => ControlResult::status(-1),
             },
-            // Tickle lists are re-sent to a node that starts up; there are none to send until
-            // IP failover tracks client connections.
-            Op::Startup => ControlResult::status(0),
             op => {
                 if op.is_obsolete() {
                     log::error!("Control {} is obsolete", op.name());
@@ -1443,8 +1445,11 @@ impl Daemon {
         log::info!("Recovery mode set to {name}");
         if recmode != RECOVERY_NORMAL {
             self.recovery_mode = RECOVERY_ACTIVE;
+            self.failover_recovery_mode(now, true);
             return Some(ControlResult::status(0));
         }
+        // Stock stops the deferred release of all addresses before anything can fail.
+        self.failover_recovery_mode(now, false);
         // Back to NORMAL: every database must have been recovered into this generation.
         if !self.dbs.generations_match(self.vnn_map.generation) {
             log::error!("Recovery mode set to ACTIVE");
@@ -1713,6 +1718,7 @@ impl Daemon {
             log::info!("Recovery mode set to ACTIVE");
             self.recovery_mode = RECOVERY_ACTIVE;
         }
+        self.failover_release_all(now);
     }
 
     /// The local client a control came from, when it came from one (`client_id` is only
@@ -1737,66 +1743,6 @@ impl Daemon {
                 })
                 .collect(),
         }
-    }
-
-    /// Interfaces in the order stock keeps them: each new one is put at the front.
-    fn iface_list(&self) -> IfaceList {
-        let mut ifaces: Vec<Iface> = Vec::new();
-        for pa in &self.config.public_addresses {
-            for name in &pa.ifaces {
-                if !ifaces.iter().any(|i| &i.name == name) {
-                    ifaces.insert(
-                        0,
-                        Iface {
-                            name: name.clone(),
-                            link_state: 1,
-                            references: 0,
-                        },
-                    );
-                }
-            }
-        }
-        IfaceList { ifaces }
-    }
-
-    /// Public addresses in reverse file order, all unassigned until IP failover exists.
-    fn public_ip_list(&self) -> PublicIpList {
-        PublicIpList {
-            ips: self
-                .config
-                .public_addresses
-                .iter()
-                .rev()
-                .map(|pa| PublicIp {
-                    pnn: u32::MAX,
-                    addr: pa.addr,
-                })
-                .collect(),
-        }
-    }
-
-    fn public_ip_info(&self, addr: SockAddr) -> Option<PublicIpInfo> {
-        let pa = self
-            .config
-            .public_addresses
-            .iter()
-            .find(|pa| pa.addr.ip() == addr.ip())?;
-        Some(PublicIpInfo {
-            ip: PublicIp {
-                pnn: u32::MAX,
-                addr: pa.addr,
-            },
-            active_idx: u32::MAX,
-            ifaces: pa
-                .ifaces
-                .iter()
-                .map(|name| Iface {
-                    name: name.clone(),
-                    link_state: 1,
-                    references: 0,
-                })
-                .collect(),
-        })
     }
 
     // ------------------------------------------------------------------------------------
@@ -1900,6 +1846,7 @@ impl Daemon {
             EventPurpose::Control { token, kind } => {
                 self.control_event_done(now, token, kind, outcome.result);
             }
+            EventPurpose::Failover { op } => self.failover_event_done(now, op, outcome.result),
         }
     }
 
@@ -2022,6 +1969,9 @@ impl Daemon {
         let max = u64::from(self.tunable("MonitorInterval").max(1));
         self.monitor.next_interval_s = (this_interval * 2).min(max);
         self.monitor.due = Some(now.saturating_add(Duration::from_secs(this_interval)));
+        if self.own_flags() != old_flags {
+            self.health_changed(old_flags);
+        }
     }
 
     fn monitor_tick(&mut self, now: Instant) {
@@ -2106,6 +2056,7 @@ impl Daemon {
                 time: 0,
             };
         }
+        self.failover_timeout(now);
         if now >= self.next_stat_history {
             self.stat_history_tick(now);
             let interval = u64::from(self.tunable("StatHistoryInterval").max(1));
@@ -2170,6 +2121,7 @@ impl Daemon {
             self.recd_ping_due(),
             Some(self.next_stat_history),
             self.pending.values().map(|p| p.deadline).min(),
+            self.takeover.next_deadline(),
             self.calls.poll_timeout(),
         ]
         .into_iter()
@@ -2271,5 +2223,6 @@ fn client_id_u32(client: ClientId) -> u32 {
     u32::try_from(client).unwrap_or(u32::MAX)
 }
 
+mod ip_failover;
 #[cfg(test)]
 mod tests;

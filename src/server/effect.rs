@@ -5,6 +5,7 @@
 //! queues. Frames cross the boundary as complete byte vectors, already framed and padded.
 
 use crate::common::clock::Instant;
+use crate::protocol::SockAddr;
 
 /// A connected local client of the unix socket, numbered by the shell. Never reused while the
 /// daemon runs, so a late effect for a closed client is harmless.
@@ -44,6 +45,12 @@ pub enum Effect {
     StopRecoverd,
     /// Change the process's log level (SET_DEBUG); Samba numeric level.
     SetLogLevel { level: i32 },
+    /// Announce a public address on an interface: a gratuitous ARP (IPv4) or an unsolicited
+    /// neighbour advertisement (IPv6). Failures are only logged.
+    SendArp { addr: SockAddr, iface: String },
+    /// Send a tickle ACK from the public address `src` to the client `dst`, so that the
+    /// client notices a moved address at once. Failures are only logged.
+    SendTickleAck { src: SockAddr, dst: SockAddr },
     /// The shutdown sequence is complete: stop children, remove socket and pid file, exit.
     Exit { code: i32 },
 }

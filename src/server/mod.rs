@@ -11,3 +11,4 @@ pub mod recoverd_shell;
 pub mod recovery_helper;
 pub mod shell;
 pub mod srvid;
+pub mod takeover;

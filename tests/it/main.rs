@@ -16,4 +16,5 @@ mod mixed;
 mod mutex;
 mod recovery_helper;
 mod shell;
+mod takeover;
 mod tidy;

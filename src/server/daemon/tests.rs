@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::protocol::header::BROADCAST_CONNECTED;
+use crate::protocol::types::{IfaceList, PublicIpList};
 
 struct FakeHost {
     live_pids: Vec<i32>,
@@ -64,6 +65,7 @@ fn config(pnn: Pnn) -> DaemonConfig {
         start_as_stopped: false,
         start_as_disabled: false,
         test_mode: true,
+        failover: FailoverConfig::detached(),
     }
 }
 

@@ -500,6 +500,20 @@ impl<C: Core> Shell<C> {
                     let _ = child.signal(libc::SIGTERM);
                 }
             }
+            Effect::SendArp { addr, iface } => {
+                if let Err(e) = crate::server::takeover::system::send_arp(&addr, &iface) {
+                    error!("Failed to send ARP on interface {iface}: {e}");
+                }
+            }
+            Effect::SendTickleAck { src, dst } => {
+                if let Err(e) = crate::server::takeover::system::send_tickle_ack(&src, &dst) {
+                    error!(
+                        "Failed to send TCP tickle ACK {src}:{} -> {dst}:{}: {e}",
+                        src.port(),
+                        dst.port()
+                    );
+                }
+            }
             Effect::SetLogLevel { level } => {
                 if let Some(logger) = self.logger {
                     logger.set_level(level);
