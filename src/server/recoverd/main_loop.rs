@@ -336,7 +336,10 @@ impl Recoverd {
             self.node_flags = flags;
         }
 
+        // Only a node that can lead starts the early election: one that cannot would only
+        // broadcast "leader unknown" every loop and keep stock nodes from timing out.
         if self.config.extensions.election_on_leader_disconnect
+            && self.can_be_leader()
             && self.leader != UNKNOWN_PNN
             && self.leader != self.pnn
             && !self.election_in_progress
