@@ -164,25 +164,8 @@ fn run() -> Result<i32, StartError> {
         CtdbConf::load(&paths.config_file()).map_err(|e| StartError::Config(e.to_string()))?;
     let conf = loaded.conf;
 
-    let location = conf
-        .store
-        .get(SECTION_LOGGING, "location")
-        .and_then(|(value, _)| value.as_str().map(str::to_owned))
-        .unwrap_or_else(LogLocation::default_location);
-    let location = if interactive {
-        "file:".to_string()
-    } else {
-        location
-    };
+    let (logger, location) = install_logging(&conf, &env, interactive, "ctdbd")?;
     let log_level = conf.logging.log_level.0;
-    let log_config = LogConfig {
-        location: LogLocation::resolve(&location, interactive)
-            .map_err(|e| StartError::Config(e.to_string()))?,
-        level: log_level,
-        app_name: "ctdbd".to_string(),
-    };
-    let logger = CtdbLogger::install(&log_config, &env)
-        .map_err(|e| StartError::Config(format!("Failed to initialise logging: {e}")))?;
     for warning in &loaded.warnings {
         warn!("{warning}");
     }
@@ -229,6 +212,33 @@ fn run() -> Result<i32, StartError> {
     start_daemon(startup)
 }
 
+/// Installs the logger `[logging]` asks for (stderr when interactive); returns it and the
+/// location string, which children inherit through the environment.
+fn install_logging(
+    conf: &CtdbConf,
+    env: &Environment,
+    interactive: bool,
+    app_name: &str,
+) -> Result<(&'static CtdbLogger, String), StartError> {
+    let location = if interactive {
+        "file:".to_string()
+    } else {
+        conf.store
+            .get(SECTION_LOGGING, "location")
+            .and_then(|(value, _)| value.as_str().map(str::to_owned))
+            .unwrap_or_else(LogLocation::default_location)
+    };
+    let log_config = LogConfig {
+        location: LogLocation::resolve(&location, interactive)
+            .map_err(|e| StartError::Config(e.to_string()))?,
+        level: conf.logging.log_level.0,
+        app_name: app_name.to_string(),
+    };
+    let logger = CtdbLogger::install(&log_config, env)
+        .map_err(|e| StartError::Config(format!("Failed to initialise logging: {e}")))?;
+    Ok((logger, location))
+}
+
 /// The recovery daemon: ctdbd re-executes itself as `ctdbd --ctdb-rs-recovery-daemon <pnn>`.
 /// It reads the same configuration and logs to the same place as `ctdb-recoverd`.
 fn run_recoverd(args: &[String]) -> Result<i32, StartError> {
@@ -242,24 +252,7 @@ fn run_recoverd(args: &[String]) -> Result<i32, StartError> {
         .map_err(|e| StartError::Config(e.to_string()))?
         .conf;
     let interactive = std::env::var_os(logging::ENV_INTERACTIVE).is_some();
-    let location = conf
-        .store
-        .get(SECTION_LOGGING, "location")
-        .and_then(|(value, _)| value.as_str().map(str::to_owned))
-        .unwrap_or_else(LogLocation::default_location);
-    let location = if interactive {
-        "file:".to_string()
-    } else {
-        location
-    };
-    let log_config = LogConfig {
-        location: LogLocation::resolve(&location, interactive)
-            .map_err(|e| StartError::Config(e.to_string()))?,
-        level: conf.logging.log_level.0,
-        app_name: "ctdb-recoverd".to_string(),
-    };
-    let logger = CtdbLogger::install(&log_config, &env)
-        .map_err(|e| StartError::Config(format!("Failed to initialise logging: {e}")))?;
+    let (logger, _) = install_logging(&conf, &env, interactive, "ctdb-recoverd")?;
     let nodes = nodes::load(&paths.nodes_file()).map_err(|e| StartError::Config(e.to_string()))?;
     let mut caps = capabilities::DEFAULT;
     if !conf.legacy.lmaster_capability {

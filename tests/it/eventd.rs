@@ -612,8 +612,10 @@ fn debug_script_transcript(imp: Impl) -> String {
     let hung = base.pid_in("hung.pid");
     let child = base.pid_in("child.pid");
     let args_path = base.path("debug.args");
+    // The script creates the file before it writes it: wait for the whole line.
     assert!(
-        wait_until(10, || args_path.exists()),
+        wait_until(10, || fs::read_to_string(&args_path)
+            .is_ok_and(|a| a.ends_with('\n'))),
         "{imp:?}: no debug run"
     );
     let args = fs::read_to_string(&args_path).unwrap();

@@ -567,7 +567,7 @@ fn installed_daemon_serves_stock_tool() {
                 format!("file:{}/log.ctdb", base.display()),
             ),
             ("logging", "log level", "INFO".into()),
-            ("cluster", "node address", "127.0.87.1".into()),
+            ("cluster", "node address", "127.0.105.1".into()),
             ("database", "volatile database directory", db("volatile")),
             (
                 "database",
@@ -579,7 +579,7 @@ fn installed_daemon_serves_stock_tool() {
         ],
     );
     std::fs::write(base.join("ctdb.conf"), conf).unwrap();
-    std::fs::write(base.join("nodes"), "127.0.87.1\n").unwrap();
+    std::fs::write(base.join("nodes"), "127.0.105.1\n").unwrap();
     std::fs::write(base.join("public_addresses"), "").unwrap();
     if Path::new("/etc/ctdb/functions").exists() {
         std::fs::copy("/etc/ctdb/functions", base.join("functions")).unwrap();
@@ -639,7 +639,7 @@ fn installed_daemon_serves_stock_tool() {
         );
         if pnn.status.success()
             && String::from_utf8_lossy(&pnn.stdout).trim() == "0"
-            && String::from_utf8_lossy(&status.stdout).contains("pnn:0 127.0.87.1")
+            && String::from_utf8_lossy(&status.stdout).contains("pnn:0 127.0.105.1")
         {
             break;
         }
