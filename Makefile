@@ -100,7 +100,7 @@ bench: deps build
 	bench/run.sh $(BENCH_ARGS)
 
 # Man pages: roff sources in man/ with @DIR@ placeholders for the layout's directories.
-MAN_PAGES = ctdbd.1 ctdb-eventd.1 ctdb_mutex_fcntl_helper.1 ctdb.conf.5 ctdb-tunables.7 ctdb-rs.7
+MAN_PAGES = ctdbd.1 ctdb-eventd.1 ctdb_mutex_fcntl_helper.1 ctdb_recovery_helper.1 ctdb-ipalloc.1 ctdb.conf.5 ctdb-tunables.7 ctdb-rs.7
 MAN_SUBST = -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@HELPERDIR@|$(HELPERDIR)|g' \
 	-e 's|@ETCDIR@|$(ETCDIR)|g' -e 's|@RUNDIR@|$(RUNDIR)|g' -e 's|@STATEDIR@|$(STATEDIR)|g' \
 	-e 's|@LOGDIR@|$(LOGDIR)|g' -e 's|@DATADIR@|$(DATADIR)|g' -e 's|@DEFAULTDIR@|$(DEFAULTDIR)|g' \

@@ -15,10 +15,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const MAN_PAGES: [&str; 6] = [
+const MAN_PAGES: [&str; 8] = [
     "man1/ctdbd.1.gz",
     "man1/ctdb-eventd.1.gz",
     "man1/ctdb_mutex_fcntl_helper.1.gz",
+    "man1/ctdb_recovery_helper.1.gz",
+    "man1/ctdb-ipalloc.1.gz",
     "man5/ctdb.conf.5.gz",
     "man7/ctdb-tunables.7.gz",
     "man7/ctdb-rs.7.gz",
