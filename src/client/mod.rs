@@ -9,8 +9,7 @@
 use crate::protocol::header::CURRENT_NODE;
 use crate::protocol::opcode::ControlOpcode;
 use crate::protocol::packet::{
-    Body, FrameError, FrameReader, Packet, Padding, ReplyControl, ReqControl, ReqMessage,
-    CTRL_FLAG_NOREPLY,
+    Body, FrameError, FrameReader, Packet, Padding, ReplyControl, CTRL_FLAG_NOREPLY,
 };
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -133,19 +132,9 @@ impl Client {
         timeout: Duration,
     ) -> Result<ReplyControl, ClientError> {
         let reqid = self.alloc_reqid();
-        self.send(&Packet {
-            generation: 0,
-            destnode,
-            srcnode: 0,
-            reqid,
-            body: Body::ReqControl(ReqControl {
-                opcode,
-                srvid,
-                client_id: 0,
-                flags,
-                data,
-            }),
-        })?;
+        self.send(&Packet::client_control(
+            destnode, reqid, opcode, srvid, flags, data,
+        ))?;
         #[allow(clippy::disallowed_methods)] // Client-side timeout, outside any state machine.
         let deadline = Instant::now() + timeout;
         loop {
@@ -170,19 +159,14 @@ impl Client {
         data: Vec<u8>,
     ) -> Result<(), ClientError> {
         let reqid = self.alloc_reqid();
-        self.send(&Packet {
-            generation: 0,
+        self.send(&Packet::client_control(
             destnode,
-            srcnode: 0,
             reqid,
-            body: Body::ReqControl(ReqControl {
-                opcode,
-                srvid,
-                client_id: 0,
-                flags: CTRL_FLAG_NOREPLY,
-                data,
-            }),
-        })
+            opcode,
+            srvid,
+            CTRL_FLAG_NOREPLY,
+            data,
+        ))
     }
 
     /// A control whose whole answer is its status (GET_PNN, PING, GET_PID, ...).
@@ -232,13 +216,7 @@ impl Client {
         srvid: u64,
         data: Vec<u8>,
     ) -> Result<(), ClientError> {
-        self.send(&Packet {
-            generation: 0,
-            destnode,
-            srcnode: 0,
-            reqid: 0,
-            body: Body::ReqMessage(ReqMessage { srvid, data }),
-        })
+        self.send(&Packet::client_message(destnode, srvid, data))
     }
 
     /// The next message for one of this client's srvids.

@@ -638,6 +638,42 @@ impl Packet {
     /// magic, version and `hdr.length >= 32` are checked, and every inner length must fit
     /// within `hdr.length`. Packets shorter than the old C struct (smbd's unpadded ones) are
     /// accepted as long as their content fits.
+    /// A control as a client sends it to its daemon: the daemon fills in the source node,
+    /// the generation and `client_id` itself.
+    pub fn client_control(
+        destnode: u32,
+        reqid: u32,
+        opcode: ControlOpcode,
+        srvid: u64,
+        flags: u32,
+        data: Vec<u8>,
+    ) -> Packet {
+        Packet {
+            generation: 0,
+            destnode,
+            srcnode: 0,
+            reqid,
+            body: Body::ReqControl(ReqControl {
+                opcode,
+                srvid,
+                client_id: 0,
+                flags,
+                data,
+            }),
+        }
+    }
+
+    /// A message as a client sends it to its daemon.
+    pub fn client_message(destnode: u32, srvid: u64, data: Vec<u8>) -> Packet {
+        Packet {
+            generation: 0,
+            destnode,
+            srcnode: 0,
+            reqid: 0,
+            body: Body::ReqMessage(ReqMessage { srvid, data }),
+        }
+    }
+
     pub fn pull(frame: &[u8]) -> Result<Packet, PullError> {
         Self::pull_with_header(frame).map(|(_, packet)| packet)
     }

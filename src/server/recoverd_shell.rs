@@ -16,7 +16,7 @@ use crate::protocol::helper::{
     ENV_DISABLE_IP_FAILOVER,
 };
 use crate::protocol::opcode::ControlOpcode;
-use crate::protocol::packet::{Body, FrameReader, Packet, Padding, ReqControl, ReqMessage};
+use crate::protocol::packet::{Body, FrameReader, Packet, Padding};
 use crate::protocol::{SockAddr, Timeval};
 use crate::server::cluster_mutex::{ClusterMutex, ReleasingHelper, DEFAULT_RELEASE_GRACE};
 use crate::server::recoverd::{
@@ -282,13 +282,7 @@ impl Process {
                 srvid,
                 data,
             } => {
-                let packet = Packet {
-                    generation: 0,
-                    destnode,
-                    srcnode: 0,
-                    reqid: 0,
-                    body: Body::ReqMessage(ReqMessage { srvid, data }),
-                };
+                let packet = Packet::client_message(destnode, srvid, data);
                 self.queue(&packet);
             }
             Effect::StartRecoveryHelper { generation } => {
@@ -392,19 +386,7 @@ impl Process {
     ) -> u32 {
         let reqid = self.next_reqid;
         self.next_reqid = self.next_reqid.wrapping_add(1).max(1);
-        let packet = Packet {
-            generation: 0,
-            destnode,
-            srcnode: 0,
-            reqid,
-            body: Body::ReqControl(ReqControl {
-                opcode,
-                srvid,
-                client_id: 0,
-                flags,
-                data,
-            }),
-        };
+        let packet = Packet::client_control(destnode, reqid, opcode, srvid, flags, data);
         self.queue(&packet);
         reqid
     }

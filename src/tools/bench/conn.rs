@@ -8,9 +8,7 @@
 use crate::client::{ClientError, MAX_FRAME_LEN};
 use crate::protocol::header::CURRENT_NODE;
 use crate::protocol::opcode::ControlOpcode;
-use crate::protocol::packet::{
-    Body, FrameError, FrameReader, Packet, Padding, ReqControl, ReqMessage,
-};
+use crate::protocol::packet::{FrameError, FrameReader, Packet, Padding};
 use mio::net::UnixStream;
 use mio::{Events, Interest, Poll, Token};
 use std::io::{ErrorKind, Read, Write};
@@ -84,19 +82,9 @@ impl Conn {
         data: Vec<u8>,
     ) -> Result<u32, ClientError> {
         let reqid = self.alloc_reqid();
-        self.send(&Packet {
-            generation: 0,
-            destnode,
-            srcnode: 0,
-            reqid,
-            body: Body::ReqControl(ReqControl {
-                opcode,
-                srvid,
-                client_id: 0,
-                flags: 0,
-                data,
-            }),
-        })?;
+        self.send(&Packet::client_control(
+            destnode, reqid, opcode, srvid, 0, data,
+        ))?;
         Ok(reqid)
     }
 
@@ -116,13 +104,7 @@ impl Conn {
         srvid: u64,
         data: Vec<u8>,
     ) -> Result<(), ClientError> {
-        self.send(&Packet {
-            generation: 0,
-            destnode,
-            srcnode: 0,
-            reqid: 0,
-            body: Body::ReqMessage(ReqMessage { srvid, data }),
-        })
+        self.send(&Packet::client_message(destnode, srvid, data))
     }
 
     /// Writes queued bytes until done or the socket would block.
