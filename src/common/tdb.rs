@@ -108,6 +108,12 @@ mod ffi {
             f: Option<TraverseFn>,
             private_data: *mut c_void,
         ) -> c_int;
+        pub fn tdb_traverse_chain(
+            tdb: *mut TdbContext,
+            chain: c_uint,
+            f: Option<TraverseFn>,
+            private_data: *mut c_void,
+        ) -> c_int;
 
         pub fn tdb_chainlock(tdb: *mut TdbContext, key: TdbData) -> c_int;
         pub fn tdb_chainlock_nonblock(tdb: *mut TdbContext, key: TdbData) -> c_int;
@@ -522,8 +528,11 @@ unsafe extern "C" fn traverse_trampoline(
     if state.panic.is_some() {
         return 1;
     }
-    // SAFETY: libtdb's traverse hands out a private `malloc`ed copy of the record that it frees
-    // only after this callback returns, whatever the callback does to the database.
+    // SAFETY: tdb_traverse(_read) hands out a private `malloc`ed copy of the record that it
+    // frees only after this callback returns, whatever the callback does to the database;
+    // tdb_traverse_chain hands out either such a copy or a view of the mapping that stays
+    // valid while the chain lock is held, i.e. for the whole callback, which (by
+    // `Tdb::traverse_chain`'s contract) does not modify the database.
     let (key, data) = unsafe { (datum_slice(key), datum_slice(data)) };
     match catch_unwind(AssertUnwindSafe(|| (state.callback)(key, data))) {
         Ok(Traverse::Continue) => 0,
@@ -830,6 +839,37 @@ impl Tdb {
             resume_unwind(panic);
         }
         self.check_count(op, ret)
+    }
+
+    /// `tdb_traverse_chain`: calls `visit(key, value)` for every record of hash chain `chain`
+    /// (`0..hash_size()`) under that chain's read lock, which libtdb takes *blocking* unless
+    /// an all-record lock of this handle already covers it. The slices may point into the
+    /// file mapping: copy what must outlive the callback. The callback must not modify the
+    /// database. Returns how many records were visited.
+    pub fn traverse_chain(
+        &self,
+        chain: u32,
+        mut visit: impl FnMut(&[u8], &[u8]) -> Traverse,
+    ) -> Result<usize, TdbError> {
+        let visit: &mut dyn FnMut(&[u8], &[u8]) -> Traverse = &mut visit;
+        let mut state = TraverseState {
+            callback: visit,
+            panic: None,
+        };
+        // SAFETY: live context; `state` outlives the call and is only reached through the
+        // trampoline, which knows its type. libtdb rejects an out-of-range chain itself.
+        let ret = unsafe {
+            ffi::tdb_traverse_chain(
+                self.raw(),
+                chain,
+                Some(traverse_trampoline),
+                ptr::from_mut(&mut state).cast(),
+            )
+        };
+        if let Some(panic) = state.panic {
+            resume_unwind(panic);
+        }
+        self.check_count("tdb_traverse_chain", ret)
     }
 
     /// The number of records (`tdb_traverse_read` without a callback).

@@ -99,6 +99,23 @@ pub trait Host {
     fn read_nodes_file(&self) -> Result<Vec<NodeAndFlags>, String>;
 }
 
+/// The host for work started by the daemon's own timer (traverse steps and timeouts): the
+/// controls such work runs on this node (TRAVERSE_KILL, TRAVERSE_DATA) never ask the host
+/// anything, so the answers here are only defaults.
+struct NoHostQueries;
+
+impl Host for NoHostQueries {
+    fn process_exists(&self, _pid: i32) -> bool {
+        true
+    }
+    fn wall_clock(&self) -> Timeval {
+        Timeval::default()
+    }
+    fn read_nodes_file(&self) -> Result<Vec<NodeAndFlags>, String> {
+        Err("not available from a timer".into())
+    }
+}
+
 #[derive(Debug)]
 struct Node {
     pnn: Pnn,
@@ -373,6 +390,7 @@ impl Daemon {
                 vnn_map,
                 tunables,
                 healthy_nodes: 0,
+                active_nodes: 0,
             };
             dbs.attach_persistent_databases(&ctx)?;
             dbs.freeze_all_blocking()
@@ -387,6 +405,13 @@ impl Daemon {
     fn with_dbs<T>(&mut self, f: impl FnOnce(&mut DatabaseSet, &DbContext<'_>) -> T) -> T {
         let healthy_nodes =
             u32::try_from(self.nodes.iter().filter(|n| n.flags == 0).count()).unwrap_or(0);
+        let active_nodes = u32::try_from(
+            self.nodes
+                .iter()
+                .filter(|n| n.flags & NODE_FLAGS_INACTIVE == 0)
+                .count(),
+        )
+        .unwrap_or(0);
         let own_flags = self.own_flags();
         let Daemon {
             dbs,
@@ -403,6 +428,7 @@ impl Daemon {
             vnn_map,
             tunables,
             healthy_nodes,
+            active_nodes,
         };
         f(dbs, &ctx)
     }
@@ -433,6 +459,46 @@ impl Daemon {
                         } else {
                             self.send_node_control(pnn, 0, &c);
                         }
+                    }
+                }
+                DbEffect::SendControl {
+                    destnode,
+                    opcode,
+                    data,
+                } => {
+                    let c = ReqControl {
+                        opcode,
+                        srvid: 0,
+                        client_id: 0,
+                        flags: CTRL_FLAG_NOREPLY,
+                        data,
+                    };
+                    let targets = if is_broadcast_dest(destnode) {
+                        self.broadcast_targets(destnode)
+                    } else {
+                        vec![destnode]
+                    };
+                    for pnn in targets {
+                        if pnn == self.pnn {
+                            self.run_control(now, &c, self.pnn, ReplyRoute::Nobody, host);
+                        } else if self.nodes.get(pnn as usize).is_some_and(|n| {
+                            n.flags & (NODE_FLAGS_DISCONNECTED | NODE_FLAGS_DELETED) == 0
+                        }) {
+                            self.send_node_control(pnn, 0, &c);
+                        }
+                    }
+                }
+                DbEffect::DispatchLocal { srvid, data } => {
+                    let m = ReqMessage { srvid, data };
+                    for client in self.srvids.exact_targets(srvid) {
+                        let packet = Packet {
+                            generation: self.vnn_map.generation,
+                            destnode: 0,
+                            srcnode: self.pnn,
+                            reqid: 0,
+                            body: Body::ReqMessage(m.clone()),
+                        };
+                        self.send_client_packet(client, &packet);
                     }
                 }
                 DbEffect::Complete { id, reply } => {
@@ -2065,6 +2131,10 @@ impl Daemon {
         if self.calls.poll_timeout().is_some_and(|due| now >= due) {
             self.with_calls(|calls, dbs, ctx| calls.handle_timeout(dbs, ctx, now));
         }
+        if self.dbs.poll_timeout().is_some_and(|due| now >= due) {
+            self.with_dbs(|dbs, ctx| dbs.handle_timeout(now, ctx));
+            self.run_db_effects(now, &NoHostQueries);
+        }
         let expired: Vec<u32> = self
             .pending
             .iter()
@@ -2123,6 +2193,7 @@ impl Daemon {
             self.pending.values().map(|p| p.deadline).min(),
             self.takeover.next_deadline(),
             self.calls.poll_timeout(),
+            self.dbs.poll_timeout(),
         ]
         .into_iter()
         .flatten()

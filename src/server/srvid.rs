@@ -64,6 +64,12 @@ impl SrvidRegistry {
         out
     }
 
+    /// The clients registered for exactly `srvid` (no `CTDB_SRVID_ALL` fan-out), one entry
+    /// per registration.
+    pub fn exact_targets(&self, srvid: u64) -> Vec<ClientId> {
+        self.by_srvid.get(&srvid).cloned().unwrap_or_default()
+    }
+
     pub fn count(&self) -> usize {
         self.by_srvid.values().map(Vec::len).sum()
     }

@@ -38,6 +38,7 @@ impl Env {
             vnn_map: &self.vnn_map,
             tunables: &self.tunables,
             healthy_nodes: u32::try_from(self.vnn_map.map.len()).unwrap_or(0),
+            active_nodes: u32::try_from(self.vnn_map.map.len()).unwrap_or(0),
         }
     }
 }

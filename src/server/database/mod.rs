@@ -45,17 +45,24 @@
 //! * STATISTICS `frozen`: [`DatabaseSet::all_frozen`].
 
 mod attach;
+mod detach;
 mod freeze;
 mod ltdb;
 pub use ltdb::lmaster;
 pub mod memory;
 mod recovery;
 pub mod storage;
+mod traverse;
+pub use traverse::{
+    MAX_LOCAL_TRAVERSES, MAX_ORIGIN_TRAVERSES, TRAVERSE_RETRY_INTERVAL, TRAVERSE_STEP_RECORDS,
+};
 
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_stock;
+#[cfg(test)]
+mod tests_traverse;
 
 pub use memory::MemoryBackend;
 pub use storage::{db_tdb_flags, DbStore, StorageBackend, TdbBackend};
@@ -102,6 +109,9 @@ pub struct DbContext<'a> {
     pub tunables: &'a Tunables,
     /// Nodes whose flags are exactly 0; DB_TRANSACTION_COMMIT passes it to the health update.
     pub healthy_nodes: u32,
+    /// Nodes without `NODE_FLAGS_INACTIVE` (`ctdb_get_num_active_nodes`): how many end
+    /// records a traverse of a volatile database waits for.
+    pub active_nodes: u32,
 }
 
 /// One control as the database service needs to see it.
@@ -177,6 +187,16 @@ pub enum DbEffect {
         opcode: ControlOpcode,
         data: Vec<u8>,
     },
+    /// A NOREPLY control with srvid 0 and client_id 0 to `destnode`, a PNN (the own one
+    /// included) or `BROADCAST_ACTIVE` (traverses).
+    SendControl {
+        destnode: u32,
+        opcode: ControlOpcode,
+        data: Vec<u8>,
+    },
+    /// A message to the local clients registered for exactly `srvid` (`srvid_dispatch`
+    /// without the `CTDB_SRVID_ALL` fan-out): traverse records for their client.
+    DispatchLocal { srvid: u64, data: Vec<u8> },
     /// The reply to a deferred control.
     Complete { id: DeferredId, reply: DbReply },
     /// Stock sets the recovery mode to ACTIVE here (DB_SET_HEALTHY of an unhealthy database
@@ -332,6 +352,8 @@ pub struct DatabaseSet {
     deferred_attaches: Vec<DeferredAttach>,
     next_deferred: u64,
 
+    traverses: traverse::Traverses,
+
     effects: VecDeque<DbEffect>,
 }
 
@@ -360,6 +382,7 @@ impl DatabaseSet {
             freeze_retry: None,
             deferred_attaches: Vec::new(),
             next_deferred: 1,
+            traverses: traverse::Traverses::default(),
             effects: VecDeque::new(),
         })
     }
@@ -464,6 +487,7 @@ impl DatabaseSet {
     /// A local client went away: its deferred attaches are dropped without a reply.
     pub fn on_client_closed(&mut self, client: ClientId) {
         self.deferred_attaches.retain(|d| d.client != client);
+        self.traverse_client_closed(client);
     }
 
     fn alloc_deferred(&mut self) -> DeferredId {
@@ -483,17 +507,21 @@ impl DatabaseSet {
             .iter()
             .map(|d| d.reinject_at.map_or(d.timeout, |at| at.min(d.timeout)))
             .min();
-        [self.freeze_retry, attaches].into_iter().flatten().min()
+        [self.freeze_retry, attaches, self.traverses.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Runs whatever is due at `now`: freeze retries, deferred-attach timeouts and
-    /// re-injections.
+    /// re-injections, traverse timeouts and one bounded step of every due traverse walk.
     pub fn handle_timeout(&mut self, now: Instant, ctx: &DbContext<'_>) {
         if self.freeze_retry.is_some_and(|due| now >= due) {
             self.freeze_retry = None;
             self.retry_pending_freezes(now);
         }
         self.run_deferred_attaches(now, ctx);
+        self.traverse_timeout(now, ctx);
     }
 
     /// Runs a control if it is a database control.
@@ -585,6 +613,19 @@ impl DatabaseSet {
             | Op::DbPull
             | Op::DbPushStart
             | Op::DbPushConfirm => return self.recovery_control(req, ctx),
+            Op::TraverseStart | Op::TraverseStartExt => self.control_traverse_start(
+                now,
+                data,
+                req.client,
+                req.opcode == Op::TraverseStartExt,
+                ctx,
+            ),
+            Op::TraverseAll | Op::TraverseAllExt => {
+                self.control_traverse_all(now, data, req.opcode == Op::TraverseAllExt, ctx)
+            }
+            Op::TraverseData => self.control_traverse_data(data, ctx),
+            Op::TraverseKill => self.control_traverse_kill(data),
+            Op::DbDetach => self.control_db_detach(data, req.client, ctx),
             _ => return DbControlOutcome::NotMine,
         };
         DbControlOutcome::Reply(reply)

@@ -37,6 +37,16 @@ use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+/// How far [`DbStore::traverse_chains`] got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChainStep {
+    /// Somebody holds a lock that conflicts with reading: nothing was visited, try later.
+    Busy,
+    /// Continue with this chain.
+    More(u32),
+    Done,
+}
+
 /// One open database file.
 pub trait DbStore: fmt::Debug {
     /// `tdb_get_flags` (DB_OPEN_FLAGS).
@@ -49,6 +59,21 @@ pub trait DbStore: fmt::Debug {
     fn delete(&mut self, key: &[u8]) -> Result<(), TdbError>;
     /// `tdb_traverse_read` over every record, in the store's order.
     fn traverse_read(&mut self, visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<usize, TdbError>;
+    /// One bounded step of a chain-by-chain walk (the daemon's traverse): visits every record
+    /// of hash chains `first_chain..` until at least `budget` records were visited, a whole
+    /// chain at a time, under the all-record read lock taken *without waiting* for the step.
+    /// A store without hash chains visits everything in the step of chain 0.
+    fn traverse_chains(
+        &mut self,
+        first_chain: u32,
+        _budget: usize,
+        visit: &mut dyn FnMut(&[u8], &[u8]),
+    ) -> Result<ChainStep, TdbError> {
+        if first_chain == 0 {
+            self.traverse_read(visit)?;
+        }
+        Ok(ChainStep::Done)
+    }
     /// `tdb_wipe_all`.
     fn wipe_all(&mut self) -> Result<(), TdbError>;
     /// `tdb_check` without a record checker.
@@ -277,6 +302,52 @@ impl DbStore for TdbStore {
         self.tdb.traverse_read(|k, v| {
             visit(k, v);
             Traverse::Continue
+        })
+    }
+
+    fn traverse_chains(
+        &mut self,
+        first_chain: u32,
+        budget: usize,
+        visit: &mut dyn FnMut(&[u8], &[u8]),
+    ) -> Result<ChainStep, TdbError> {
+        let hash_size = self.tdb.hash_size();
+        if first_chain >= hash_size {
+            return Ok(ChainStep::Done);
+        }
+        // With the all-record read lock held, tdb_traverse_chain's own chain lock is covered
+        // and never waits; without it, a chain held by a client would block the daemon.
+        if let Err(e) = self.tdb.lockall_read_nonblock() {
+            log::debug!("Traverse step of {} postponed: {e}", self.tdb.name_lossy());
+            return Ok(ChainStep::Busy);
+        }
+        let mut visited = 0;
+        let mut chain = first_chain;
+        let mut result = Ok(());
+        while chain < hash_size && visited < budget {
+            match self.tdb.traverse_chain(chain, |k, v| {
+                visit(k, v);
+                Traverse::Continue
+            }) {
+                Ok(n) => visited += n,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+            chain += 1;
+        }
+        if let Err(e) = self.tdb.unlockall_read() {
+            log::error!(
+                "Releasing the traverse lock of {}: {e}",
+                self.tdb.name_lossy()
+            );
+        }
+        result?;
+        Ok(if chain >= hash_size {
+            ChainStep::Done
+        } else {
+            ChainStep::More(chain)
         })
     }
 

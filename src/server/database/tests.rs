@@ -86,6 +86,7 @@ impl Env {
             vnn_map: &self.vnn_map,
             tunables: &self.tunables,
             healthy_nodes: self.healthy_nodes,
+            active_nodes: 3,
         }
     }
 

@@ -45,6 +45,7 @@ impl MiniDaemon {
             vnn_map: &self.vnn_map,
             tunables: &self.tunables,
             healthy_nodes: 1,
+            active_nodes: 1,
         }
     }
 
@@ -81,6 +82,7 @@ impl MiniDaemon {
             vnn_map: &ctx_vnn,
             tunables: &tunables,
             healthy_nodes: 1,
+            active_nodes: 1,
         };
         self.dbs.on_message(srvid, &data, &ctx);
         if self.registered.contains(&srvid) {
@@ -325,6 +327,7 @@ fn stock_recovery(prefrozen: bool) {
         vnn_map: &ctx_vnn,
         tunables: &tunables,
         healthy_nodes: 1,
+        active_nodes: 1,
     };
     daemon.dbs.local_attach("locking.tdb", 0, &ctx).unwrap();
     daemon
