@@ -18,3 +18,4 @@ mod recovery_helper;
 mod shell;
 mod takeover;
 mod tidy;
+mod traverse;
