@@ -279,7 +279,7 @@ fn normalise(text: &str, c: &LocalCluster) -> String {
     text.lines()
         .map(|l| {
             let l = l.replace(&dir, "<DIR>");
-            if l.starts_with("Dumping database ") {
+            if l.starts_with("Dumping database ") || l.starts_with("Restoring database ") {
                 // The backup time.
                 l.split(" @ ").next().unwrap_or("").to_string()
             } else if l.starts_with("rsn: ") {
