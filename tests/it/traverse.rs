@@ -227,6 +227,7 @@ fn write_persistent_file(c: &LocalCluster, pnn: u32, name: &str, count: u32) {
 }
 
 #[test]
+#[allow(clippy::disallowed_methods)] // Test harness timing.
 fn large_traverse_leaves_the_daemon_responsive() {
     const RECORDS: u32 = 20_000;
     let c = LocalCluster::setup("traverse-big", Flavour::Ours, 3, "127.0.111", &[]);
