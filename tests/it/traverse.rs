@@ -358,3 +358,45 @@ fn database_commands_print_what_stock_prints() {
         assert_eq!(g, w, "ctdb {cmd}: ours (left) differs from stock (right)");
     }
 }
+
+#[test]
+fn catdb_across_stock_and_ctdb_rs_nodes() {
+    use crate::cluster::{our_ctdbd, our_eventd};
+    let c = LocalCluster::setup("traverse-mixed", Flavour::Stock, 3, "127.0.114", &[]);
+    let env = format!(
+        "NODE_CTDBD={}\nexport CTDB_EVENTD={}\n",
+        our_ctdbd().display(),
+        our_eventd().display()
+    );
+    std::fs::write(c.node_base(2).join("node.env"), env).unwrap();
+    c.start();
+    c.wait_connected(Duration::from_secs(30));
+    c.wait_all_ok(Duration::from_secs(60));
+    attach_everywhere(&c, &[("test.tdb", false), ("p.tdb", true)]);
+    let mut expected = BTreeMap::new();
+    for writer in 0..3u32 {
+        for i in 0..3 {
+            let key = format!("m{writer}{i}");
+            run_ok(&c, writer, &["writekey", "test.tdb", &key, "v"]);
+            run_ok(&c, writer, &["pstore", "p.tdb", &key, "v"]);
+            expected.insert(
+                format!("{}) = \"{key}\"", key.len()),
+                "1) = \"v\"".to_string(),
+            );
+        }
+    }
+    for pnn in 0..3 {
+        let out = run_ok(&c, pnn, &["catdb", "test.tdb"]);
+        assert_eq!(
+            catdb_records(&out),
+            expected,
+            "catdb test.tdb from node {pnn}"
+        );
+        let out = run_ok(&c, pnn, &["catdb", "p.tdb"]);
+        assert_eq!(
+            dumped(&out),
+            expected.len() + 1,
+            "catdb p.tdb from node {pnn}"
+        );
+    }
+}
