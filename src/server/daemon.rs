@@ -99,9 +99,10 @@ pub trait Host {
     fn read_nodes_file(&self) -> Result<Vec<NodeAndFlags>, String>;
 }
 
-/// The host for work started by the daemon's own timer (traverse steps and timeouts): the
-/// controls such work runs on this node (TRAVERSE_KILL, TRAVERSE_DATA) never ask the host
-/// anything, so the answers here are only defaults.
+/// The host for database work started by the daemon's own timer or by a client going away
+/// (traverse steps, timeouts and kills): the controls such work runs on this node
+/// (TRAVERSE_KILL, TRAVERSE_DATA) never ask the host anything, so the answers here are only
+/// defaults.
 struct NoHostQueries;
 
 impl Host for NoHostQueries {
@@ -574,11 +575,13 @@ impl Daemon {
     }
 
     /// A client's connection closed (EOF, error, or after `CloseClient`).
-    pub fn on_client_closed(&mut self, _now: Instant, client: ClientId) {
+    pub fn on_client_closed(&mut self, now: Instant, client: ClientId) {
         if self.clients.remove(&client).is_none() {
             return;
         }
         self.dbs.on_client_closed(client);
+        // The client's traverses end: TRAVERSE_KILL goes out now.
+        self.run_db_effects(now, &NoHostQueries);
         self.calls.on_client_closed(client);
         self.srvids.remove_client(client);
         self.failover_client_closed(client);

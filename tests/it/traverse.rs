@@ -267,6 +267,19 @@ fn large_traverse_leaves_the_daemon_responsive() {
         );
         assert_eq!(catdb_records(&text).len(), n);
         assert!(slowest < Duration::from_secs(2), "ping took {slowest:?}");
+        // A client that goes away mid-traverse: the walks are killed and the node carries on.
+        let mut gone = std::process::Command::new("/usr/bin/ctdb")
+            .args(["catdb", "big.tdb"])
+            .env("CTDB_TEST_MODE", "yes")
+            .env("CTDB_BASE", &base)
+            .env("CTDB_SOCKET", base.join("run/ctdbd.socket"))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        let _ = gone.kill();
+        let _ = gone.wait();
+        run_ok(&c, pnn, &["ping"]);
         eprintln!(
             "node {pnn}: {n} records in {:?}, {pings} pings, slowest {slowest:?}",
             started.elapsed()
