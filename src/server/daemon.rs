@@ -9,6 +9,7 @@
 use super::call::{CallOutput, CallService};
 use super::database::{
     DatabaseSet, DbContext, DbControlOutcome, DbEffect, DbReply, DbRequest, DeferredId,
+    TraverseSink, TRAVERSE_BACKLOG_LIMIT,
 };
 use super::effect::{ClientId, Effect, EventOutcome, Pnn};
 use super::srvid::SrvidRegistry;
@@ -97,6 +98,27 @@ pub trait Host {
     fn wall_clock(&self) -> Timeval;
     /// The nodes file parsed afresh (GET_NODES_FILE), or why it could not be read.
     fn read_nodes_file(&self) -> Result<Vec<NodeAndFlags>, String>;
+}
+
+/// How much the shell still has to write to each peer, so that bulk producers (traverse
+/// walks) wait for slow readers instead of filling queues until the shell's limits drop the
+/// connection.
+pub trait Backlog {
+    fn client_bytes(&self, client: ClientId) -> usize;
+    fn node_bytes(&self, pnn: Pnn) -> usize;
+}
+
+/// No backlog anywhere (tests, and callers that cannot see the queues).
+#[derive(Debug)]
+pub struct NoBacklog;
+
+impl Backlog for NoBacklog {
+    fn client_bytes(&self, _client: ClientId) -> usize {
+        0
+    }
+    fn node_bytes(&self, _pnn: Pnn) -> usize {
+        0
+    }
 }
 
 /// The host for database work started by the daemon's own timer or by a client going away
@@ -2093,6 +2115,11 @@ impl Daemon {
 
     /// Runs whatever timers are due at `now`; a no-op when nothing is due.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.handle_timeout_with_backlog(now, &NoBacklog);
+    }
+
+    /// [`Daemon::handle_timeout`] with the shell's queue fill levels, which pace traverses.
+    pub fn handle_timeout_with_backlog(&mut self, now: Instant, backlog: &dyn Backlog) {
         if let Some(due) = self.next_keepalive {
             if now >= due {
                 self.keepalive_tick(now);
@@ -2135,7 +2162,13 @@ impl Daemon {
             self.with_calls(|calls, dbs, ctx| calls.handle_timeout(dbs, ctx, now));
         }
         if self.dbs.poll_timeout().is_some_and(|due| now >= due) {
-            self.with_dbs(|dbs, ctx| dbs.handle_timeout(now, ctx));
+            let congested = |sink: TraverseSink| match sink {
+                TraverseSink::Client(client) => {
+                    backlog.client_bytes(client) > TRAVERSE_BACKLOG_LIMIT
+                }
+                TraverseSink::Node(pnn) => backlog.node_bytes(pnn) > TRAVERSE_BACKLOG_LIMIT,
+            };
+            self.with_dbs(|dbs, ctx| dbs.handle_timeout_paced(now, ctx, &congested));
             self.run_db_effects(now, &NoHostQueries);
         }
         let expired: Vec<u32> = self

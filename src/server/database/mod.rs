@@ -54,7 +54,8 @@ mod recovery;
 pub mod storage;
 mod traverse;
 pub use traverse::{
-    MAX_LOCAL_TRAVERSES, MAX_ORIGIN_TRAVERSES, TRAVERSE_RETRY_INTERVAL, TRAVERSE_STEP_RECORDS,
+    TraverseSink, MAX_LOCAL_TRAVERSES, MAX_ORIGIN_TRAVERSES, TRAVERSE_BACKLOG_LIMIT,
+    TRAVERSE_RETRY_INTERVAL, TRAVERSE_STEP_RECORDS,
 };
 
 #[cfg(test)]
@@ -516,12 +517,23 @@ impl DatabaseSet {
     /// Runs whatever is due at `now`: freeze retries, deferred-attach timeouts and
     /// re-injections, traverse timeouts and one bounded step of every due traverse walk.
     pub fn handle_timeout(&mut self, now: Instant, ctx: &DbContext<'_>) {
+        self.handle_timeout_paced(now, ctx, &|_| false);
+    }
+
+    /// [`DatabaseSet::handle_timeout`] where a traverse walk whose records would go to a
+    /// `congested` sink waits for a later step.
+    pub fn handle_timeout_paced(
+        &mut self,
+        now: Instant,
+        ctx: &DbContext<'_>,
+        congested: &dyn Fn(TraverseSink) -> bool,
+    ) {
         if self.freeze_retry.is_some_and(|due| now >= due) {
             self.freeze_retry = None;
             self.retry_pending_freezes(now);
         }
         self.run_deferred_attaches(now, ctx);
-        self.traverse_timeout(now, ctx);
+        self.traverse_timeout(now, ctx, congested);
     }
 
     /// Runs a control if it is a database control.

@@ -378,6 +378,23 @@ fn a_locked_chain_postpones_the_walk_instead_of_blocking() {
 }
 
 #[test]
+fn a_congested_sink_pauses_the_walk() {
+    let (_dir, mut dbs, env, db_id, _) = volatile_fixture("trav-paced");
+    let (_, opcode, all) = start(&mut dbs, &env, db_id, false);
+    assert_eq!(run(&mut dbs, &env, opcode, &all, None), 0);
+    let mut asked = Vec::new();
+    dbs.handle_timeout_paced(Instant::ZERO, &env.ctx(), &|sink| {
+        assert_eq!(sink, TraverseSink::Client(CLIENT));
+        true
+    });
+    asked.extend(effects(&mut dbs));
+    assert!(asked.is_empty(), "a congested client gets nothing more");
+    assert!(dbs.poll_timeout().unwrap() > Instant::ZERO);
+    let (records, _) = drain(&mut dbs, &env);
+    assert!(records.len() > 500);
+}
+
+#[test]
 fn detach_rules() {
     let (_dir, mut dbs, mut env, db_id, _) = volatile_fixture("trav-detach");
     let pdb = attach(&mut dbs, &env, ControlOpcode::DbAttachPersistent, "p.tdb");

@@ -39,6 +39,17 @@ pub const MAX_LOCAL_TRAVERSES: usize = 64;
 /// Cluster-wide traverses this node originates at once; more TRAVERSE_STARTs fail.
 pub const MAX_ORIGIN_TRAVERSES: usize = 64;
 
+/// Bytes queued towards a walk's records' next hop above which the walk waits.
+pub const TRAVERSE_BACKLOG_LIMIT: usize = 4 << 20;
+
+/// Where the records of a walk go next: the originator's client when this node is the
+/// originator, else the originator node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TraverseSink {
+    Client(ClientId),
+    Node(Pnn),
+}
+
 /// One walk of a local file for some originator (`struct ctdb_traverse_local_handle`).
 #[derive(Debug, Clone)]
 pub(super) struct LocalTraverse {
@@ -374,7 +385,12 @@ impl DatabaseSet {
     }
 
     /// Timer work: expired traverses, then one step of every walk that is due.
-    pub(super) fn traverse_timeout(&mut self, now: Instant, ctx: &DbContext<'_>) {
+    pub(super) fn traverse_timeout(
+        &mut self,
+        now: Instant,
+        ctx: &DbContext<'_>,
+        congested: &dyn Fn(TraverseSink) -> bool,
+    ) {
         let (expired, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.traverses.origin)
             .into_iter()
             .partition(|o| now >= o.deadline);
@@ -399,7 +415,23 @@ impl DatabaseSet {
             .collect();
         // Back to front so that removals keep the remaining indices valid.
         for i in due.into_iter().rev() {
+            if congested(self.traverse_sink(i)) {
+                self.traverses.local[i].due = now.saturating_add(TRAVERSE_RETRY_INTERVAL);
+                continue;
+            }
             self.traverse_step(now, i, ctx);
+        }
+    }
+
+    fn traverse_sink(&self, index: usize) -> TraverseSink {
+        let walk = &self.traverses.local[index];
+        if walk.srcnode != self.config.pnn {
+            return TraverseSink::Node(walk.srcnode);
+        }
+        match self.traverses.origin.iter().find(|o| o.reqid == walk.reqid) {
+            Some(origin) => TraverseSink::Client(origin.client),
+            // The traverse is over; the next step notices and stops.
+            None => TraverseSink::Node(walk.srcnode),
         }
     }
 

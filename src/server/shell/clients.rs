@@ -221,6 +221,11 @@ impl Clients {
             .map_err(|e| format!("write error: {e}"))
     }
 
+    /// Bytes queued for the client and not yet written (0 for an unknown client).
+    pub fn pending_bytes(&self, id: ClientId) -> usize {
+        self.conns.get(&id).map_or(0, |c| c.queue.pending_bytes())
+    }
+
     /// Queues a frame for the client; unknown (closed) clients are ignored. An error means the
     /// client must be closed.
     pub fn send(&mut self, id: ClientId, frame: Vec<u8>) -> Result<(), String> {

@@ -22,7 +22,7 @@ use crate::common::nodes;
 use crate::common::sys::PidFile;
 use crate::protocol::types::{node_flags, NodeAndFlags};
 use crate::protocol::Timeval;
-use crate::server::daemon::{Daemon, Host};
+use crate::server::daemon::{Backlog, Daemon, Host};
 use crate::server::effect::{ClientId, Effect, EventOutcome, Pnn};
 use clients::{ClientFrame, ClientLimits, Clients};
 use eventd::Eventd;
@@ -62,6 +62,10 @@ pub trait Core {
     fn on_cluster_lock_test(&mut self, now: Instant, token: u64, result: u8, latency_s: f64);
     fn on_recoverd_exited(&mut self, now: Instant);
     fn handle_timeout(&mut self, now: Instant);
+    /// `handle_timeout` for a core that paces bulk output by the queues' fill levels.
+    fn handle_timeout_with_backlog(&mut self, now: Instant, _backlog: &dyn Backlog) {
+        self.handle_timeout(now);
+    }
     fn poll_timeout(&self) -> Option<Instant>;
     fn poll_effect(&mut self) -> Option<Effect>;
 }
@@ -100,11 +104,29 @@ impl Core for Daemon {
     fn handle_timeout(&mut self, now: Instant) {
         Daemon::handle_timeout(self, now);
     }
+    fn handle_timeout_with_backlog(&mut self, now: Instant, backlog: &dyn Backlog) {
+        Daemon::handle_timeout_with_backlog(self, now, backlog);
+    }
     fn poll_timeout(&self) -> Option<Instant> {
         Daemon::poll_timeout(self)
     }
     fn poll_effect(&mut self) -> Option<Effect> {
         Daemon::poll_effect(self)
+    }
+}
+
+/// The shell's queues as the core's [`Backlog`].
+struct ShellBacklog<'a> {
+    clients: &'a Clients,
+    transport: &'a Transport,
+}
+
+impl Backlog for ShellBacklog<'_> {
+    fn client_bytes(&self, client: ClientId) -> usize {
+        self.clients.pending_bytes(client)
+    }
+    fn node_bytes(&self, pnn: Pnn) -> usize {
+        self.transport.pending_bytes(pnn)
     }
 }
 
@@ -371,7 +393,11 @@ impl<C: Core> Shell<C> {
             {
                 self.core.on_cluster_lock_test(now, token, result, latency);
             }
-            self.core.handle_timeout(now);
+            let backlog = ShellBacklog {
+                clients: &self.clients,
+                transport: &self.transport,
+            };
+            self.core.handle_timeout_with_backlog(now, &backlog);
             self.run_effects(now);
         }
         let (reason, code) = self.exit.unwrap_or((ExitReason::Fatal, 1));

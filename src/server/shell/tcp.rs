@@ -230,6 +230,18 @@ impl Transport {
         Ok(())
     }
 
+    /// Bytes queued on the outgoing link to `pnn` and not yet written (0 when it is down).
+    pub fn pending_bytes(&self, pnn: Pnn) -> usize {
+        let peer = usize::try_from(pnn)
+            .ok()
+            .and_then(|i| self.peers.get(i))
+            .and_then(Option::as_ref);
+        match peer.map(|p| &p.outgoing) {
+            Some(OutState::Up { queue, .. }) => queue.pending_bytes(),
+            _ => 0,
+        }
+    }
+
     fn peer_mut(&mut self, pnn: Pnn) -> Option<&mut Peer> {
         peer_in(&mut self.peers, pnn)
     }
