@@ -524,6 +524,7 @@ impl Daemon {
                         self.send_client_packet(client, &packet);
                     }
                 }
+                DbEffect::TraverseTimedOut => self.bump(|s| s.timeouts.traverse += 1),
                 DbEffect::Complete { id, reply } => {
                     if let Some(token) = self.db_deferred.remove(&id) {
                         self.finish_deferred(token, db_result(reply));

@@ -316,7 +316,10 @@ fn script(c: &LocalCluster) -> Vec<(String, String)> {
             String::from_utf8_lossy(&o.stdout),
             String::from_utf8_lossy(&o.stderr)
         );
-        let text = if matches!(args.first(), Some(&"catdb") | Some(&"dumpdbbackup")) {
+        let text = if matches!(
+            args.first(),
+            Some(&"catdb") | Some(&"cattdb") | Some(&"dumpdbbackup")
+        ) {
             sorted_blocks(&text)
         } else {
             text
@@ -331,6 +334,7 @@ fn script(c: &LocalCluster) -> Vec<(String, String)> {
     }
     step(&["catdb", "test.tdb"]);
     step(&["catdb", "p.tdb"]);
+    step(&["cattdb", "test.tdb"]);
     step(&["getdbstatus", "test.tdb"]);
     step(&["getdbstatus", "p.tdb"]);
     step(&["setdbreadonly", "test.tdb"]);
@@ -350,6 +354,18 @@ fn script(c: &LocalCluster) -> Vec<(String, String)> {
     step(&["detach", "test.tdb"]);
     step(&["catdb", "nosuch.tdb"]);
     step(&["detach", "nosuch.tdb"]);
+    for pnn in 0..c.nodes {
+        run_ok(c, pnn, &["setvar", "AllowClientDBAttach", "0"]);
+    }
+    step(&["detach", "p.tdb"]);
+    // Not test.tdb: detaching a read-only database crashes stock 4.17.12 (a bad talloc free
+    // in ctdb_control_db_detach).
+    step(&["detach", "d.tdb", "nosuch.tdb"]);
+    // The broadcast detach reaches the other nodes a little later.
+    c.wait_for("d.tdb detached everywhere", Duration::from_secs(10), || {
+        (0..c.nodes).all(|n| !c.ctdb_stdout(n, &["getdbmap"]).contains("d.tdb"))
+    });
+    step(&["getdbmap"]);
     out
 }
 
@@ -363,7 +379,7 @@ fn database_commands_print_what_stock_prints() {
     for c in [&stock, &ours] {
         c.wait_connected(Duration::from_secs(30));
         c.wait_all_ok(Duration::from_secs(90));
-        attach_everywhere(c, &[("test.tdb", false), ("p.tdb", true)]);
+        attach_everywhere(c, &[("test.tdb", false), ("p.tdb", true), ("d.tdb", false)]);
     }
     let want = script(&stock);
     let got = script(&ours);

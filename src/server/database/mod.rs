@@ -198,6 +198,8 @@ pub enum DbEffect {
     /// A message to the local clients registered for exactly `srvid` (`srvid_dispatch`
     /// without the `CTDB_SRVID_ALL` fan-out): traverse records for their client.
     DispatchLocal { srvid: u64, data: Vec<u8> },
+    /// A traverse this node originated timed out (statistics `timeouts.traverse`).
+    TraverseTimedOut,
     /// The reply to a deferred control.
     Complete { id: DeferredId, reply: DbReply },
     /// Stock sets the recovery mode to ACTIVE here (DB_SET_HEALTHY of an unhealthy database

@@ -343,6 +343,8 @@ fn client_disconnect_and_timeout_kill_the_walks() {
     let late = Instant::from_secs(u64::from(env.tunables.traverse_timeout()));
     dbs.handle_timeout(late, &env.ctx());
     let got = effects(&mut dbs);
+    assert_eq!(got[0], DbEffect::TraverseTimedOut);
+    let got = &got[1..];
     assert!(
         matches!(&got[0], DbEffect::DispatchLocal { srvid: SRVID, data }
         if RecData::from_bytes_exact(data).unwrap().key.is_empty())

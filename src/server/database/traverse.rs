@@ -397,6 +397,7 @@ impl DatabaseSet {
         self.traverses.origin = kept;
         for origin in expired {
             log::error!("Traverse all timeout on database:{}", origin.db_name);
+            self.effects.push_back(DbEffect::TraverseTimedOut);
             self.effects.push_back(DbEffect::DispatchLocal {
                 srvid: origin.srvid,
                 data: end_record(origin.client_reqid).to_bytes(),
