@@ -280,6 +280,16 @@ fn large_traverse_leaves_the_daemon_responsive() {
         let _ = gone.kill();
         let _ = gone.wait();
         run_ok(&c, pnn, &["ping"]);
+        let log = c.node_base(pnn).join("log.ctdb");
+        c.wait_for(
+            "the cancelled traverse logged",
+            Duration::from_secs(10),
+            || {
+                std::fs::read_to_string(&log)
+                    .unwrap_or_default()
+                    .contains("Traverse cancelled by client disconnect")
+            },
+        );
         eprintln!(
             "node {pnn}: {n} records in {:?}, {pings} pings, slowest {slowest:?}",
             started.elapsed()
