@@ -226,6 +226,35 @@ fn write_persistent_file(c: &LocalCluster, pnn: u32, name: &str, count: u32) {
     }
 }
 
+/// Writes `count` records straight into the attached volatile database of every node, as a
+/// client holding the record would (each node dmaster of a third of the keys).
+fn fill_volatile(c: &LocalCluster, name: &str, count: u32) {
+    use ctdb::common::tdb::robust_mutexes_supported;
+    use ctdb::server::database::db_tdb_flags;
+    let flags = db_tdb_flags(0, true, robust_mutexes_supported());
+    for pnn in 0..c.nodes {
+        let path = c.node_base(pnn).join(format!("db/volatile/{name}.{pnn}"));
+        let tdb = Tdb::open(&path, 0, flags, libc::O_RDWR, 0o600).unwrap();
+        let header = LtdbHeader {
+            rsn: 1,
+            dmaster: pnn,
+            reserved1: 0,
+            flags: 0,
+        }
+        .to_bytes();
+        for i in (0..count).filter(|i| i % c.nodes == pnn) {
+            let mut value = header.clone();
+            value.extend_from_slice(format!("volatile-{i:06}").as_bytes());
+            tdb.store(
+                format!("vkey-{i:06}").as_bytes(),
+                &value,
+                StoreMode::Replace,
+            )
+            .unwrap();
+        }
+    }
+}
+
 #[test]
 #[allow(clippy::disallowed_methods)] // Test harness timing.
 fn large_traverse_leaves_the_daemon_responsive() {
@@ -236,6 +265,17 @@ fn large_traverse_leaves_the_daemon_responsive() {
     c.wait_connected(Duration::from_secs(30));
     c.wait_all_ok(Duration::from_secs(90));
     wait_recovered(&c);
+    attach_everywhere(&c, &[("bigv.tdb", false)]);
+    fill_volatile(&c, "bigv.tdb", RECORDS);
+    for pnn in 0..3 {
+        let out = run_ok(&c, pnn, &["catdb", "bigv.tdb"]);
+        assert_eq!(
+            dumped(&out),
+            RECORDS as usize,
+            "catdb bigv.tdb on node {pnn}"
+        );
+        assert_eq!(catdb_records(&out).len(), RECORDS as usize);
+    }
     for pnn in 0..3 {
         let base = c.node_base(pnn);
         let mut catdb = std::process::Command::new("/usr/bin/ctdb")
