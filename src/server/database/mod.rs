@@ -30,18 +30,24 @@
 //!   delivery to registered clients.
 //! * Effects: [`DbEffect::SendMessage`] is `ctdb_daemon_send_message`;
 //!   [`DbEffect::BroadcastControl`] a NOREPLY control to `BROADCAST_CONNECTED` (this node
-//!   included); [`DbEffect::Complete`] the deferred reply (ignore an unknown id);
+//!   included); [`DbEffect::SendControl`] a NOREPLY control to one node or to
+//!   `BROADCAST_ACTIVE`; [`DbEffect::DispatchLocal`] a message to the local clients registered
+//!   for exactly that srvid; [`DbEffect::TraverseTimedOut`] counts a statistic;
+//!   [`DbEffect::Complete`] the deferred reply (ignore an unknown id);
 //!   [`DbEffect::SetRecoveryModeActive`], [`DbEffect::Thawed`] (resend waiting record
 //!   requests) and [`DbEffect::Fatal`] (exit) as named.
 //! * Time: fold [`DatabaseSet::poll_timeout`] into the daemon's and call
-//!   [`DatabaseSet::handle_timeout`] from its timer handler.
+//!   [`DatabaseSet::handle_timeout_paced`] (or [`DatabaseSet::handle_timeout`]) from its timer
+//!   handler; while a traverse walk is running the timeout is "now", one bounded step per
+//!   call. Forward the effects afterwards.
 //! * SET_RECMODE(NORMAL), when the mode changes: fail with -1 unless
 //!   [`DatabaseSet::generations_match`] the vnn map's generation; [`DatabaseSet::thaw_all`] if
 //!   [`DatabaseSet::all_frozen`]; once the mode is NORMAL (after the cluster-lock test),
 //!   [`DatabaseSet::process_deferred_attaches`].
 //! * Becoming inactive: [`DatabaseSet::become_inactive`] (with the vnn map generation set to
 //!   `INVALID_GENERATION` and recovery mode ACTIVE by the daemon).
-//! * A local client disconnects: [`DatabaseSet::on_client_closed`].
+//! * A local client disconnects: [`DatabaseSet::on_client_closed`], then forward the effects
+//!   (TRAVERSE_KILL for its traverses).
 //! * STATISTICS `frozen`: [`DatabaseSet::all_frozen`].
 
 mod attach;
