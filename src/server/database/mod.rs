@@ -47,6 +47,7 @@
 mod attach;
 mod freeze;
 mod ltdb;
+mod seqnum;
 pub use ltdb::lmaster;
 pub mod memory;
 mod recovery;
@@ -177,6 +178,11 @@ pub enum DbEffect {
         opcode: ControlOpcode,
         data: Vec<u8>,
     },
+    /// The same to `BROADCAST_ACTIVE` (UPDATE_SEQNUM).
+    BroadcastActiveControl {
+        opcode: ControlOpcode,
+        data: Vec<u8>,
+    },
     /// The reply to a deferred control.
     Complete { id: DeferredId, reply: DbReply },
     /// Stock sets the recovery mode to ACTIVE here (DB_SET_HEALTHY of an unhealthy database
@@ -233,6 +239,8 @@ pub struct Database {
     unhealthy_reason: Option<String>,
     /// The read-only delegation tracking database `<path>.RO` (SET_DB_READONLY).
     readonly_tracking: Option<Box<dyn DbStore>>,
+    /// Set by ENABLE_SEQNUM.
+    seqnum_watch: Option<seqnum::SeqnumWatch>,
 }
 
 impl Database {
@@ -483,7 +491,10 @@ impl DatabaseSet {
             .iter()
             .map(|d| d.reinject_at.map_or(d.timeout, |at| at.min(d.timeout)))
             .min();
-        [self.freeze_retry, attaches].into_iter().flatten().min()
+        [self.freeze_retry, attaches, self.seqnum_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Runs whatever is due at `now`: freeze retries, deferred-attach timeouts and
@@ -494,6 +505,7 @@ impl DatabaseSet {
             self.retry_pending_freezes(now);
         }
         self.run_deferred_attaches(now, ctx);
+        self.check_seqnums(now, ctx.tunables.seqnum_interval());
     }
 
     /// Runs a control if it is a database control.
@@ -559,6 +571,18 @@ impl DatabaseSet {
                 } else {
                     self.set_db_sticky(db_id)
                 }
+            }
+            Op::EnableSeqnum => {
+                let Some(db_id) = exact_u32(data) else {
+                    return invalid_size(req.opcode, data.len(), 4);
+                };
+                self.control_enable_seqnum(now, db_id, ctx.tunables.seqnum_interval())
+            }
+            Op::UpdateSeqnum => {
+                let Some(db_id) = exact_u32(data) else {
+                    return invalid_size(req.opcode, data.len(), 4);
+                };
+                self.control_update_seqnum(db_id, req.srcnode)
             }
             Op::Freeze => {
                 if !data.is_empty() {
