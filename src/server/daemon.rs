@@ -456,6 +456,32 @@ impl Daemon {
         f(dbs, &ctx)
     }
 
+    /// Sends a NOREPLY control (srvid 0, client_id 0) for the database service to the nodes of
+    /// `broadcast`, running it here too when this node is one of them.
+    fn broadcast_db_control(
+        &mut self,
+        now: Instant,
+        broadcast: Pnn,
+        opcode: ControlOpcode,
+        data: Vec<u8>,
+        host: &dyn Host,
+    ) {
+        let c = ReqControl {
+            opcode,
+            srvid: 0,
+            client_id: 0,
+            flags: CTRL_FLAG_NOREPLY,
+            data,
+        };
+        for pnn in self.broadcast_targets(broadcast) {
+            if pnn == self.pnn {
+                self.run_control(now, &c, self.pnn, ReplyRoute::Nobody, host);
+            } else {
+                self.send_node_control(pnn, 0, &c);
+            }
+        }
+    }
+
     /// Executes what the database service asked for, in order.
     fn run_db_effects(&mut self, now: Instant, host: &dyn Host) {
         while let Some(effect) = self.dbs.poll_effect() {
@@ -469,20 +495,10 @@ impl Daemon {
                     }
                 }
                 DbEffect::BroadcastControl { opcode, data } => {
-                    let c = ReqControl {
-                        opcode,
-                        srvid: 0,
-                        client_id: 0,
-                        flags: CTRL_FLAG_NOREPLY,
-                        data,
-                    };
-                    for pnn in self.broadcast_targets(BROADCAST_CONNECTED) {
-                        if pnn == self.pnn {
-                            self.run_control(now, &c, self.pnn, ReplyRoute::Nobody, host);
-                        } else {
-                            self.send_node_control(pnn, 0, &c);
-                        }
-                    }
+                    self.broadcast_db_control(now, BROADCAST_CONNECTED, opcode, data, host);
+                }
+                DbEffect::BroadcastActiveControl { opcode, data } => {
+                    self.broadcast_db_control(now, BROADCAST_ACTIVE, opcode, data, host);
                 }
                 DbEffect::SendControl {
                     destnode,

@@ -232,6 +232,7 @@ impl DatabaseSet {
             push: None,
             unhealthy_reason,
             readonly_tracking: None,
+            seqnum_watch: None,
         });
         Ok(())
     }

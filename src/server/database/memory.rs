@@ -18,6 +18,9 @@ struct MemFile {
     records: Records,
     /// Open handles (for `CLEAR_IF_FIRST`).
     opens: usize,
+    /// `tdb_get_seqnum`: bumped by every committed change (as if `TDB_SEQNUM` were set) and
+    /// by [`MemoryBackend::bump_seqnum`].
+    seqnum: u32,
 }
 
 #[derive(Debug, Default)]
@@ -60,6 +63,18 @@ impl MemoryBackend {
         let mut fs = self.fs.borrow_mut();
         let file = fs.files.entry(path.to_path_buf()).or_default();
         file.records = records.into_iter().collect();
+    }
+
+    /// Bumps a file's sequence number, as a client's write with `TDB_SEQNUM` would.
+    pub fn bump_seqnum(&self, path: &Path) {
+        let mut fs = self.fs.borrow_mut();
+        let file = fs.files.entry(path.to_path_buf()).or_default();
+        file.seqnum = file.seqnum.wrapping_add(1);
+    }
+
+    /// A file's sequence number.
+    pub fn seqnum(&self, path: &Path) -> u32 {
+        self.fs.borrow().files.get(path).map_or(0, |f| f.seqnum)
     }
 
     /// The committed records of a file, `None` if it does not exist.
@@ -165,6 +180,20 @@ impl MemoryStore {
 impl DbStore for MemoryStore {
     fn tdb_flags(&self) -> u32 {
         self.flags
+    }
+
+    fn seqnum(&self) -> u32 {
+        self.fs
+            .borrow()
+            .files
+            .get(&self.path)
+            .map_or(0, |f| f.seqnum)
+    }
+
+    fn increment_seqnum_nonblock(&mut self) {
+        let mut fs = self.fs.borrow_mut();
+        let file = fs.files.entry(self.path.clone()).or_default();
+        file.seqnum = file.seqnum.wrapping_add(1);
     }
 
     fn fetch(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, TdbError> {

@@ -54,6 +54,7 @@ mod attach;
 mod detach;
 mod freeze;
 mod ltdb;
+mod seqnum;
 pub use ltdb::lmaster;
 pub mod memory;
 mod recovery;
@@ -206,6 +207,11 @@ pub enum DbEffect {
     DispatchLocal { srvid: u64, data: Vec<u8> },
     /// A traverse this node originated timed out (statistics `timeouts.traverse`).
     TraverseTimedOut,
+    /// The same to `BROADCAST_ACTIVE` (UPDATE_SEQNUM).
+    BroadcastActiveControl {
+        opcode: ControlOpcode,
+        data: Vec<u8>,
+    },
     /// The reply to a deferred control.
     Complete { id: DeferredId, reply: DbReply },
     /// Stock sets the recovery mode to ACTIVE here (DB_SET_HEALTHY of an unhealthy database
@@ -262,6 +268,8 @@ pub struct Database {
     unhealthy_reason: Option<String>,
     /// The read-only delegation tracking database `<path>.RO` (SET_DB_READONLY).
     readonly_tracking: Option<Box<dyn DbStore>>,
+    /// Set by ENABLE_SEQNUM.
+    seqnum_watch: Option<seqnum::SeqnumWatch>,
 }
 
 impl Database {
@@ -516,10 +524,15 @@ impl DatabaseSet {
             .iter()
             .map(|d| d.reinject_at.map_or(d.timeout, |at| at.min(d.timeout)))
             .min();
-        [self.freeze_retry, attaches, self.traverses.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.freeze_retry,
+            attaches,
+            self.seqnum_timeout(),
+            self.traverses.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Runs whatever is due at `now`: freeze retries, deferred-attach timeouts and
@@ -541,6 +554,7 @@ impl DatabaseSet {
             self.retry_pending_freezes(now);
         }
         self.run_deferred_attaches(now, ctx);
+        self.check_seqnums(now, ctx.tunables.seqnum_interval());
         self.traverse_timeout(now, ctx, congested);
     }
 
@@ -607,6 +621,18 @@ impl DatabaseSet {
                 } else {
                     self.set_db_sticky(db_id)
                 }
+            }
+            Op::EnableSeqnum => {
+                let Some(db_id) = exact_u32(data) else {
+                    return invalid_size(req.opcode, data.len(), 4);
+                };
+                self.control_enable_seqnum(now, db_id, ctx.tunables.seqnum_interval())
+            }
+            Op::UpdateSeqnum => {
+                let Some(db_id) = exact_u32(data) else {
+                    return invalid_size(req.opcode, data.len(), 4);
+                };
+                self.control_update_seqnum(db_id, req.srcnode)
             }
             Op::Freeze => {
                 if !data.is_empty() {

@@ -81,6 +81,15 @@ pub trait DbStore: fmt::Debug {
     /// `tdb_set_max_dead` (`DatabaseMaxDead`).
     fn set_max_dead(&mut self, max_dead: u32);
 
+    /// `tdb_get_seqnum`: changes whenever a writer with `TDB_SEQNUM` stores or deletes.
+    fn seqnum(&self) -> u32 {
+        0
+    }
+    /// `tdb_enable_seqnum` (ENABLE_SEQNUM: smbd watches the number to notice remote changes).
+    fn enable_seqnum(&mut self) {}
+    /// `tdb_increment_seqnum_nonblock` (UPDATE_SEQNUM from another node).
+    fn increment_seqnum_nonblock(&mut self) {}
+
     /// `tdb_chainlock_nonblock` for the record-call path: `Ok(false)` when somebody else (a
     /// client such as smbd) holds the chain, so the daemon retries later instead of blocking.
     fn chain_try_lock(&mut self, _key: &[u8]) -> Result<bool, TdbError> {
@@ -284,6 +293,18 @@ impl DbStore for TdbStore {
 
     fn delete(&mut self, key: &[u8]) -> Result<(), TdbError> {
         self.tdb.delete(key)
+    }
+
+    fn seqnum(&self) -> u32 {
+        self.tdb.seqnum()
+    }
+
+    fn enable_seqnum(&mut self) {
+        self.tdb.enable_seqnum();
+    }
+
+    fn increment_seqnum_nonblock(&mut self) {
+        self.tdb.increment_seqnum_nonblock();
     }
 
     fn chain_try_lock(&mut self, key: &[u8]) -> Result<bool, TdbError> {

@@ -1971,3 +1971,89 @@ fn database_paths_keep_the_configured_directory_text() {
         b"/mem/volatile//x.tdb.3\0"
     );
 }
+
+#[test]
+fn seqnum_changes_are_broadcast_once_per_interval_and_remote_bumps_are_not_echoed() {
+    let (backend, mut dbs) = memory_set(0);
+    let env = Env::new();
+    let db_id = attach(&mut dbs, &env, ControlOpcode::DbAttach, "brlock.tdb");
+    let path = dbs.get(db_id).unwrap().path().to_path_buf();
+    let at = |ms: u64| T0.saturating_add(std::time::Duration::from_millis(ms));
+
+    fails(
+        &mut dbs,
+        &env,
+        ControlOpcode::EnableSeqnum,
+        &0xdead_beef_u32.to_ne_bytes(),
+    );
+    ok(
+        &mut dbs,
+        &env,
+        ControlOpcode::EnableSeqnum,
+        &db_id.to_ne_bytes(),
+    );
+    assert_eq!(dbs.poll_timeout(), Some(at(1000)));
+
+    // A local writer moves the number: the next check tells the active nodes, once.
+    backend.bump_seqnum(&path);
+    dbs.handle_timeout(at(999), &env.ctx());
+    assert_eq!(effects(&mut dbs), vec![]);
+    dbs.handle_timeout(at(1000), &env.ctx());
+    assert_eq!(
+        effects(&mut dbs),
+        vec![DbEffect::BroadcastActiveControl {
+            opcode: ControlOpcode::UpdateSeqnum,
+            data: db_id.to_ne_bytes().to_vec(),
+        }]
+    );
+    dbs.handle_timeout(at(2000), &env.ctx());
+    assert_eq!(effects(&mut dbs), vec![]);
+
+    // Another node's change bumps the local number but is not sent back.
+    ok(
+        &mut dbs,
+        &env,
+        ControlOpcode::UpdateSeqnum,
+        &db_id.to_ne_bytes(),
+    );
+    assert_eq!(backend.seqnum(&path), 2);
+    dbs.handle_timeout(at(3000), &env.ctx());
+    assert_eq!(effects(&mut dbs), vec![]);
+
+    // Our own broadcast coming back is ignored.
+    let db_id_bytes = db_id.to_ne_bytes();
+    let own = DbRequest {
+        srcnode: 0,
+        ..request(ControlOpcode::UpdateSeqnum, &db_id_bytes)
+    };
+    let reply = dbs.handle_control(T0, &own, &env.ctx());
+    assert_eq!(reply, DbControlOutcome::Reply(DbReply::status(0)));
+    assert_eq!(backend.seqnum(&path), 2);
+    fails(
+        &mut dbs,
+        &env,
+        ControlOpcode::UpdateSeqnum,
+        &7u32.to_ne_bytes(),
+    );
+}
+
+#[test]
+fn seqnum_of_a_real_tdb_moves_with_remote_updates() {
+    let (_dir, mut dbs) = libtdb_set("seqnum-watch", 0);
+    let env = Env::new();
+    let db_id = attach(&mut dbs, &env, ControlOpcode::DbAttach, "locking.tdb");
+    ok(
+        &mut dbs,
+        &env,
+        ControlOpcode::EnableSeqnum,
+        &db_id.to_ne_bytes(),
+    );
+    let before = dbs.get_mut(db_id).unwrap().store_mut().seqnum();
+    ok(
+        &mut dbs,
+        &env,
+        ControlOpcode::UpdateSeqnum,
+        &db_id.to_ne_bytes(),
+    );
+    assert_ne!(dbs.get_mut(db_id).unwrap().store_mut().seqnum(), before);
+}
