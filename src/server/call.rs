@@ -33,11 +33,12 @@ use crate::common::clock::Instant;
 use crate::common::tdb::TdbError;
 use crate::protocol::ltdb::{
     LtdbHeader, LTDB_HEADER_LEN, REC_FLAG_AUTOMATIC, REC_FLAG_MIGRATED_WITH_DATA,
+    REC_FLAG_VACUUM_MIGRATED,
 };
 use crate::protocol::opcode::ControlOpcode;
 use crate::protocol::packet::{
     Body, Packet, ReplyCall, ReplyControl, ReplyDmaster, ReplyError, ReqCall, ReqControl,
-    ReqDmaster, FETCH_FUNC, FETCH_WITH_HEADER_FUNC, NULL_FUNC,
+    ReqDmaster, CALL_FLAG_VACUUM_MIGRATION, FETCH_FUNC, FETCH_WITH_HEADER_FUNC, NULL_FUNC,
 };
 use crate::protocol::types::node_flags::BANNED as NODE_FLAGS_BANNED;
 use crate::protocol::types::RecBuffer;
@@ -672,6 +673,15 @@ impl CallService {
             reserved1: 0,
             flags: record_flags,
         };
+        // A record fetched back by vacuuming is marked so that the store may delete it instead
+        // (the flag itself never reaches the file).
+        if self
+            .pending
+            .get(&packet.reqid)
+            .is_some_and(|p| p.call.flags & CALL_FLAG_VACUUM_MIGRATION != 0 && p.call.key == key)
+        {
+            header.flags |= REC_FLAG_VACUUM_MIGRATED;
+        }
         if let Err(e) = ltdb_store(db, pnn, ctx, key, &mut header, data) {
             log::error!("Failed to store a record we became dmaster of: {e}");
             return;

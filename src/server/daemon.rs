@@ -21,8 +21,9 @@ use crate::protocol::header::{
 };
 use crate::protocol::opcode::ControlOpcode;
 use crate::protocol::packet::{
-    Body, Packet, Padding, ReplyControl, ReqControl, ReqKeepalive, ReqMessage, CTRL_FLAG_NOREPLY,
-    KEEPALIVE_VERSION,
+    Body, Packet, Padding, ReplyControl, ReqCall, ReqControl, ReqKeepalive, ReqMessage,
+    CALL_FLAG_IMMEDIATE_MIGRATION, CALL_FLAG_VACUUM_MIGRATION, CTRL_FLAG_NOREPLY,
+    KEEPALIVE_VERSION, NULL_FUNC,
 };
 use crate::protocol::types::{
     BanState, LatencyCounter, NodeAndFlags, NodeFlagChange, NodeMap, Statistics, StatisticsList,
@@ -174,7 +175,16 @@ enum PendingOwner {
     /// START_RECOVERY's consistency check: the leader's GET_RECLOCK_FILE answer completes the
     /// deferred control `token`.
     ReclockCheck { token: u64 },
+    /// A vacuuming run's TRY_DELETE_RECORDS to node `pnn`.
+    VacuumTryDelete { db_id: u32, round: u64, pnn: Pnn },
 }
+
+/// The pseudo client that owns the record migrations vacuuming starts: its call replies never
+/// leave the daemon.
+const VACUUM_CLIENT: ClientId = ClientId::MAX;
+
+/// At most this many vacuum migrations are in flight; more wait for a later run.
+const MAX_VACUUM_CALLS: usize = 10_000;
 
 /// A control this node sent to another node and whose reply it waits for.
 #[derive(Debug)]
@@ -249,6 +259,10 @@ pub struct Daemon {
     calls: CallService,
     /// Database controls waiting for the database service, and the token of their reply.
     db_deferred: BTreeMap<DeferredId, u64>,
+    /// Record migrations started for vacuuming, by the request id the call service answers
+    /// [`VACUUM_CLIENT`] with: the database and key.
+    vacuum_calls: BTreeMap<u32, (u32, Vec<u8>)>,
+    next_vacuum_call: u32,
     next_reqid: u32,
     pending: BTreeMap<u32, PendingControl>,
     deferred: BTreeMap<u64, DeferredControl>,
@@ -352,6 +366,8 @@ impl Daemon {
             dbs,
             calls: CallService::new(),
             db_deferred: BTreeMap::new(),
+            vacuum_calls: BTreeMap::new(),
+            next_vacuum_call: 1,
             next_reqid: 1,
             pending: BTreeMap::new(),
             deferred: BTreeMap::new(),
@@ -482,6 +498,27 @@ impl Daemon {
         }
     }
 
+    /// Migrates a record here for vacuuming, as a call of the [`VACUUM_CLIENT`].
+    fn start_vacuum_migration(&mut self, now: Instant, db_id: u32, key: Vec<u8>) {
+        if self.vacuum_calls.len() >= MAX_VACUUM_CALLS {
+            return;
+        }
+        let reqid = self.next_vacuum_call;
+        self.next_vacuum_call = self.next_vacuum_call.wrapping_add(1).max(1);
+        self.vacuum_calls.insert(reqid, (db_id, key.clone()));
+        let call = ReqCall {
+            flags: CALL_FLAG_IMMEDIATE_MIGRATION | CALL_FLAG_VACUUM_MIGRATION,
+            db_id,
+            callid: NULL_FUNC,
+            hopcount: 0,
+            key,
+            calldata: Vec::new(),
+        };
+        self.with_calls(|calls, dbs, ctx| {
+            calls.on_client_call(dbs, ctx, now, VACUUM_CLIENT, reqid, call);
+        });
+    }
+
     /// Executes what the database service asked for, in order.
     fn run_db_effects(&mut self, now: Instant, host: &dyn Host) {
         while let Some(effect) = self.dbs.poll_effect() {
@@ -500,6 +537,23 @@ impl Daemon {
                 DbEffect::BroadcastActiveControl { opcode, data } => {
                     self.broadcast_db_control(now, BROADCAST_ACTIVE, opcode, data, host);
                 }
+                DbEffect::TryDeleteRecords {
+                    pnn,
+                    db_id,
+                    round,
+                    data,
+                } => {
+                    let c = ReqControl {
+                        opcode: ControlOpcode::TryDeleteRecords,
+                        srvid: 0,
+                        client_id: 0,
+                        flags: 0,
+                        data,
+                    };
+                    let owner = PendingOwner::VacuumTryDelete { db_id, round, pnn };
+                    self.send_pending_control(now, pnn, &c, owner);
+                }
+                DbEffect::VacuumMigrate(m) => self.start_vacuum_migration(now, m.db_id, m.key),
                 DbEffect::SendControl {
                     destnode,
                     opcode,
@@ -564,6 +618,13 @@ impl Daemon {
         self.with_dbs(|dbs, ctx| f(&mut calls, dbs, ctx));
         while let Some(out) = calls.poll_output() {
             match out {
+                CallOutput::Client { client, packet } if client == VACUUM_CLIENT => {
+                    if let Some((db_id, key)) = self.vacuum_calls.remove(&packet.reqid) {
+                        if matches!(&packet.body, Body::ReplyCall(r) if r.status == 0) {
+                            self.dbs.on_vacuum_migrated(db_id, &key);
+                        }
+                    }
+                }
                 CallOutput::Client { client, packet } => self.send_client_packet(client, &packet),
                 CallOutput::Node { pnn, packet } => self.send_node_packet(pnn, &packet),
                 CallOutput::SetRecoveryModeActive => self.recovery_mode = RECOVERY_ACTIVE,
@@ -783,6 +844,11 @@ impl Daemon {
             }
             PendingOwner::ReclockCheck { token } => {
                 self.reclock_check_done(token, status, &data, error);
+            }
+            PendingOwner::VacuumTryDelete { db_id, round, pnn } => {
+                let map = self.vnn_map.map.clone();
+                self.dbs
+                    .on_try_delete_reply(db_id, round, pnn, status, &data, &map);
             }
         }
     }
@@ -2188,6 +2254,22 @@ impl Daemon {
             self.with_dbs(|dbs, ctx| dbs.handle_timeout_paced(now, ctx, &congested));
             self.run_db_effects(now, &NoHostQueries);
         }
+        if self.dbs.vacuum_timeout().is_some_and(|due| now >= due) {
+            let peers: Vec<Pnn> = self
+                .broadcast_targets(BROADCAST_ACTIVE)
+                .into_iter()
+                .filter(|&pnn| pnn != self.pnn)
+                .collect();
+            let recovery_active = self.recovery_mode == RECOVERY_ACTIVE;
+            let map = self.vnn_map.map.clone();
+            let tunables = (
+                self.tunable("VacuumInterval"),
+                self.tunable("VacuumFastPathCount"),
+            );
+            self.dbs
+                .run_due_vacuums(now, recovery_active, &map, &peers, tunables);
+            self.run_db_effects(now, &NoHostQueries);
+        }
         let expired: Vec<u32> = self
             .pending
             .iter()
@@ -2247,6 +2329,7 @@ impl Daemon {
             self.takeover.next_deadline(),
             self.calls.poll_timeout(),
             self.dbs.poll_timeout(),
+            self.dbs.vacuum_timeout(),
         ]
         .into_iter()
         .flatten()

@@ -3,6 +3,7 @@
 //! `server/ctdb_ltdb_server.c`).
 
 use super::storage::db_tdb_flags;
+use super::vacuum;
 use super::{
     Database, DatabaseSet, DbContext, DbControlOutcome, DbEffect, DbReply, DbRequest,
     DeferredAttach, FreezeMode, DEFERRED_ATTACH_REINJECT, RECOVERY_ACTIVE,
@@ -137,6 +138,7 @@ impl DatabaseSet {
             return AttachResult::fail();
         };
         let db_id = db.db_id;
+        self.start_vacuuming(now, db_id, ctx.tunables.vacuum_interval());
         // Tell every connected node (this one included) so that they attach it too.
         self.effects.push_back(DbEffect::BroadcastControl {
             opcode: attach_opcode(db_flags),
@@ -233,6 +235,7 @@ impl DatabaseSet {
             unhealthy_reason,
             readonly_tracking: None,
             seqnum_watch: None,
+            vacuum: vacuum::VacuumState::default(),
         });
         Ok(())
     }

@@ -48,6 +48,9 @@ impl Database {
         let lmaster = lmaster(ctx, key);
         let flags = header.flags;
         // An empty record migrated away without ever carrying data is deleted, not stored.
+        // A record the fetch logic created itself is queued for deletion right away.
+        let mut schedule =
+            flags & (REC_RO_FLAGS | REC_FLAG_AUTOMATIC) == REC_FLAG_AUTOMATIC && data.is_empty();
         let keep = if !data.is_empty()
             || flags & (REC_RO_FLAGS | REC_FLAG_AUTOMATIC | REC_FLAG_MIGRATED_WITH_DATA) != 0
         {
@@ -61,15 +64,20 @@ impl Database {
         };
         if keep && pnn == header.dmaster && flags & REC_RO_FLAGS == 0 {
             header.rsn = header.rsn.wrapping_add(1);
+            schedule |= data.is_empty();
         }
         // Both flags only steer the decision above and never reach the file.
         header.flags &= !(REC_FLAG_VACUUM_MIGRATED | REC_FLAG_AUTOMATIC);
-        // Stock also queues empty records for vacuuming here; there is no vacuuming yet.
-        if keep {
+        let result = if keep {
             self.store.store(key, &[&header.to_bytes(), data])
         } else {
             self.store.delete(key)
+        };
+        if result.is_ok() && keep {
+            // An empty record waits for vacuuming; one with data again no longer does.
+            self.note_stored(key, header, schedule);
         }
+        result
     }
 
     /// `ctdb_ltdb_fetch`: the header and data of a record. A missing (or header-less) record

@@ -55,6 +55,7 @@ mod detach;
 mod freeze;
 mod ltdb;
 mod seqnum;
+pub mod vacuum;
 pub use ltdb::lmaster;
 pub mod memory;
 mod recovery;
@@ -207,6 +208,16 @@ pub enum DbEffect {
     DispatchLocal { srvid: u64, data: Vec<u8> },
     /// A traverse this node originated timed out (statistics `timeouts.traverse`).
     TraverseTimedOut,
+    /// TRY_DELETE_RECORDS to `pnn`; its answer goes to [`DatabaseSet::on_try_delete_reply`].
+    TryDeleteRecords {
+        pnn: Pnn,
+        db_id: u32,
+        round: u64,
+        data: Vec<u8>,
+    },
+    /// Migrate a record here for vacuuming (a NULL_FUNC call with `CALL_FLAG_IMMEDIATE_MIGRATION
+    /// | CALL_FLAG_VACUUM_MIGRATION`); then [`DatabaseSet::on_vacuum_migrated`].
+    VacuumMigrate(vacuum::VacuumMigration),
     /// The same to `BROADCAST_ACTIVE` (UPDATE_SEQNUM).
     BroadcastActiveControl {
         opcode: ControlOpcode,
@@ -270,6 +281,8 @@ pub struct Database {
     readonly_tracking: Option<Box<dyn DbStore>>,
     /// Set by ENABLE_SEQNUM.
     seqnum_watch: Option<seqnum::SeqnumWatch>,
+    /// Delete and fetch queues of a volatile database.
+    vacuum: vacuum::VacuumState,
 }
 
 impl Database {
@@ -622,6 +635,9 @@ impl DatabaseSet {
                     self.set_db_sticky(db_id)
                 }
             }
+            Op::ScheduleForDeletion => self.control_schedule_for_deletion(data),
+            Op::VacuumFetch => self.control_vacuum_fetch(data),
+            Op::TryDeleteRecords => self.control_try_delete_records(data, &ctx.vnn_map.map),
             Op::EnableSeqnum => {
                 let Some(db_id) = exact_u32(data) else {
                     return invalid_size(req.opcode, data.len(), 4);

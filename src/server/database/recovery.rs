@@ -196,6 +196,9 @@ impl DatabaseSet {
             log::error!("Failed to wipe database for db '{}': {e}", db.name);
             return DbReply::fail();
         }
+        if db.is_volatile() {
+            db.vacuum.clear();
+        }
         DbReply::status(0)
     }
 

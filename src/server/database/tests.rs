@@ -2057,3 +2057,260 @@ fn seqnum_of_a_real_tdb_moves_with_remote_updates() {
     );
     assert_ne!(dbs.get_mut(db_id).unwrap().store_mut().seqnum(), before);
 }
+
+// ---- vacuuming ----------------------------------------------------------------------------
+
+/// A key whose lmaster over the vnn map `[0, 1]` is `lmaster`.
+fn key_with_lmaster(lmaster: u32, tag: &str) -> Vec<u8> {
+    (0..)
+        .map(|i| format!("{tag}-{i}").into_bytes())
+        .find(|k| hash::lmaster(hash::ctdb_hash(k), &[0, 1]) == Some(lmaster))
+        .unwrap()
+}
+
+fn put(dbs: &mut DatabaseSet, db_id: u32, key: &[u8], h: LtdbHeader, data: &[u8]) {
+    let db = dbs.get_mut(db_id).unwrap();
+    db.store_mut().store(key, &[&h.to_bytes(), data]).unwrap();
+}
+
+fn has(dbs: &mut DatabaseSet, db_id: u32, key: &[u8]) -> bool {
+    dbs.get_mut(db_id)
+        .unwrap()
+        .store_mut()
+        .fetch(key)
+        .unwrap()
+        .is_some()
+}
+
+fn schedule_data(db_id: u32, key: &[u8], h: LtdbHeader) -> Vec<u8> {
+    crate::protocol::types::KeyData {
+        db_id,
+        header: h,
+        key: key.to_vec(),
+    }
+    .to_bytes()
+}
+
+fn vacuum_at(dbs: &mut DatabaseSet, env: &Env, secs: u64, peers: &[u32]) -> Vec<DbEffect> {
+    let now = T0.saturating_add(std::time::Duration::from_secs(secs));
+    dbs.run_due_vacuums(
+        now,
+        env.recovery_mode != RECOVERY_NORMAL,
+        &env.vnn_map.map,
+        peers,
+        (10, 60),
+    );
+    effects(dbs)
+}
+
+#[test]
+fn vacuuming_deletes_what_is_safe_and_hands_the_rest_to_the_lmaster() {
+    let (_backend, mut dbs) = memory_set(0);
+    let env = Env::new();
+    let db_id = attach(&mut dbs, &env, ControlOpcode::DbAttach, "locking.tdb");
+    assert_eq!(
+        dbs.vacuum_timeout(),
+        Some(T0.saturating_add(std::time::Duration::from_secs(10)))
+    );
+
+    // Ours as lmaster and dmaster, never carried data elsewhere: deleted at once.
+    let local = key_with_lmaster(0, "local");
+    // Deleted here but revived with data before the run: stays.
+    let revived = key_with_lmaster(0, "revived");
+    // Another node is lmaster: goes to it in a VACUUM_FETCH.
+    let remote = key_with_lmaster(1, "remote");
+    // Migrated away and back since it was queued (RSN moved): stays.
+    let moved = key_with_lmaster(0, "moved");
+    for key in [&local, &revived, &remote, &moved] {
+        put(&mut dbs, db_id, key, header(5, 0, 0), &[]);
+        ok(
+            &mut dbs,
+            &env,
+            ControlOpcode::ScheduleForDeletion,
+            &schedule_data(db_id, key, header(5, 0, 0)),
+        );
+    }
+    fails(
+        &mut dbs,
+        &env,
+        ControlOpcode::ScheduleForDeletion,
+        &[1, 2, 3],
+    );
+    put(&mut dbs, db_id, &revived, header(6, 0, 0), b"alive");
+    put(&mut dbs, db_id, &moved, header(9, 0, 0), &[]);
+
+    assert_eq!(vacuum_at(&mut dbs, &env, 9, &[1]), vec![]);
+    let got = vacuum_at(&mut dbs, &env, 10, &[1]);
+    assert!(!has(&mut dbs, db_id, &local));
+    assert!(has(&mut dbs, db_id, &revived));
+    assert!(has(&mut dbs, db_id, &moved));
+    assert!(has(&mut dbs, db_id, &remote), "only the lmaster deletes it");
+    let [DbEffect::SendControl {
+        destnode: 1,
+        opcode: ControlOpcode::VacuumFetch,
+        data,
+    }] = got.as_slice()
+    else {
+        panic!("expected one VACUUM_FETCH to node 1: {got:?}");
+    };
+    let fetch = RecBuffer::from_bytes_exact(data).unwrap();
+    assert_eq!(fetch.db_id, db_id);
+    let keys: Vec<&[u8]> = fetch.records.iter().map(|r| r.key.as_slice()).collect();
+    assert_eq!(keys, vec![remote.as_slice()]);
+    let counts = dbs.get(db_id).unwrap().vacuum_state().last_counts;
+    assert_eq!(
+        (counts.deleted, counts.skipped, counts.to_fetch_list),
+        (1, 2, 1)
+    );
+    // The queue was consumed.
+    assert_eq!(vacuum_at(&mut dbs, &env, 20, &[1]), vec![]);
+}
+
+#[test]
+fn records_migrated_with_data_need_every_node_to_agree() {
+    let (_backend, mut dbs) = memory_set(0);
+    let env = Env::new();
+    let db_id = attach(&mut dbs, &env, ControlOpcode::DbAttach, "brlock.tdb");
+    let agreed = key_with_lmaster(0, "agreed");
+    let refused = key_with_lmaster(0, "refused");
+    let migrated = header(7, 0, REC_FLAG_MIGRATED_WITH_DATA);
+    for key in [&agreed, &refused] {
+        put(&mut dbs, db_id, key, migrated, &[]);
+        ok(
+            &mut dbs,
+            &env,
+            ControlOpcode::ScheduleForDeletion,
+            &schedule_data(db_id, key, migrated),
+        );
+    }
+    let got = vacuum_at(&mut dbs, &env, 10, &[1, 2]);
+    let rounds: Vec<(u32, u64, Vec<u8>)> = got
+        .into_iter()
+        .map(|e| match e {
+            DbEffect::TryDeleteRecords {
+                pnn,
+                db_id: id,
+                round,
+                data,
+            } if id == db_id => (pnn, round, data),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(rounds.iter().map(|r| r.0).collect::<Vec<_>>(), vec![1, 2]);
+    let asked = RecBuffer::from_bytes_exact(&rounds[0].2).unwrap();
+    assert_eq!(asked.records.len(), 2);
+    // Nothing is deleted before every node answered.
+    let none = RecBuffer {
+        db_id,
+        records: vec![],
+    };
+    let map = env.vnn_map.map.clone();
+    dbs.on_try_delete_reply(db_id, rounds[0].1, 1, 0, &none.to_bytes(), &map);
+    assert!(has(&mut dbs, db_id, &agreed));
+    let kept = RecBuffer {
+        db_id,
+        records: vec![RecData::with_header(db_id, &migrated, &refused, &[])],
+    };
+    dbs.on_try_delete_reply(db_id, rounds[1].1, 2, 0, &kept.to_bytes(), &map);
+    assert!(!has(&mut dbs, db_id, &agreed));
+    assert!(has(&mut dbs, db_id, &refused), "node 2 kept its copy");
+}
+
+#[test]
+fn try_delete_records_refuses_newer_copies_and_own_records() {
+    let (_backend, mut dbs) = memory_set(1);
+    let env = Env::new();
+    let db_id = attach(&mut dbs, &env, ControlOpcode::DbAttach, "locking.tdb");
+    let old_copy = key_with_lmaster(0, "old");
+    let newer_copy = key_with_lmaster(0, "newer");
+    let ours = key_with_lmaster(0, "ours");
+    let we_are_lmaster = key_with_lmaster(1, "lm");
+    put(&mut dbs, db_id, &old_copy, header(3, 0, 0), b"stale");
+    put(&mut dbs, db_id, &newer_copy, header(9, 0, 0), b"new");
+    put(&mut dbs, db_id, &ours, header(2, 1, 0), &[]);
+    put(&mut dbs, db_id, &we_are_lmaster, header(2, 0, 0), &[]);
+    let asked = RecBuffer {
+        db_id,
+        records: [&old_copy, &newer_copy, &ours, &we_are_lmaster]
+            .iter()
+            .map(|k| RecData::with_header(db_id, &header(5, 0, 0), k, &[]))
+            .collect(),
+    };
+    let reply = ok(
+        &mut dbs,
+        &env,
+        ControlOpcode::TryDeleteRecords,
+        &asked.to_bytes(),
+    );
+    let kept = RecBuffer::from_bytes_exact(&reply).unwrap();
+    let kept: Vec<&[u8]> = kept.records.iter().map(|r| r.key.as_slice()).collect();
+    assert_eq!(
+        kept,
+        vec![
+            newer_copy.as_slice(),
+            ours.as_slice(),
+            we_are_lmaster.as_slice()
+        ]
+    );
+    assert!(!has(&mut dbs, db_id, &old_copy));
+    fails(&mut dbs, &env, ControlOpcode::TryDeleteRecords, &[0; 3]);
+}
+
+#[test]
+fn no_vacuuming_during_recovery_and_a_wipe_forgets_the_queue() {
+    let (_backend, mut dbs) = memory_set(0);
+    let mut env = Env::new();
+    let db_id = attach(&mut dbs, &env, ControlOpcode::DbAttach, "locking.tdb");
+    let key = key_with_lmaster(0, "k");
+    put(&mut dbs, db_id, &key, header(1, 0, 0), &[]);
+    let data = schedule_data(db_id, &key, header(1, 0, 0));
+    ok(&mut dbs, &env, ControlOpcode::ScheduleForDeletion, &data);
+    env.recovery_mode = RECOVERY_ACTIVE;
+    vacuum_at(&mut dbs, &env, 10, &[]);
+    assert!(has(&mut dbs, db_id, &key));
+    assert_eq!(dbs.get(db_id).unwrap().vacuum_state().queued(), 1);
+    dbs.get_mut(db_id).unwrap().vacuum.clear();
+    env.recovery_mode = RECOVERY_NORMAL;
+    vacuum_at(&mut dbs, &env, 20, &[]);
+    assert!(
+        has(&mut dbs, db_id, &key),
+        "a forgotten record waits for a full run"
+    );
+}
+
+#[test]
+fn a_full_run_finds_empty_records_the_queue_missed() {
+    let (_backend, mut dbs) = memory_set(0);
+    let env = Env::new();
+    let db_id = attach(&mut dbs, &env, ControlOpcode::DbAttach, "locking.tdb");
+    let key = key_with_lmaster(0, "lost");
+    let other_dmaster = key_with_lmaster(0, "theirs");
+    put(&mut dbs, db_id, &key, header(4, 0, 0), &[]);
+    put(&mut dbs, db_id, &other_dmaster, header(4, 1, 0), &[]);
+    let now = |s| T0.saturating_add(std::time::Duration::from_secs(s));
+    // Fast path count 1: the second run is a full one.
+    for (i, secs) in [10u64, 20, 30].into_iter().enumerate() {
+        dbs.run_due_vacuums(now(secs), false, &env.vnn_map.map, &[], (10, 1));
+        effects(&mut dbs);
+        if i == 0 {
+            assert!(has(&mut dbs, db_id, &key));
+        }
+    }
+    assert!(!has(&mut dbs, db_id, &key));
+    assert!(has(&mut dbs, db_id, &other_dmaster));
+}
+
+#[test]
+fn storing_an_empty_record_as_dmaster_queues_it_and_data_unqueues_it() {
+    let (_backend, mut dbs) = memory_set(0);
+    let env = Env::new();
+    let db_id = attach(&mut dbs, &env, ControlOpcode::DbAttach, "locking.tdb");
+    let key = key_with_lmaster(0, "s");
+    let db = dbs.get_mut(db_id).unwrap();
+    db.ltdb_store(0, &env.ctx(), &key, &header(1, 0, 0), &[])
+        .unwrap();
+    assert_eq!(db.vacuum_state().queued(), 1);
+    db.ltdb_store(0, &env.ctx(), &key, &header(2, 0, 0), b"x")
+        .unwrap();
+    assert_eq!(db.vacuum_state().queued(), 0);
+}
