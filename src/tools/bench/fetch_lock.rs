@@ -16,7 +16,7 @@
 //! chain a client holds) are counted from `/proc` while the workload runs.
 
 use super::output::KeyValues;
-use super::stats::LatencySummary;
+use super::stats::{percentile_sorted, LatencySummary};
 use crate::client::db::{DbError, DbHandle};
 use crate::client::Client;
 use crate::common::clock::MonotonicClock;
@@ -290,6 +290,7 @@ pub fn worker(options: &WorkerOptions) -> Result<KeyValues, String> {
     }
     let clock = MonotonicClock::new();
     let mut samples = Vec::with_capacity(options.count);
+    let mut remote = Vec::new();
     let mut calls = 0u64;
     let started = clock.now();
     let window = Duration::from_secs_f64(options.seconds.max(0.0));
@@ -300,15 +301,25 @@ pub fn worker(options: &WorkerOptions) -> Result<KeyValues, String> {
         let (_, migrations, waited) =
             increment(&db, &mut client, &options.key, options.timeout, &clock)?;
         calls += u64::from(migrations);
-        samples.push(waited.as_secs_f64() * 1e6);
+        let us = waited.as_secs_f64() * 1e6;
+        samples.push(us);
+        if migrations > 0 {
+            remote.push(us);
+        }
     }
     let elapsed = clock.now().saturating_since(started).as_secs_f64();
     let mut kv = KeyValues::new();
     kv.count("count", samples.len() as u64)
         .count("migration_calls", calls)
         .number("elapsed_s", elapsed);
-    let list: Vec<String> = samples.iter().map(|s| format!("{s:.1}")).collect();
-    kv.label("samples_us", &list.join(","));
+    let list = |v: &[f64]| -> String {
+        v.iter()
+            .map(|s| format!("{s:.1}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    kv.label("samples_us", &list(&samples))
+        .label("remote_us", &list(&remote));
     Ok(kv)
 }
 
@@ -370,6 +381,7 @@ pub fn contend(options: &ContendOptions) -> Result<KeyValues, String> {
         }
     }
     let mut samples = Vec::new();
+    let mut remote = Vec::new();
     let mut calls = 0u64;
     let mut failures = Vec::new();
     for (mut child, mut reader) in children.into_iter().zip(readers) {
@@ -386,9 +398,8 @@ pub fn contend(options: &ContendOptions) -> Result<KeyValues, String> {
         }
         for line in out.lines() {
             match line.split_once('=') {
-                Some(("samples_us", list)) => {
-                    samples.extend(list.split(',').filter_map(|s| s.parse::<f64>().ok()))
-                }
+                Some(("samples_us", list)) => samples.extend(parse_list(list)),
+                Some(("remote_us", list)) => remote.extend(parse_list(list)),
                 Some(("migration_calls", n)) => calls += n.parse::<u64>().unwrap_or(0),
                 _ => {}
             }
@@ -418,16 +429,31 @@ pub fn contend(options: &ContendOptions) -> Result<KeyValues, String> {
         ));
     }
     if elapsed > 0.0 {
-        kv.number("locks_per_s", samples.len() as f64 / elapsed);
+        kv.number("locks_per_s", samples.len() as f64 / elapsed)
+            .number("migrations_per_s", calls as f64 / elapsed);
     }
     if let Some(summary) = LatencySummary::from_samples(&mut samples) {
         for (key, value) in summary.pairs() {
             kv.number(key, value);
         }
+        if let Some(p999) = percentile_sorted(&samples, 99.9) {
+            kv.number("p999_us", p999);
+        }
+    }
+    // Fetch-locks that had to bring the record from another node.
+    if let Some(summary) = LatencySummary::from_samples(&mut remote) {
+        kv.count("remote_locks", remote.len() as u64)
+            .number("remote_p50_us", summary.p50_us)
+            .number("remote_p99_us", summary.p99_us)
+            .number("remote_max_us", summary.max_us);
     }
     kv.count("lock_helpers", helpers as u64)
         .count("lock_helpers_max", helpers_max as u64);
     Ok(kv)
+}
+
+fn parse_list(list: &str) -> impl Iterator<Item = f64> + '_ {
+    list.split(',').filter_map(|s| s.parse::<f64>().ok())
 }
 
 /// The unix socket of node `pnn` of a `scripts/local_cluster.sh` cluster.
