@@ -16,6 +16,7 @@
 //! chain a client holds) are counted from `/proc` while the workload runs.
 
 use super::output::KeyValues;
+use super::procfs;
 use super::stats::{percentile_sorted, LatencySummary};
 use crate::client::db::{DbError, DbHandle};
 use crate::client::Client;
@@ -209,7 +210,8 @@ pub fn ring(options: &RingOptions) -> Result<KeyValues, String> {
     for m in &mut members {
         last = increment(&m.db, &mut m.client, &options.key, options.timeout, &clock)?.0;
     }
-    let watch = HelperWatch::start(pids);
+    let cpu_before = procfs::sample(&pids).cpu_ns;
+    let watch = HelperWatch::start(pids.clone());
     let started = clock.now();
     let window = Duration::from_secs_f64(options.seconds.max(0.0));
     let mut turns = 0u64;
@@ -236,6 +238,7 @@ pub fn ring(options: &RingOptions) -> Result<KeyValues, String> {
         }
     }
     let elapsed = clock.now().saturating_since(started).as_secs_f64();
+    let cpu_ns = procfs::sample(&pids).cpu_ns.saturating_sub(cpu_before);
     let (helpers, helpers_max) = watch.finish();
     let mut kv = KeyValues::new();
     kv.count("nodes", members.len() as u64)
@@ -251,9 +254,24 @@ pub fn ring(options: &RingOptions) -> Result<KeyValues, String> {
             kv.number(key, value);
         }
     }
+    daemon_cpu(&mut kv, cpu_ns, elapsed, turns);
     kv.count("lock_helpers", helpers as u64)
         .count("lock_helpers_max", helpers_max as u64);
     Ok(kv)
+}
+
+/// The daemons' CPU (their whole process trees, lock helpers included) over the window: as
+/// a percentage of one core and per migration.
+fn daemon_cpu(kv: &mut KeyValues, cpu_ns: u64, elapsed: f64, migrations: u64) {
+    if elapsed > 0.0 {
+        kv.number("daemon_cpu_pct", cpu_ns as f64 / 1e7 / elapsed);
+    }
+    if migrations > 0 {
+        kv.number(
+            "daemon_cpu_us_per_migration",
+            cpu_ns as f64 / 1e3 / migrations as f64,
+        );
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -372,7 +390,8 @@ pub fn contend(options: &ContendOptions) -> Result<KeyValues, String> {
         let _ = reader.read_line(&mut line);
         readers.push(reader);
     }
-    let watch = HelperWatch::start(pids);
+    let cpu_before = procfs::sample(&pids).cpu_ns;
+    let watch = HelperWatch::start(pids.clone());
     let clock = MonotonicClock::new();
     let started = clock.now();
     for child in &mut children {
@@ -406,6 +425,7 @@ pub fn contend(options: &ContendOptions) -> Result<KeyValues, String> {
         }
     }
     let elapsed = clock.now().saturating_since(started).as_secs_f64();
+    let cpu_ns = procfs::sample(&pids).cpu_ns.saturating_sub(cpu_before);
     let (helpers, helpers_max) = watch.finish();
     if let Some(first_failure) = failures.first() {
         return Err(format!(
@@ -447,6 +467,7 @@ pub fn contend(options: &ContendOptions) -> Result<KeyValues, String> {
             .number("remote_p99_us", summary.p99_us)
             .number("remote_max_us", summary.max_us);
     }
+    daemon_cpu(&mut kv, cpu_ns, elapsed, calls);
     kv.count("lock_helpers", helpers as u64)
         .count("lock_helpers_max", helpers_max as u64);
     Ok(kv)
