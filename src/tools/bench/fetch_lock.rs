@@ -268,7 +268,7 @@ fn daemon_cpu(kv: &mut KeyValues, cpu_ns: u64, elapsed: f64, migrations: u64) {
     }
     if migrations > 0 {
         kv.number(
-            "daemon_cpu_us_per_migration",
+            "daemon_cpu_per_migration_us",
             cpu_ns as f64 / 1e3 / migrations as f64,
         );
     }
