@@ -65,6 +65,8 @@ bench_register rtt-remote   cluster    rtt.sh           -    p50_us,p99_us      
 bench_register concurrent   cluster    concurrent.sh    -    ops_per_s,p50_us,p99_us   "32 clients on one node, one PING in flight each" --clients 32
 bench_register message-ring cluster    message_ring.sh  -    ring_msgs_per_s           "B3 message ring across 3 nodes"
 bench_register cold-start   standalone cold_start.sh    -    connected_s,ok_s          "B15 launch 3 daemons -> all connected -> all OK"
+bench_register fetch-lock-ring cluster fetch_lock.sh -  migrations_per_s,p99_us,daemon_cpu_per_migration_us,lock_helpers "fetch-lock: one hot key round 3 nodes" ring
+bench_register fetch-lock   cluster    fetch_lock.sh    -    locks_per_s,migrations_per_s,remote_p99_us,daemon_cpu_per_migration_us,lock_helpers "fetch-lock: 4 processes per node on one key" contend --per-node 4
 bench_register idle         cluster    idle.sh          1    cpu_pct,rss_mean_kb,uss_mean_kb "B19 idle CPU and memory of daemons and children"
 bench_register ipalloc      standalone ipalloc.sh       -    -                         "B13 LCP2 IP allocation (bench/ipalloc.sh)"
 

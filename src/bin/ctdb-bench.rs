@@ -27,6 +27,14 @@ commands:
                   [--opcode ping|get-pnn] [--timeout SECS]
   message-ring  two tokens passed round a ring of clients, one client per node
                   [--nodes N] [--seconds S] [--srvid X] (with --cluster, or --sockets A,B,C)
+  fetch-lock-ring  one hot key fetch-locked round the nodes in turn (migrations/s)
+                  [--nodes N] [--seconds S] [--db NAME] [--key K] (with --cluster, or --sockets)
+  fetch-lock    W worker processes per node fetch-lock and increment one key K times each
+                  [--nodes N] [--per-node W] [--count K] [--seconds S] [--db NAME] [--key K]
+                  [--timeout S]
+                  (with --cluster, or --sockets)
+  fetch-lock-worker  one such worker: --socket PATH [--db NAME] [--key K] [--count K]
+                  [--seconds S] [--wait-for-go]
   footprint     CPU and RSS of process trees over a window
                   --pid P [--pid P ...] [--seconds S] [--interval-ms MS]
   report        turn raw harness results into a table, CSV and JSON
@@ -48,6 +56,9 @@ fn main() -> ExitCode {
         "rtt" => cmd_rtt(rest),
         "concurrent" => cmd_concurrent(rest),
         "message-ring" => cmd_message_ring(rest),
+        "fetch-lock-ring" => fetch_lock_cmd::ring(rest),
+        "fetch-lock" => fetch_lock_cmd::contend(rest),
+        "fetch-lock-worker" => fetch_lock_cmd::worker(rest),
         "footprint" => cmd_footprint(rest),
         "report" => cmd_report(rest),
         "-h" | "--help" | "help" => {
@@ -272,4 +283,116 @@ fn cmd_report(args: &[String]) -> Result<KeyValues, String> {
     }
     // The table is the output; no key=value lines.
     Ok(KeyValues::new())
+}
+
+mod fetch_lock_cmd {
+    use super::{cluster_socket, number, parse};
+    use ctdb::tools::bench::fetch_lock::{self, DEFAULT_DB, DEFAULT_KEY};
+    use ctdb::tools::bench::output::KeyValues;
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    fn common(o: &mut getopts::Options) {
+        o.optopt("", "db", "volatile database", "NAME");
+        o.optopt("", "key", "the hot key", "K");
+        o.optopt("", "timeout", "per fetch-lock", "SECS");
+    }
+
+    fn cluster_options(o: &mut getopts::Options) {
+        o.optopt("", "cluster", "local_cluster.sh directory", "DIR");
+        o.optopt("", "nodes", "nodes taking part", "N");
+        o.optopt(
+            "",
+            "sockets",
+            "comma-separated sockets, one per node",
+            "A,B,C",
+        );
+    }
+
+    fn sockets(m: &getopts::Matches) -> Result<Vec<PathBuf>, String> {
+        match (m.opt_str("sockets"), m.opt_str("cluster")) {
+            (Some(list), _) => Ok(list.split(',').map(PathBuf::from).collect()),
+            (None, Some(dir)) => Ok((0..number(m, "nodes", 3usize)?)
+                .map(|pnn| cluster_socket(&dir, pnn))
+                .collect()),
+            (None, None) => Err("give --cluster DIR or --sockets A,B,C".into()),
+        }
+    }
+
+    fn db_key_timeout(m: &getopts::Matches) -> Result<(String, Vec<u8>, Duration), String> {
+        Ok((
+            m.opt_str("db").unwrap_or_else(|| DEFAULT_DB.to_string()),
+            m.opt_str("key")
+                .unwrap_or_else(|| DEFAULT_KEY.to_string())
+                .into_bytes(),
+            Duration::from_secs_f64(number(m, "timeout", 30.0f64)?.max(0.0)),
+        ))
+    }
+
+    pub fn ring(args: &[String]) -> Result<KeyValues, String> {
+        let mut o = getopts::Options::new();
+        cluster_options(&mut o);
+        common(&mut o);
+        o.optopt("", "seconds", "how long the ring runs", "S");
+        let m = parse(&o, args)?;
+        let (db, key, timeout) = db_key_timeout(&m)?;
+        fetch_lock::ring(&fetch_lock::RingOptions {
+            sockets: sockets(&m)?,
+            db,
+            key,
+            seconds: number(&m, "seconds", 10.0)?,
+            timeout,
+        })
+    }
+
+    pub fn contend(args: &[String]) -> Result<KeyValues, String> {
+        let mut o = getopts::Options::new();
+        cluster_options(&mut o);
+        common(&mut o);
+        o.optopt("", "per-node", "worker processes per node", "W");
+        o.optopt("", "count", "increments per worker (0: no limit)", "K");
+        o.optopt(
+            "",
+            "seconds",
+            "how long each worker runs (0: until --count)",
+            "S",
+        );
+        let m = parse(&o, args)?;
+        let (db, key, timeout) = db_key_timeout(&m)?;
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        fetch_lock::contend(&fetch_lock::ContendOptions {
+            sockets: sockets(&m)?,
+            db,
+            key,
+            per_node: number(&m, "per-node", 4usize)?,
+            count: number(&m, "count", 200usize)?,
+            seconds: number(&m, "seconds", 0.0)?,
+            timeout,
+            exe,
+        })
+    }
+
+    pub fn worker(args: &[String]) -> Result<KeyValues, String> {
+        let mut o = getopts::Options::new();
+        common(&mut o);
+        o.optopt("", "socket", "daemon socket", "PATH");
+        o.optopt("", "count", "increments (0: no limit)", "K");
+        o.optopt("", "seconds", "stop after (0: until --count)", "S");
+        o.optflag(
+            "",
+            "wait-for-go",
+            "print ready, then wait for a byte on stdin",
+        );
+        let m = parse(&o, args)?;
+        let (db, key, timeout) = db_key_timeout(&m)?;
+        fetch_lock::worker(&fetch_lock::WorkerOptions {
+            socket: PathBuf::from(m.opt_str("socket").ok_or("give --socket PATH")?),
+            db,
+            key,
+            count: number(&m, "count", 200usize)?,
+            seconds: number(&m, "seconds", 0.0)?,
+            timeout,
+            wait_for_go: m.opt_present("wait-for-go"),
+        })
+    }
 }

@@ -6,10 +6,13 @@
 //! at a time: a control waits for its reply, and messages that arrive meanwhile are queued for
 //! [`Client::recv_message`].
 
+pub mod db;
+
 use crate::protocol::header::CURRENT_NODE;
 use crate::protocol::opcode::ControlOpcode;
 use crate::protocol::packet::{
-    Body, FrameError, FrameReader, Packet, Padding, ReplyControl, CTRL_FLAG_NOREPLY,
+    Body, FrameError, FrameReader, Packet, Padding, ReplyCall, ReplyControl, ReqCall,
+    CTRL_FLAG_NOREPLY,
 };
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -141,6 +144,43 @@ impl Client {
             let packet = self.next_packet(deadline)?;
             match packet.body {
                 Body::ReplyControl(r) if packet.reqid == reqid => return Ok(r),
+                Body::ReqMessage(m) => self.messages.push_back(Message {
+                    srvid: m.srvid,
+                    data: m.data,
+                }),
+                _ => {}
+            }
+        }
+    }
+
+    /// Sends a record call (REQ_CALL) and waits for its REPLY_CALL. A REPLY_ERROR for the
+    /// call becomes a reply with the error's status. Messages that arrive meanwhile are queued.
+    pub fn call(
+        &mut self,
+        destnode: u32,
+        call: ReqCall,
+        timeout: Duration,
+    ) -> Result<ReplyCall, ClientError> {
+        let reqid = self.alloc_reqid();
+        self.send(&Packet {
+            generation: 0,
+            destnode,
+            srcnode: 0,
+            reqid,
+            body: Body::ReqCall(call),
+        })?;
+        #[allow(clippy::disallowed_methods)] // Client-side timeout, outside any state machine.
+        let deadline = Instant::now() + timeout;
+        loop {
+            let packet = self.next_packet(deadline)?;
+            match packet.body {
+                Body::ReplyCall(r) if packet.reqid == reqid => return Ok(r),
+                Body::ReplyError(e) if packet.reqid == reqid => {
+                    return Ok(ReplyCall {
+                        status: if e.status == 0 { -1 } else { e.status },
+                        data: e.msg,
+                    })
+                }
                 Body::ReqMessage(m) => self.messages.push_back(Message {
                     srvid: m.srvid,
                     data: m.data,

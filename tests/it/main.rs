@@ -7,6 +7,7 @@ mod calls;
 mod cli;
 mod cluster;
 mod eventd;
+mod fetchlock;
 mod golden;
 mod install;
 mod ipalloc;

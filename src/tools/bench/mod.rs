@@ -9,6 +9,7 @@ pub mod concurrent;
 pub mod conn;
 #[cfg(test)]
 mod fake;
+pub mod fetch_lock;
 pub mod output;
 pub mod procfs;
 pub mod report;
