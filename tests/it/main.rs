@@ -17,4 +17,5 @@ mod mutex;
 mod recovery_helper;
 mod shell;
 mod takeover;
+mod takeover_helper;
 mod tidy;

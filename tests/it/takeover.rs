@@ -9,11 +9,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Last octet of each public address → the node that claims to host it.
-type Assignment = BTreeMap<u8, u32>;
+pub(crate) type Assignment = BTreeMap<u8, u32>;
 
 const SETTLE: Duration = Duration::from_secs(90);
 
-fn public_addresses(c: &LocalCluster) -> Vec<u8> {
+pub(crate) fn public_addresses(c: &LocalCluster) -> Vec<u8> {
     std::fs::read_to_string(c.dir().join("public_addresses"))
         .unwrap()
         .lines()
@@ -22,7 +22,7 @@ fn public_addresses(c: &LocalCluster) -> Vec<u8> {
 }
 
 /// `|ip|pnn|...` rows of a `ctdb -X ip` listing as (last octet, pnn).
-fn ip_rows(text: &str) -> Vec<(u8, u32)> {
+pub(crate) fn ip_rows(text: &str) -> Vec<(u8, u32)> {
     text.lines()
         .skip(1)
         .filter_map(|l| {
@@ -36,7 +36,7 @@ fn ip_rows(text: &str) -> Vec<(u8, u32)> {
 
 /// Who hosts what, from each running node's claims about itself: `None` unless every public
 /// address is claimed by exactly one node.
-fn hosts(c: &LocalCluster, running: &[u32]) -> Option<Assignment> {
+pub(crate) fn hosts(c: &LocalCluster, running: &[u32]) -> Option<Assignment> {
     let mut claims: BTreeMap<u8, Vec<u32>> = BTreeMap::new();
     for &n in running {
         let out = c.ctdb(n, &["-X", "ip"]);
@@ -59,7 +59,7 @@ fn hosts(c: &LocalCluster, running: &[u32]) -> Option<Assignment> {
 
 /// Waits until every address is hosted exactly once, `done` holds, and the assignment has not
 /// changed for two seconds; returns it.
-fn settle(
+pub(crate) fn settle(
     c: &LocalCluster,
     what: &str,
     running: &[u32],
@@ -98,11 +98,11 @@ fn settle(
     result
 }
 
-fn on_only(nodes: &'static [u32]) -> impl Fn(&Assignment) -> bool {
+pub(crate) fn on_only(nodes: &'static [u32]) -> impl Fn(&Assignment) -> bool {
     move |a| a.values().all(|p| nodes.contains(p))
 }
 
-fn ok(c: &LocalCluster, pnn: u32, args: &[&str]) {
+pub(crate) fn ok(c: &LocalCluster, pnn: u32, args: &[&str]) {
     let out = c.ctdb(pnn, args);
     assert!(
         out.status.success(),
@@ -112,7 +112,7 @@ fn ok(c: &LocalCluster, pnn: u32, args: &[&str]) {
 }
 
 /// The hosting node reports the address on `lo`, its other nodes on no interface.
-fn check_active_interfaces(c: &LocalCluster, running: &[u32], hosts: &Assignment) {
+pub(crate) fn check_active_interfaces(c: &LocalCluster, running: &[u32], hosts: &Assignment) {
     for &n in running {
         let text = c.ctdb_stdout(n, &["-X", "ip", "-v"]);
         for line in text.lines().skip(1) {
@@ -126,7 +126,7 @@ fn check_active_interfaces(c: &LocalCluster, running: &[u32], hosts: &Assignment
 }
 
 /// One cluster's address assignment through a fixed history of failures.
-fn history(c: &LocalCluster) -> Vec<Assignment> {
+pub(crate) fn history(c: &LocalCluster) -> Vec<Assignment> {
     let mut steps = Vec::new();
     let first = settle(c, "all nodes host addresses", &[0, 1, 2], |a| {
         (0..3).all(|n| a.values().any(|&p| p == n))

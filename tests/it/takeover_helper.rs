@@ -1,0 +1,169 @@
+//! Our `ctdb_takeover_helper` on real clusters: it drives a ctdb-rs cluster through failures
+//! exactly as stock's helper drives a stock cluster (with and without `NoIPFailback`), and the
+//! two helpers are interchangeable: a stock ctdbd cluster running ours and a ctdb-rs cluster
+//! running stock's end up with the same address assignments as stock with stock.
+//!
+//! Each helper is started through a small wrapper script that logs its command line, which
+//! proves which helper the recovery daemon ran. Clusters live on 127.0.121 – 127.0.124.
+
+use crate::cluster::{our_takeover_helper, Flavour, LocalCluster};
+use crate::takeover::{history, ok, on_only, settle, Assignment};
+use nix::sys::signal::Signal;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const STOCK_TAKEOVER_HELPER: &str = "/usr/libexec/ctdb/ctdb_takeover_helper";
+const START: Duration = Duration::from_secs(90);
+
+/// Makes every node of `c` run `helper` through a wrapper that logs each run to
+/// `<dir>/takeover-runs`; returns that log's path.
+fn use_helper(c: &LocalCluster, helper: &Path) -> PathBuf {
+    let log = c.dir().join("takeover-runs");
+    let wrapper = c.dir().join("takeover-helper-wrapper");
+    let script = format!(
+        "#!/bin/sh\necho \"$0 $*\" >> '{}'\nexec '{}' \"$@\"\n",
+        log.display(),
+        helper.display()
+    );
+    std::fs::write(&wrapper, script).unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    for pnn in 0..c.nodes {
+        let env = c.node_base(pnn).join("node.env");
+        let mut text = std::fs::read_to_string(&env).unwrap_or_default();
+        text.push_str(&format!(
+            "export CTDB_TAKEOVER_HELPER='{}'\n",
+            wrapper.display()
+        ));
+        std::fs::write(env, text).unwrap();
+    }
+    log
+}
+
+/// The helper ran at least once, with stock's argument shape (`<fd> <socket> [pnns]`).
+fn assert_helper_ran(log: &Path) {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let runs: Vec<&str> = text.lines().collect();
+    assert!(!runs.is_empty(), "the takeover helper never ran");
+    for run in runs {
+        let words: Vec<&str> = run.split(' ').collect();
+        assert!((3..=4).contains(&words.len()), "{run}");
+        assert!(words[1].parse::<i32>().is_ok(), "{run}");
+        assert!(words[2].ends_with("ctdbd.socket"), "{run}");
+    }
+}
+
+fn start(clusters: &[&LocalCluster]) {
+    for c in clusters {
+        c.start();
+    }
+    for c in clusters {
+        c.wait_all_ok(START);
+    }
+}
+
+fn set_tunable_everywhere(c: &LocalCluster, name: &str, value: &str) {
+    for pnn in 0..c.nodes {
+        ok(c, pnn, &["setvar", name, value]);
+    }
+}
+
+/// Waits long enough for any takeover run a change triggers to have finished, then for a
+/// stable assignment satisfying `done`: for steps where nothing is supposed to move.
+fn settle_after_pause(
+    c: &LocalCluster,
+    what: &str,
+    running: &[u32],
+    done: impl Fn(&Assignment) -> bool,
+) -> Assignment {
+    std::thread::sleep(Duration::from_secs(5));
+    settle(c, what, running, done)
+}
+
+/// The failure history with `NoIPFailback` set: addresses leave failed, disabled and stopped
+/// nodes but never come back to a node that recovers while the others can still host them.
+fn history_without_failback(c: &LocalCluster) -> Vec<Assignment> {
+    // Set once the addresses are spread: a node joining late would otherwise never get one.
+    let mut steps = Vec::new();
+    steps.push(settle(c, "all nodes host addresses", &[0, 1, 2], |a| {
+        (0..3).all(|n| a.values().any(|&p| p == n))
+    }));
+    set_tunable_everywhere(c, "NoIPFailback", "1");
+
+    c.signal(2, Signal::SIGKILL);
+    steps.push(settle(
+        c,
+        "node 2's addresses moved",
+        &[0, 1],
+        on_only(&[0, 1]),
+    ));
+
+    ok(c, 1, &["disable"]);
+    steps.push(settle(
+        c,
+        "disabled node 1 released",
+        &[0, 1],
+        on_only(&[0]),
+    ));
+
+    ok(c, 1, &["enable"]);
+    steps.push(settle_after_pause(
+        c,
+        "enabled node 1 gets nothing back",
+        &[0, 1],
+        on_only(&[0]),
+    ));
+
+    ok(c, 0, &["stop"]);
+    steps.push(settle(c, "stopped node 0 released", &[0, 1], on_only(&[1])));
+
+    ok(c, 0, &["continue"]);
+    steps.push(settle_after_pause(
+        c,
+        "continued node 0 gets nothing back",
+        &[0, 1],
+        on_only(&[1]),
+    ));
+    steps
+}
+
+#[test]
+fn our_helper_drives_a_ctdb_rs_cluster_like_stock_drives_stock_without_failback() {
+    let args = ["--public-addresses"];
+    let ours = LocalCluster::setup("tohelper-ours", Flavour::Ours, 3, "127.0.121", &args);
+    let stock = LocalCluster::setup("tohelper-stock", Flavour::Stock, 3, "127.0.122", &args);
+    let ours_log = use_helper(&ours, &our_takeover_helper());
+    let stock_log = use_helper(&stock, Path::new(STOCK_TAKEOVER_HELPER));
+    start(&[&ours, &stock]);
+    let ours_history = history_without_failback(&ours);
+    let stock_history = history_without_failback(&stock);
+    assert_helper_ran(&ours_log);
+    assert_helper_ran(&stock_log);
+    assert_eq!(ours_history, stock_history);
+}
+
+/// Our helper run by stock ctdbd, and stock's helper run by ours, through the failure
+/// history of `takeover.rs` (failback allowed); both match each other, and every address is
+/// hosted exactly once at every step.
+#[test]
+fn the_helpers_are_interchangeable_between_the_daemons() {
+    let args = ["--public-addresses"];
+    let stock = LocalCluster::setup("tohelper-x-stock", Flavour::Stock, 3, "127.0.123", &args);
+    let ours = LocalCluster::setup("tohelper-x-ours", Flavour::Ours, 3, "127.0.124", &args);
+    let stock_log = use_helper(&stock, &our_takeover_helper());
+    let ours_log = use_helper(&ours, Path::new(STOCK_TAKEOVER_HELPER));
+    start(&[&stock, &ours]);
+    let stock_history = history(&stock);
+    let ours_history = history(&ours);
+    assert_helper_ran(&stock_log);
+    assert_helper_ran(&ours_log);
+    assert_eq!(stock_history, ours_history);
+    // One address per node to begin with, as stock with stock's helper has it.
+    let first = &stock_history[0];
+    for n in 0..3 {
+        assert_eq!(first.values().filter(|&&p| p == n).count(), 1, "{first:?}");
+    }
+}
