@@ -167,3 +167,69 @@ fn the_helpers_are_interchangeable_between_the_daemons() {
         assert_eq!(first.values().filter(|&&p| p == n).count(), 1, "{first:?}");
     }
 }
+
+/// Runs a takeover helper with a pipe as its result fd: exit status, bytes written to the
+/// pipe, standard error with the program path replaced by `HELPER`.
+fn run_helper(
+    helper: &Path,
+    args: &[&str],
+    logging: Option<&Path>,
+) -> (Option<i32>, Vec<u8>, String) {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    let (read_end, write_end) = nix::unistd::pipe().unwrap();
+    let mut cmd = std::process::Command::new(helper);
+    cmd.args(
+        args.iter()
+            .map(|a| a.replace("FD", &write_end.as_raw_fd().to_string())),
+    )
+    .env_remove("CTDB_LOGGING")
+    .env("CTDB_DEBUGLEVEL", "NOTICE")
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped());
+    if let Some(log) = logging {
+        cmd.env("CTDB_LOGGING", format!("file:{}", log.display()));
+    }
+    let child = cmd.spawn().unwrap();
+    drop(write_end);
+    let out = child.wait_with_output().unwrap();
+    let mut written = Vec::new();
+    std::fs::File::from(read_end)
+        .read_to_end(&mut written)
+        .unwrap();
+    let stderr =
+        String::from_utf8_lossy(&out.stderr).replace(&helper.display().to_string(), "HELPER");
+    (out.status.code(), written, stderr)
+}
+
+/// Without a cluster: wrong argument counts, an unusable log target and a missing socket give
+/// the same exit status, result bytes and messages as stock's helper.
+#[test]
+fn command_line_and_result_fd_behave_like_stock() {
+    let dir = std::env::temp_dir().join(format!("ctdb-rs-it-tohelper-args-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("no-such-socket").display().to_string();
+    let log = dir.join("log");
+    let cases: Vec<(Vec<&str>, Option<&Path>)> = vec![
+        (vec!["FD"], Some(&log)),
+        (vec!["FD", &socket, "1", "2"], Some(&log)),
+        (vec!["FD", &socket], None),
+        (vec!["FD", &socket], Some(&log)),
+        (vec!["FD", &socket, "1,2"], Some(&log)),
+    ];
+    for (args, logging) in cases {
+        let stock = run_helper(Path::new(STOCK_TAKEOVER_HELPER), &args, logging);
+        let ours = run_helper(&our_takeover_helper(), &args, logging);
+        assert_eq!(ours, stock, "{args:?} logging={logging:?}");
+    }
+    // The missing socket is reported as ENOENT, in the result and the exit status.
+    let (code, written, _) = run_helper(&our_takeover_helper(), &["FD", &socket], Some(&log));
+    assert_eq!(code, Some(libc::ENOENT));
+    assert_eq!(written, libc::ENOENT.to_ne_bytes());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("ctdb-takeover["), "{text}");
+    assert!(text.contains("ctdb_client_init() failed, ret=2"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

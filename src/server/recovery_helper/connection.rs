@@ -411,6 +411,38 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_sends_different_controls_at_once_and_reports_arrival_order() {
+        let (mut conn, mut daemon) = pair();
+        say(&mut daemon, 3, reply(0, b""));
+        say(&mut daemon, 1, reply(-1, b""));
+        let other = Request::new(
+            ControlOpcode::Ipreallocated,
+            crate::protocol::control::ControlRequestData::Empty,
+        );
+        let batch = [(0, request()), (1, other.clone()), (2, other)];
+        let (outcomes, order) = conn.control_batch(&batch).unwrap();
+        assert_eq!(order, vec![2, 0, 1]);
+        assert!(matches!(&outcomes[0], Ok(r) if r.status == -1));
+        assert_eq!(outcomes[1], Err(libc::ETIMEDOUT));
+        assert!(matches!(&outcomes[2], Ok(r) if r.status == 0));
+        let sent: Vec<(u32, ControlOpcode)> = heard(&mut daemon)
+            .into_iter()
+            .filter_map(|p| match p.body {
+                Body::ReqControl(c) => Some((p.destnode, c.opcode)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            sent,
+            vec![
+                (0, ControlOpcode::GetCapabilities),
+                (1, ControlOpcode::Ipreallocated),
+                (2, ControlOpcode::Ipreallocated)
+            ]
+        );
+    }
+
+    #[test]
     fn collecting_hands_over_only_the_wanted_srvid_until_the_reply() {
         let (mut conn, mut daemon) = pair();
         say(&mut daemon, 0, message(10, b"one"));
