@@ -4,7 +4,8 @@
 //! `ctdb_takeover_helper <write-fd> <ctdbd-socket> [<pnn>,<pnn>,...]` connects to the local
 //! ctdbd as an ordinary client, performs one takeover run ([`takeover`]) and writes the result
 //! as a C `int` to `<write-fd>`: 0 on success, else the errno of the failure (which is also
-//! the exit status). Unlike the recovery helper it writes a result on failure too. A run that
+//! the exit status). Unlike the recovery helper it writes a result on failure too; only when
+//! the daemon closes the connection does it exit 1 without writing, as stock's client does. A run that
 //! fails with bans enabled first sends a `BANNING` message naming the most-blamed node to the
 //! local recovery daemon, which assigns the credits. The optional list names the nodes LCP2
 //! should rebalance onto; `CTDB_DISABLE_IP_FAILOVER` in the environment reduces the run to
@@ -72,34 +73,45 @@ pub fn main(argv_os: &[OsString]) -> i32 {
         // Only the variable's existence counts.
         failover_disabled: env.get(ENV_DISABLE_IP_FAILOVER).is_some(),
     };
-    let ret = run(&socket, &params, Some(reopen));
-    finish(args.write_fd, ret)
+    match run(&socket, &params, Some(reopen)) {
+        Some(ret) => finish(args.write_fd, ret),
+        // Stock's client library exits at once when the daemon goes away: nothing written.
+        None => 1,
+    }
 }
 
-/// Connects and performs the run; returns stock's result (0 or an errno).
-pub fn run(socket: &Path, params: &TakeoverParams, on_interrupt: Option<Box<dyn FnMut()>>) -> i32 {
+/// Connects and performs the run; returns stock's result (0 or an errno), or `None` when the
+/// daemon closed the connection.
+pub fn run(
+    socket: &Path,
+    params: &TakeoverParams,
+    on_interrupt: Option<Box<dyn FnMut()>>,
+) -> Option<i32> {
     let mut conn = match DaemonConnection::connect(socket, on_interrupt) {
         Ok(conn) => conn,
+        Err(ConnectError::Disconnected) => {
+            log::info!("connection to daemon closed, exiting");
+            return None;
+        }
         Err(e) => {
             if let ConnectError::Connect(_) = e {
                 log::error!("{e}");
             }
             log::error!("ctdb_client_init() failed, ret={}", e.errno());
-            return e.errno();
+            return Some(e.errno());
         }
     };
     let clock = MonotonicClock::new();
     let mut now = || clock.now();
     match takeover::takeover(&mut conn, &mut now, params) {
-        Ok(()) => 0,
+        Ok(()) => Some(0),
         Err(TakeoverError::Disconnected) => {
             log::info!("connection to daemon closed, exiting");
-            TakeoverError::Disconnected.result()
+            None
         }
-        Err(e) => {
-            let ret = e.result();
+        Err(TakeoverError::Failed(ret)) => {
             log::error!("takeover run failed, ret={ret}");
-            ret
+            Some(ret)
         }
     }
 }

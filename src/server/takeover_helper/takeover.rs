@@ -52,17 +52,6 @@ impl From<Disconnected> for TakeoverError {
     }
 }
 
-impl TakeoverError {
-    /// The value written to the result fd.
-    pub fn result(self) -> i32 {
-        match self {
-            // What the client library reports when the daemon connection dies.
-            TakeoverError::Disconnected => libc::EPIPE,
-            TakeoverError::Failed(ret) => ret,
-        }
-    }
-}
-
 /// The address as `ctdb_sock_addr_to_string(..., false)` prints it.
 fn ip_text(addr: IpAddr) -> String {
     addr.to_string()
