@@ -19,6 +19,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const STOCK_TAKEOVER_HELPER: &str = "/usr/libexec/ctdb/ctdb_takeover_helper";
+
+/// Two tests share 127.0.121 and 127.0.122; they take turns.
+#[allow(clippy::disallowed_types)] // Test threads, not the single-threaded daemon.
+static RANGES_121_122: std::sync::Mutex<()> = std::sync::Mutex::new(());
 const START: Duration = Duration::from_secs(90);
 
 /// Makes every node of `c` run `helper` through a wrapper that logs each run to
@@ -221,6 +225,7 @@ fn check_history(c: &LocalCluster, steps: &[Assignment], no_failback: bool) {
 
 #[test]
 fn our_helper_drives_a_ctdb_rs_cluster_like_stock_drives_stock_without_failback() {
+    let _ranges = RANGES_121_122.lock().unwrap_or_else(|e| e.into_inner());
     let args = ["--public-addresses"];
     let ours = LocalCluster::setup("tohelper-ours", Flavour::Ours, 3, "127.0.121", &args);
     let stock = LocalCluster::setup("tohelper-stock", Flavour::Stock, 3, "127.0.122", &args);
@@ -325,4 +330,48 @@ fn command_line_and_result_fd_behave_like_stock() {
     assert!(text.contains("ctdb-takeover["), "{text}");
     assert!(text.contains("ctdb_client_init() failed, ret=2"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Node 1 of a two-node cluster fails every `takeip` event. Our helper blames it for the
+/// failed TAKEOVER_IP, names it to the recovery daemon with a `BANNING` message after each
+/// failed run, and the recovery daemon (stock's or ours) bans it; node 0 then hosts every
+/// address. (Stock's daemon and ours both answer the failed event with status 8, and both
+/// recovery daemons ban after the second failed run.)
+fn failing_takeip_gets_the_node_banned(c: &LocalCluster) {
+    let log = use_helper(c, &our_takeover_helper());
+    c.write_event_script(
+        1,
+        "10.failtakeip.script",
+        "#!/bin/sh\n[ \"$1\" = takeip ] && exit 1\nexit 0\n",
+    );
+    c.start();
+    let banned = || c.node_flags(0).get(1).and_then(|row| row.get(2).copied()) == Some(true);
+    c.wait_for("node 1 banned", Duration::from_secs(120), banned);
+    assert_helper_ran(&log);
+    settle(c, "node 0 hosts everything", &[0], on_only(&[0]));
+    let text: String = (0..2)
+        .map(|n| std::fs::read_to_string(c.node_base(n).join("log.ctdb")).unwrap_or_default())
+        .collect();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("ctdb-takeover["))
+        .collect();
+    let has = |needle: &str| lines.iter().any(|l| l.contains(needle));
+    assert!(has("Assigning banning credits to node 1"), "{lines:#?}");
+    assert!(has("failed on node 1, ret="), "{lines:#?}");
+    assert!(has("takeover run failed, ret="), "{lines:#?}");
+    assert!(
+        text.lines().any(|l| l.contains("Banning node 1 for")),
+        "no ban in the recovery daemon's log"
+    );
+}
+
+#[test]
+fn failed_takeovers_get_a_node_banned_through_either_recovery_daemon() {
+    let _ranges = RANGES_121_122.lock().unwrap_or_else(|e| e.into_inner());
+    let args = ["--public-addresses"];
+    let stock = LocalCluster::setup("tohelper-ban-stock", Flavour::Stock, 2, "127.0.121", &args);
+    let ours = LocalCluster::setup("tohelper-ban-ours", Flavour::Ours, 2, "127.0.122", &args);
+    failing_takeip_gets_the_node_banned(&stock);
+    failing_takeip_gets_the_node_banned(&ours);
 }
