@@ -58,6 +58,8 @@ pub struct FakeCluster {
     pub seen: Vec<Seen>,
     /// (destination, srvid, data)
     pub messages: Vec<(u32, u64, Vec<u8>)>,
+    /// Batched controls report their completions last-sent first.
+    pub reverse_arrivals: bool,
     timeout: Duration,
 }
 
@@ -95,6 +97,7 @@ impl FakeCluster {
             faults: BTreeMap::new(),
             seen: Vec::new(),
             messages: Vec::new(),
+            reverse_arrivals: false,
             timeout: Duration::ZERO,
         }
     }
@@ -214,6 +217,21 @@ impl Transport for FakeCluster {
         let outcomes: Vec<Outcome> = pnns.iter().map(|&p| self.answer(p, request)).collect();
         let order: Vec<usize> = (0..pnns.len()).collect();
         Ok(MultiOutcome::from_arrivals(outcomes, &order))
+    }
+
+    fn control_batch(
+        &mut self,
+        requests: &[(u32, Request)],
+    ) -> Result<(Vec<Outcome>, Vec<usize>), Disconnected> {
+        let outcomes = requests
+            .iter()
+            .map(|(pnn, request)| self.answer(*pnn, request))
+            .collect();
+        let mut order: Vec<usize> = (0..requests.len()).collect();
+        if self.reverse_arrivals {
+            order.reverse();
+        }
+        Ok((outcomes, order))
     }
 
     fn control_collecting(

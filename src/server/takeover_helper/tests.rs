@@ -394,3 +394,29 @@ fn early_failures_end_the_run_without_blame() {
         vec![(0, srvid::BANNING, 1u32.to_ne_bytes().to_vec())]
     );
 }
+
+#[test]
+fn a_failed_release_blames_the_first_node_to_fail_for_each_address() {
+    for reverse in [false, true] {
+        let mut c = FakeCluster::new(3, ADDRESSES);
+        run(&mut c, &TakeoverParams::default()).unwrap();
+        // Every address is released on the two nodes not hosting it; both nodes 1 and 2 fail.
+        c.faults
+            .insert((1, Op::ReleaseIp), Fault::Errno(libc::ETIMEDOUT));
+        c.faults.insert((2, Op::ReleaseIp), Fault::Status(-9));
+        c.reverse_arrivals = reverse;
+        let result = run(&mut c, &TakeoverParams::default());
+        assert!(
+            matches!(result, Err(TakeoverError::Failed(ret)) if ret == -9 || ret == libc::ETIMEDOUT),
+            "{result:?}"
+        );
+        // The addresses node 0 hosts blame whichever of 1 and 2 failed first; the others
+        // blame the one failing node they involve. So the first to fail has the most blame.
+        let culprit: u32 = if reverse { 2 } else { 1 };
+        assert_eq!(
+            c.messages,
+            vec![(0, srvid::BANNING, culprit.to_ne_bytes().to_vec())],
+            "reverse={reverse}"
+        );
+    }
+}
