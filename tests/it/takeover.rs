@@ -13,7 +13,7 @@ pub(crate) type Assignment = BTreeMap<u8, u32>;
 
 const SETTLE: Duration = Duration::from_secs(90);
 
-pub(crate) fn public_addresses(c: &LocalCluster) -> Vec<u8> {
+fn public_addresses(c: &LocalCluster) -> Vec<u8> {
     std::fs::read_to_string(c.dir().join("public_addresses"))
         .unwrap()
         .lines()
@@ -22,7 +22,7 @@ pub(crate) fn public_addresses(c: &LocalCluster) -> Vec<u8> {
 }
 
 /// `|ip|pnn|...` rows of a `ctdb -X ip` listing as (last octet, pnn).
-pub(crate) fn ip_rows(text: &str) -> Vec<(u8, u32)> {
+fn ip_rows(text: &str) -> Vec<(u8, u32)> {
     text.lines()
         .skip(1)
         .filter_map(|l| {
@@ -36,7 +36,7 @@ pub(crate) fn ip_rows(text: &str) -> Vec<(u8, u32)> {
 
 /// Who hosts what, from each running node's claims about itself: `None` unless every public
 /// address is claimed by exactly one node.
-pub(crate) fn hosts(c: &LocalCluster, running: &[u32]) -> Option<Assignment> {
+fn hosts(c: &LocalCluster, running: &[u32]) -> Option<Assignment> {
     let mut claims: BTreeMap<u8, Vec<u32>> = BTreeMap::new();
     for &n in running {
         let out = c.ctdb(n, &["-X", "ip"]);
@@ -112,7 +112,7 @@ pub(crate) fn ok(c: &LocalCluster, pnn: u32, args: &[&str]) {
 }
 
 /// The hosting node reports the address on `lo`, its other nodes on no interface.
-pub(crate) fn check_active_interfaces(c: &LocalCluster, running: &[u32], hosts: &Assignment) {
+fn check_active_interfaces(c: &LocalCluster, running: &[u32], hosts: &Assignment) {
     for &n in running {
         let text = c.ctdb_stdout(n, &["-X", "ip", "-v"]);
         for line in text.lines().skip(1) {
