@@ -32,7 +32,7 @@ SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
 RUNDIR      ?= /run/ctdb
 STATEDIR    ?= /var/lib/ctdb
 LOGDIR      ?= /var/log/ctdb
-# Where the helpers ctdb-rs does not provide yet (recovery, takeover, lock, event tool) live:
+# Where the helpers ctdb-rs does not provide yet (lock, event tool) live:
 # stock's directory. ctdbd looks for every helper in one directory, HELPERDIR; see
 # ctdb-rs(7) for how the two sets meet.
 STOCK_HELPERDIR ?= /usr/libexec/ctdb
@@ -48,11 +48,11 @@ CARGO       ?= cargo
 APT_PACKAGES = libtdb-dev pkg-config ctdb tdb-tools man-db groff-base
 # Binaries built from src/bin/, installed as CTDB installs its own.
 SBIN_PROGS    = ctdbd
-HELPER_PROGS  = ctdb-eventd ctdb_mutex_fcntl_helper ctdb_recovery_helper ctdb-ipalloc
+HELPER_PROGS  = ctdb-eventd ctdb_mutex_fcntl_helper ctdb_recovery_helper ctdb_takeover_helper ctdb-ipalloc
 # Installed when built (not every tree has them yet).
 OPTIONAL_HELPER_PROGS =
 # Stock helpers ctdbd still runs (from STOCK_HELPERDIR) until ctdb-rs has its own.
-STOCK_HELPER_PROGS = ctdb_takeover_helper ctdb_lock_helper ctdb-event
+STOCK_HELPER_PROGS = ctdb_lock_helper ctdb-event
 
 .PHONY: all build deps test lint fuzz-check demo install install-only install-debian uninstall uninstall-debian man clean
 
@@ -100,7 +100,7 @@ bench: deps build
 	bench/run.sh $(BENCH_ARGS)
 
 # Man pages: roff sources in man/ with @DIR@ placeholders for the layout's directories.
-MAN_PAGES = ctdbd.1 ctdb-eventd.1 ctdb_mutex_fcntl_helper.1 ctdb_recovery_helper.1 ctdb-ipalloc.1 ctdb.conf.5 ctdb-tunables.7 ctdb-rs.7
+MAN_PAGES = ctdbd.1 ctdb-eventd.1 ctdb_mutex_fcntl_helper.1 ctdb_recovery_helper.1 ctdb_takeover_helper.1 ctdb-ipalloc.1 ctdb.conf.5 ctdb-tunables.7 ctdb-rs.7
 MAN_SUBST = -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@HELPERDIR@|$(HELPERDIR)|g' \
 	-e 's|@ETCDIR@|$(ETCDIR)|g' -e 's|@RUNDIR@|$(RUNDIR)|g' -e 's|@STATEDIR@|$(STATEDIR)|g' \
 	-e 's|@LOGDIR@|$(LOGDIR)|g' -e 's|@DATADIR@|$(DATADIR)|g' -e 's|@DEFAULTDIR@|$(DEFAULTDIR)|g' \

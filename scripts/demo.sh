@@ -16,6 +16,7 @@ fi
 export CTDB_EVENTD=$bin/ctdb-eventd
 export CTDB_CLUSTER_MUTEX_HELPER=$bin/ctdb_mutex_fcntl_helper
 export CTDB_RECOVERY_HELPER=$bin/ctdb_recovery_helper
+export CTDB_TAKEOVER_HELPER=$bin/ctdb_takeover_helper
 $lc setup -n 3 -a "$prefix" --ctdbd "$bin/ctdbd"
 $lc start
 echo "waiting for all nodes to become OK ..."

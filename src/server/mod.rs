@@ -12,3 +12,4 @@ pub mod recovery_helper;
 pub mod shell;
 pub mod srvid;
 pub mod takeover;
+pub mod takeover_helper;

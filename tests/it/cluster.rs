@@ -29,6 +29,10 @@ pub fn our_eventd() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_ctdb-eventd"))
 }
 
+pub fn our_takeover_helper() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_ctdb_takeover_helper"))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flavour {
     Stock,
@@ -86,6 +90,7 @@ impl LocalCluster {
                     "CTDB_RECOVERY_HELPER",
                     env!("CARGO_BIN_EXE_ctdb_recovery_helper"),
                 )
+                .env("CTDB_TAKEOVER_HELPER", our_takeover_helper())
                 .env(
                     "CTDB_CLUSTER_MUTEX_HELPER",
                     env!("CARGO_BIN_EXE_ctdb_mutex_fcntl_helper"),

@@ -15,11 +15,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const MAN_PAGES: [&str; 8] = [
+const MAN_PAGES: [&str; 9] = [
     "man1/ctdbd.1.gz",
     "man1/ctdb-eventd.1.gz",
     "man1/ctdb_mutex_fcntl_helper.1.gz",
     "man1/ctdb_recovery_helper.1.gz",
+    "man1/ctdb_takeover_helper.1.gz",
     "man1/ctdb-ipalloc.1.gz",
     "man5/ctdb.conf.5.gz",
     "man7/ctdb-tunables.7.gz",
@@ -116,11 +117,14 @@ fn debian_layout_matches_stock_paths() {
         let bytes = std::fs::read(dest.join(path.trim_start_matches('/'))).unwrap();
         assert!(bytes.starts_with(&[0x1f, 0x8b]), "{page} is not gzip");
     }
-    // Our recovery helper replaces stock's in its own directory; nothing is linked.
-    assert_file(&dest, "/usr/libexec/ctdb/ctdb_recovery_helper", 0o755);
+    // Our recovery and takeover helpers replace stock's in its own directory; nothing is
+    // linked.
     assert_file(&dest, "/usr/libexec/ctdb/ctdb-ipalloc", 0o755);
-    let helper = dest.join("usr/libexec/ctdb/ctdb_recovery_helper");
-    assert!(!helper.is_symlink(), "ctdb_recovery_helper must be ours");
+    for name in ["ctdb_recovery_helper", "ctdb_takeover_helper"] {
+        assert_file(&dest, &format!("/usr/libexec/ctdb/{name}"), 0o755);
+        let helper = dest.join("usr/libexec/ctdb").join(name);
+        assert!(!helper.is_symlink(), "{name} must be ours");
+    }
     // Stock's paths, untouched.
     let unit = read(&dest, "/lib/systemd/system/ctdb.service");
     assert!(unit.contains("ExecStart=/usr/sbin/ctdbd\n"), "{unit}");
@@ -158,7 +162,8 @@ fn default_layout_is_usr_local_and_reaches_stock_helpers() {
     assert_dir(&dest, "/var/lib/ctdb/persistent");
 
     assert_file(&dest, "/usr/local/libexec/ctdb/ctdb_recovery_helper", 0o755);
-    for helper in ["ctdb_takeover_helper", "ctdb_lock_helper"] {
+    assert_file(&dest, "/usr/local/libexec/ctdb/ctdb_takeover_helper", 0o755);
+    for helper in ["ctdb_lock_helper"] {
         if Path::new("/usr/libexec/ctdb").join(helper).exists() {
             let link = dest.join("usr/local/libexec/ctdb").join(helper);
             assert_eq!(

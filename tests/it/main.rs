@@ -18,5 +18,6 @@ mod mutex;
 mod recovery_helper;
 mod shell;
 mod takeover;
+mod takeover_helper;
 mod tidy;
 mod traverse;

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Last octet of each public address → the node that claims to host it.
-type Assignment = BTreeMap<u8, u32>;
+pub(crate) type Assignment = BTreeMap<u8, u32>;
 
 const SETTLE: Duration = Duration::from_secs(90);
 
@@ -59,7 +59,7 @@ fn hosts(c: &LocalCluster, running: &[u32]) -> Option<Assignment> {
 
 /// Waits until every address is hosted exactly once, `done` holds, and the assignment has not
 /// changed for two seconds; returns it.
-fn settle(
+pub(crate) fn settle(
     c: &LocalCluster,
     what: &str,
     running: &[u32],
@@ -98,11 +98,11 @@ fn settle(
     result
 }
 
-fn on_only(nodes: &'static [u32]) -> impl Fn(&Assignment) -> bool {
+pub(crate) fn on_only(nodes: &'static [u32]) -> impl Fn(&Assignment) -> bool {
     move |a| a.values().all(|p| nodes.contains(p))
 }
 
-fn ok(c: &LocalCluster, pnn: u32, args: &[&str]) {
+pub(crate) fn ok(c: &LocalCluster, pnn: u32, args: &[&str]) {
     let out = c.ctdb(pnn, args);
     assert!(
         out.status.success(),
@@ -126,7 +126,7 @@ fn check_active_interfaces(c: &LocalCluster, running: &[u32], hosts: &Assignment
 }
 
 /// One cluster's address assignment through a fixed history of failures.
-fn history(c: &LocalCluster) -> Vec<Assignment> {
+pub(crate) fn history(c: &LocalCluster) -> Vec<Assignment> {
     let mut steps = Vec::new();
     let first = settle(c, "all nodes host addresses", &[0, 1, 2], |a| {
         (0..3).all(|n| a.values().any(|&p| p == n))

@@ -201,11 +201,23 @@ impl DaemonConnection {
         &mut self,
         pnns: &[u32],
         request: &Request,
-        mut collect: Option<Collector<'_>>,
+        collect: Option<Collector<'_>>,
     ) -> Result<MultiOutcome, Disconnected> {
+        let requests: Vec<(u32, &Request)> = pnns.iter().map(|&pnn| (pnn, request)).collect();
+        let (outcomes, order) = self.exchange_batch(&requests, collect)?;
+        Ok(MultiOutcome::from_arrivals(outcomes, &order))
+    }
+
+    /// Sends every control, then waits for all replies; the outcomes in request order and
+    /// the order in which they completed.
+    fn exchange_batch(
+        &mut self,
+        requests: &[(u32, &Request)],
+        mut collect: Option<Collector<'_>>,
+    ) -> Result<(Vec<Outcome>, Vec<usize>), Disconnected> {
         let deadline = self.clock.now().saturating_add(self.timeout);
-        let mut pending: HashMap<u32, usize> = HashMap::with_capacity(pnns.len());
-        for (index, &pnn) in pnns.iter().enumerate() {
+        let mut pending: HashMap<u32, usize> = HashMap::with_capacity(requests.len());
+        for (index, &(pnn, request)) in requests.iter().enumerate() {
             let body = Body::ReqControl(ReqControl {
                 opcode: request.opcode,
                 srvid: request.srvid,
@@ -216,8 +228,8 @@ impl DaemonConnection {
             let reqid = self.send(pnn, body)?;
             pending.insert(reqid, index);
         }
-        let mut outcomes: Vec<Option<Outcome>> = vec![None; pnns.len()];
-        let mut order = Vec::with_capacity(pnns.len());
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; requests.len()];
+        let mut order = Vec::with_capacity(requests.len());
         while !pending.is_empty() {
             let Some(packet) = self.next_packet(deadline)? else {
                 // Every outstanding control times out together; stock's timers fire in the
@@ -251,7 +263,7 @@ impl DaemonConnection {
             .into_iter()
             .map(|o| o.unwrap_or(Err(libc::EIO)))
             .collect();
-        Ok(MultiOutcome::from_arrivals(outcomes, &order))
+        Ok((outcomes, order))
     }
 }
 
@@ -281,6 +293,14 @@ impl Transport for DaemonConnection {
     ) -> Result<Outcome, Disconnected> {
         let mut multi = self.exchange(&[pnn], request, Some((srvid, sink)))?;
         Ok(multi.outcomes.pop().unwrap_or(Err(libc::EIO)))
+    }
+
+    fn control_batch(
+        &mut self,
+        requests: &[(u32, Request)],
+    ) -> Result<(Vec<Outcome>, Vec<usize>), Disconnected> {
+        let requests: Vec<(u32, &Request)> = requests.iter().map(|(pnn, r)| (*pnn, r)).collect();
+        self.exchange_batch(&requests, None)
     }
 
     fn message_multi(&mut self, pnns: &[u32], srvid: u64, data: &[u8]) -> Result<(), Disconnected> {
@@ -388,6 +408,38 @@ mod tests {
             &p.body,
             Body::ReqControl(c) if c.opcode == ControlOpcode::GetCapabilities
         )));
+    }
+
+    #[test]
+    fn a_batch_sends_different_controls_at_once_and_reports_arrival_order() {
+        let (mut conn, mut daemon) = pair();
+        say(&mut daemon, 3, reply(0, b""));
+        say(&mut daemon, 1, reply(-1, b""));
+        let other = Request::new(
+            ControlOpcode::Ipreallocated,
+            crate::protocol::control::ControlRequestData::Empty,
+        );
+        let batch = [(0, request()), (1, other.clone()), (2, other)];
+        let (outcomes, order) = conn.control_batch(&batch).unwrap();
+        assert_eq!(order, vec![2, 0, 1]);
+        assert!(matches!(&outcomes[0], Ok(r) if r.status == -1));
+        assert_eq!(outcomes[1], Err(libc::ETIMEDOUT));
+        assert!(matches!(&outcomes[2], Ok(r) if r.status == 0));
+        let sent: Vec<(u32, ControlOpcode)> = heard(&mut daemon)
+            .into_iter()
+            .filter_map(|p| match p.body {
+                Body::ReqControl(c) => Some((p.destnode, c.opcode)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            sent,
+            vec![
+                (0, ControlOpcode::GetCapabilities),
+                (1, ControlOpcode::Ipreallocated),
+                (2, ControlOpcode::Ipreallocated)
+            ]
+        );
     }
 
     #[test]

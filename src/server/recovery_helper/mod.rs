@@ -47,7 +47,7 @@ extern "C" fn note_hangup(_signal: libc::c_int) {
 /// Reopens the log file when SIGHUP arrived (stock's `logging_setup_sighup_handler`). The
 /// handler is installed without `SA_RESTART`, so a blocked read returns `EINTR` and the
 /// connection calls this at once.
-fn install_hangup_handler() -> bool {
+pub(crate) fn install_hangup_handler() -> bool {
     let action = nix::sys::signal::SigAction::new(
         nix::sys::signal::SigHandler::Handler(note_hangup),
         nix::sys::signal::SaFlags::empty(),
@@ -55,6 +55,11 @@ fn install_hangup_handler() -> bool {
     );
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe { nix::sys::signal::sigaction(nix::sys::signal::Signal::SIGHUP, &action) }.is_ok()
+}
+
+/// Whether SIGHUP arrived since the last call (the takeover helper shares the handler).
+pub(crate) fn hangup_arrived() -> bool {
+    HANGUP.swap(false, Ordering::Relaxed)
 }
 
 /// The whole program; returns the exit status.
@@ -91,7 +96,7 @@ pub fn main(argv_os: &[OsString]) -> i32 {
         return 1;
     }
     let reopen = Box::new(move || {
-        if HANGUP.swap(false, Ordering::Relaxed) {
+        if hangup_arrived() {
             let _ = logger.reopen();
         }
     });

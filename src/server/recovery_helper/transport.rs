@@ -121,6 +121,20 @@ pub trait Transport {
     /// Sends a message to `srvid` on each node of `pnns` (through the local daemon).
     fn message_multi(&mut self, pnns: &[u32], srvid: u64, data: &[u8]) -> Result<(), Disconnected>;
 
+    /// Sends each control to its node (all before waiting) and waits for every reply or
+    /// timeout. Returns the outcomes in the order of `requests`, and the order in which they
+    /// completed (indexes into `requests`). The default sends them one at a time.
+    fn control_batch(
+        &mut self,
+        requests: &[(u32, Request)],
+    ) -> Result<(Vec<Outcome>, Vec<usize>), Disconnected> {
+        let mut outcomes = Vec::with_capacity(requests.len());
+        for (pnn, request) in requests {
+            outcomes.push(self.control(*pnn, request)?);
+        }
+        Ok((outcomes, (0..requests.len()).collect()))
+    }
+
     /// One control to one node.
     fn control(&mut self, pnn: u32, request: &Request) -> Result<Outcome, Disconnected> {
         let mut multi = self.control_multi(&[pnn], request)?;
