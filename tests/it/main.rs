@@ -16,5 +16,6 @@ mod mixed;
 mod mutex;
 mod recovery_helper;
 mod shell;
+mod smbd;
 mod takeover;
 mod tidy;
