@@ -45,7 +45,7 @@ MAN_BUILD_DIR ?= target/man
 CARGO       ?= cargo
 # Debian packages: libtdb (the real TDB library smbd links), pkg-config to find it, and the
 # stock CTDB daemon and tools, which the interop and golden tests run against.
-APT_PACKAGES = libtdb-dev pkg-config ctdb tdb-tools man-db groff-base
+APT_PACKAGES = libtdb-dev pkg-config ctdb tdb-tools man-db groff-base samba smbclient
 # Binaries built from src/bin/, installed as CTDB installs its own.
 SBIN_PROGS    = ctdbd
 HELPER_PROGS  = ctdb-eventd ctdb_mutex_fcntl_helper ctdb_recovery_helper ctdb_takeover_helper ctdb-ipalloc

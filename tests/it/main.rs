@@ -17,6 +17,7 @@ mod mixed;
 mod mutex;
 mod recovery_helper;
 mod shell;
+mod smbd;
 mod takeover;
 mod takeover_helper;
 mod tidy;
