@@ -1,0 +1,701 @@
+//! IP failover on real interfaces: three nodes, each in its own network namespace with a veth
+//! on a bridge, the stock `10.interface` event script, and a client namespace on the same
+//! bridge watching the wire with tcpdump. Needs root; skipped (with a message) otherwise.
+//!
+//! Configuration that works for stock 4.17 and for ours: `CTDB_TEST_MODE` is NOT set, because
+//! test mode turns off `do_checkpublicip` and with it every gratuitous ARP and tickle ACK. Each
+//! daemon instead gets private copies of the compiled-in directories: it runs under
+//! `ip netns exec` (which gives it a mount namespace of its own) after a shell bind-mounts the
+//! node's directories on `/etc/ctdb` and `/var/lib/ctdb` and a fresh tmpfs with the node's run
+//! directory on `/run/ctdb`. The event scripts it starts see the same mounts, so `ctdb` calls
+//! in them reach their own daemon. The test talks to each daemon through `CTDB_SOCKET`.
+//!
+//! Addresses: `10.231.S.0/24` where S depends on the test process and the flavour; node n has
+//! `.n+1`, public addresses are `.101..103` on `eth0`, the client is `.200`. MAC addresses are
+//! fixed (`02:31:S:F:00:n+1`) so captured frames name their sender.
+
+use crate::cluster::{our_ctdbd, our_eventd, Flavour, STOCK_CTDB, STOCK_CTDBD};
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Read;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const NODES: u32 = 3;
+const SERVICE_PORT: u16 = 4999;
+const LIMIT: Duration = Duration::from_secs(45);
+
+fn run(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"))
+}
+
+fn must(program: &str, args: &[&str]) -> String {
+    let out = run(program, args);
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn wait_for(what: &str, limit: Duration, mut pred: impl FnMut() -> bool) -> Duration {
+    #[allow(clippy::disallowed_methods)] // Test harness timing.
+    let start = Instant::now();
+    loop {
+        if pred() {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Why the test cannot run here, if it cannot.
+fn unsupported() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("needs root (network namespaces, veths, bind mounts)".into());
+    }
+    let probe = format!(
+        "ctrs{}probe{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    )
+    .replace(|c: char| !c.is_ascii_alphanumeric(), "");
+    let added = run("ip", &["netns", "add", &probe]);
+    if !added.status.success() {
+        return Some(format!(
+            "`ip netns add` fails: {}",
+            String::from_utf8_lossy(&added.stderr).trim()
+        ));
+    }
+    let _ = run("ip", &["netns", "del", &probe]);
+    None
+}
+
+/// The namespaces, the bridge, the daemons and the capture of one test; all of it goes away
+/// when the guard is dropped, whatever happened.
+#[derive(Debug)]
+struct Lab {
+    flavour: Flavour,
+    tag: String,
+    subnet: u8,
+    dir: PathBuf,
+    namespaces: Vec<String>,
+    daemons: BTreeMap<u32, Child>,
+    capture: Option<Child>,
+    started: Instant,
+}
+
+impl Lab {
+    fn new(flavour: Flavour) -> Self {
+        let letter = match flavour {
+            Flavour::Stock => 's',
+            Flavour::Ours => 'o',
+        };
+        let pid = std::process::id();
+        let tag = format!("ctrs{pid}{letter}");
+        let subnet = u8::try_from((pid % 100) * 2 + u32::from(flavour == Flavour::Stock))
+            .unwrap_or_default();
+        let dir = std::env::temp_dir().join(format!("ctdb-rs-it-netns-{pid}-{letter}"));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let mut lab = Lab {
+            flavour,
+            tag,
+            subnet,
+            dir,
+            namespaces: Vec::new(),
+            daemons: BTreeMap::new(),
+            capture: None,
+            #[allow(clippy::disallowed_methods)] // Test harness timing.
+            started: Instant::now(),
+        };
+        lab.wire();
+        lab
+    }
+
+    fn switch(&self) -> String {
+        format!("{}sw", self.tag)
+    }
+
+    fn node_ns(&self, pnn: u32) -> String {
+        format!("{}n{pnn}", self.tag)
+    }
+
+    fn client_ns(&self) -> String {
+        format!("{}cl", self.tag)
+    }
+
+    fn node_ip(&self, pnn: u32) -> Ipv4Addr {
+        Ipv4Addr::new(10, 231, self.subnet, u8::try_from(pnn + 1).unwrap())
+    }
+
+    fn client_ip(&self) -> Ipv4Addr {
+        Ipv4Addr::new(10, 231, self.subnet, 200)
+    }
+
+    fn public_ips(&self) -> Vec<Ipv4Addr> {
+        (0..NODES)
+            .map(|i| Ipv4Addr::new(10, 231, self.subnet, u8::try_from(101 + i).unwrap()))
+            .collect()
+    }
+
+    fn mac(&self, host: u8) -> String {
+        let flavour = u8::from(self.flavour == Flavour::Stock);
+        format!("02:31:{:02x}:{flavour:02x}:00:{host:02x}", self.subnet)
+    }
+
+    fn node_mac(&self, pnn: u32) -> String {
+        self.mac(u8::try_from(pnn + 1).unwrap())
+    }
+
+    fn add_ns(&mut self, name: &str) {
+        must("ip", &["netns", "add", name]);
+        self.namespaces.push(name.to_string());
+        must("ip", &["-n", name, "link", "set", "lo", "up"]);
+    }
+
+    /// A host namespace with `eth0` on the bridge.
+    fn add_host(&mut self, ns: &str, port: &str, ip: Ipv4Addr, mac: &str) {
+        self.add_ns(ns);
+        let switch = self.switch();
+        must(
+            "ip",
+            &[
+                "link", "add", "eth0", "netns", ns, "address", mac, "type", "veth", "peer", "name",
+                port, "netns", &switch,
+            ],
+        );
+        must(
+            "ip",
+            &["-n", &switch, "link", "set", port, "master", "br0", "up"],
+        );
+        // IPv6 would only add DAD and router solicitation noise to the capture.
+        let _ = run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                ns,
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.all.disable_ipv6=1",
+            ],
+        );
+        must(
+            "ip",
+            &["-n", ns, "addr", "add", &format!("{ip}/24"), "dev", "eth0"],
+        );
+        must("ip", &["-n", ns, "link", "set", "eth0", "up"]);
+    }
+
+    fn wire(&mut self) {
+        let switch = self.switch();
+        self.add_ns(&switch);
+        must(
+            "ip",
+            &["-n", &switch, "link", "add", "br0", "type", "bridge"],
+        );
+        must("ip", &["-n", &switch, "link", "set", "br0", "up"]);
+        for pnn in 0..NODES {
+            let (ns, ip, mac) = (self.node_ns(pnn), self.node_ip(pnn), self.node_mac(pnn));
+            self.add_host(&ns, &format!("pn{pnn}"), ip, &mac);
+        }
+        let (ns, ip, mac) = (self.client_ns(), self.client_ip(), self.mac(200));
+        self.add_host(&ns, "pcl", ip, &mac);
+    }
+
+    fn node_dir(&self, pnn: u32) -> PathBuf {
+        self.dir.join(format!("node.{pnn}"))
+    }
+
+    fn socket(&self, pnn: u32) -> PathBuf {
+        self.node_dir(pnn).join("run/ctdbd.socket")
+    }
+
+    /// `/etc/ctdb`, `/run/ctdb` and `/var/lib/ctdb` of each node, with only `10.interface`
+    /// enabled (a link to the packaged script, as `ctdb event script enable` makes it).
+    fn configure(&self) {
+        let nodes: String = (0..NODES)
+            .map(|n| format!("{}\n", self.node_ip(n)))
+            .collect();
+        let publics: String = self
+            .public_ips()
+            .iter()
+            .map(|ip| format!("{ip}/24 eth0\n"))
+            .collect();
+        let lock = self.dir.join("cluster.lock");
+        for pnn in 0..NODES {
+            let base = self.node_dir(pnn);
+            let etc = base.join("etc");
+            fs::create_dir_all(etc.join("events/legacy")).unwrap();
+            fs::create_dir_all(base.join("run")).unwrap();
+            for sub in ["volatile", "persistent", "state", "scripts"] {
+                fs::create_dir_all(base.join("var").join(sub)).unwrap();
+            }
+            fs::write(etc.join("nodes"), &nodes).unwrap();
+            fs::write(etc.join("public_addresses"), &publics).unwrap();
+            fs::copy("/etc/ctdb/functions", etc.join("functions")).unwrap();
+            // Tickles registered with `ctdb addtickle` reach the other nodes with the next
+            // periodic update; the default 20 s would dominate the test's run time.
+            fs::write(etc.join("ctdb.tunables"), "TickleUpdateInterval=1\n").unwrap();
+            std::os::unix::fs::symlink(
+                "/usr/share/ctdb/events/legacy/10.interface.script",
+                etc.join("events/legacy/10.interface.script"),
+            )
+            .unwrap();
+            fs::write(
+                etc.join("ctdb.conf"),
+                format!(
+                    "[logging]\n\tlog level = INFO\n[cluster]\n\tnode address = {}\n\
+                     \tcluster lock = {}\n",
+                    self.node_ip(pnn),
+                    lock.display()
+                ),
+            )
+            .unwrap();
+        }
+    }
+
+    /// Starts node `pnn` in its namespaces, in the foreground (`--interactive`, logging to
+    /// `ctdbd.out`), so the child is the daemon.
+    fn start(&mut self, pnn: u32) {
+        let base = self.node_dir(pnn);
+        let ctdbd = match self.flavour {
+            Flavour::Stock => PathBuf::from(STOCK_CTDBD),
+            Flavour::Ours => our_ctdbd(),
+        };
+        let out = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(base.join("ctdbd.out"))
+            .unwrap();
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.node_ns(pnn), "sh", "-c"])
+            .arg(
+                "set -e; mount -t tmpfs ctdb-run /run; mkdir /run/ctdb; \
+                 mount --bind \"$1/run\" /run/ctdb; mount --bind \"$1/etc\" /etc/ctdb; \
+                 mount --bind \"$1/var\" /var/lib/ctdb; shift; exec \"$@\" --interactive",
+            )
+            .arg("sh")
+            .arg(&base)
+            .arg(&ctdbd)
+            .env_remove("CTDB_TEST_MODE")
+            .env_remove("CTDB_BASE")
+            .env_remove("CTDB_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
+        if self.flavour == Flavour::Ours {
+            cmd.env("CTDB_EVENTD", our_eventd())
+                .env(
+                    "CTDB_RECOVERY_HELPER",
+                    env!("CARGO_BIN_EXE_ctdb_recovery_helper"),
+                )
+                .env(
+                    "CTDB_CLUSTER_MUTEX_HELPER",
+                    env!("CARGO_BIN_EXE_ctdb_mutex_fcntl_helper"),
+                );
+        }
+        let child = cmd.spawn().unwrap();
+        self.daemons.insert(pnn, child);
+        let socket = self.socket(pnn);
+        wait_for(&format!("node {pnn}'s socket"), LIMIT, || {
+            socket.exists() && self.ctdb(pnn, &["pnn"]).status.success()
+        });
+    }
+
+    fn kill(&mut self, pnn: u32) {
+        if let Some(mut child) = self.daemons.remove(&pnn) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = fs::remove_file(self.socket(pnn));
+    }
+
+    fn ctdb(&self, pnn: u32, args: &[&str]) -> Output {
+        Command::new(STOCK_CTDB)
+            .args(args)
+            .env_remove("CTDB_TEST_MODE")
+            .env_remove("CTDB_BASE")
+            .env("CTDB_SOCKET", self.socket(pnn))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn ctdb_ok(&self, pnn: u32, args: &[&str]) -> String {
+        let out = self.ctdb(pnn, args);
+        assert!(
+            out.status.success(),
+            "ctdb {args:?} on node {pnn} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The IPv4 addresses on a node's `eth0`, as the kernel has them.
+    fn kernel_addresses(&self, pnn: u32) -> Vec<Ipv4Addr> {
+        must(
+            "ip",
+            &[
+                "-n",
+                &self.node_ns(pnn),
+                "-4",
+                "-o",
+                "addr",
+                "show",
+                "dev",
+                "eth0",
+            ],
+        )
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            words.find(|w| *w == "inet")?;
+            words.next()?.split('/').next()?.parse().ok()
+        })
+        .collect()
+    }
+
+    /// Which node's kernel holds each public address, when every one is on exactly one of
+    /// the `nodes`.
+    fn kernel_hosts(&self, nodes: &[u32]) -> Option<BTreeMap<Ipv4Addr, u32>> {
+        let mut hosts: BTreeMap<Ipv4Addr, Vec<u32>> = BTreeMap::new();
+        for &n in nodes {
+            for ip in self.kernel_addresses(n) {
+                hosts.entry(ip).or_default().push(n);
+            }
+        }
+        self.public_ips()
+            .into_iter()
+            .map(|ip| match hosts.get(&ip).map(Vec::as_slice) {
+                Some(&[n]) => Some((ip, n)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Who CTDB says hosts each public address (`ctdb -X ip` on `pnn`).
+    fn ctdb_hosts(&self, pnn: u32) -> BTreeMap<Ipv4Addr, i64> {
+        self.ctdb(pnn, &["-X", "ip"])
+            .stdout
+            .split(|&b| b == b'\n')
+            .skip(1)
+            .filter_map(|l| {
+                let l = String::from_utf8_lossy(l);
+                let mut f = l.split('|').skip(1);
+                Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// Waits until the kernels of the running `nodes` agree with CTDB (as `nodes[0]` sees it)
+    /// on one host for each public address, `done` holds, and nothing has changed for a
+    /// second; returns the assignment.
+    fn wait_placed(
+        &self,
+        what: &str,
+        nodes: &[u32],
+        done: impl Fn(&BTreeMap<Ipv4Addr, u32>) -> bool,
+    ) -> BTreeMap<Ipv4Addr, u32> {
+        let mut last: Option<(BTreeMap<Ipv4Addr, u32>, u32)> = None;
+        wait_for(what, LIMIT, || {
+            let Some(kernel) = self.kernel_hosts(nodes) else {
+                last = None;
+                return false;
+            };
+            let ctdb = self.ctdb_hosts(nodes[0]);
+            let agreed = kernel
+                .iter()
+                .all(|(ip, &n)| ctdb.get(ip) == Some(&i64::from(n)));
+            if !agreed || !done(&kernel) {
+                last = None;
+                return false;
+            }
+            match &mut last {
+                Some((prev, count)) if *prev == kernel => {
+                    *count += 1;
+                    *count >= 10
+                }
+                _ => {
+                    last = Some((kernel, 0));
+                    false
+                }
+            }
+        });
+        let placed = last.map(|(p, _)| p).unwrap_or_default();
+        self.step(&format!("{what}: {placed:?}"));
+        placed
+    }
+
+    /// Logs progress with the time since the lab was set up.
+    fn step(&self, what: &str) {
+        eprintln!(
+            "[netns {:?} +{:.1}s] {what}",
+            self.flavour,
+            self.started.elapsed().as_secs_f64()
+        );
+    }
+
+    fn start_capture(&mut self) -> PathBuf {
+        let file = self.dir.join("capture.txt");
+        let err = self.dir.join("capture.err");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.client_ns()])
+            .args([
+                "tcpdump",
+                "-i",
+                "eth0",
+                "-nn",
+                "-e",
+                "-l",
+                "-U",
+                "arp or tcp",
+            ])
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&file).unwrap())
+            .stderr(fs::File::create(&err).unwrap())
+            .spawn()
+            .unwrap();
+        self.capture = Some(child);
+        wait_for("tcpdump to listen", LIMIT, || {
+            fs::read_to_string(&err).is_ok_and(|t| t.contains("listening on"))
+        });
+        file
+    }
+
+    fn dump_logs(&self) {
+        for pnn in 0..NODES {
+            if let Ok(text) = fs::read_to_string(self.node_dir(pnn).join("ctdbd.out")) {
+                let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                eprintln!("--- node {pnn} log tail ---");
+                for line in tail.iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
+        }
+        if let Ok(text) = fs::read_to_string(self.dir.join("capture.txt")) {
+            eprintln!("--- capture ---\n{text}");
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump_logs();
+        }
+        let pnns: Vec<u32> = self.daemons.keys().copied().collect();
+        for pnn in pnns {
+            self.kill(pnn);
+        }
+        if let Some(mut child) = self.capture.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for ns in self.namespaces.iter().rev() {
+            let _ = run("ip", &["netns", "del", ns]);
+        }
+        if std::env::var_os("CTDB_TEST_KEEP").is_none() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Moves the calling thread into a network namespace (sockets it opens afterwards live there).
+fn enter_netns(name: &str) {
+    let ns = fs::File::open(Path::new("/run/netns").join(name)).unwrap();
+    // SAFETY: setns on an open namespace file; only this thread's network namespace changes.
+    let ret = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(ret, 0, "setns {name}: {}", std::io::Error::last_os_error());
+}
+
+fn spawn_named<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(f)
+        .unwrap()
+}
+
+/// Lines of the capture that match every one of `words`.
+fn captured(file: &Path, words: &[&str]) -> Vec<String> {
+    fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| words.iter().all(|w| l.contains(w)))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Waits for a gratuitous ARP for `ip` sent from `mac`.
+fn wait_garp(file: &Path, ip: Ipv4Addr, mac: &str) {
+    let request = format!("Request who-has {ip} tell {ip},");
+    let reply = format!("Reply {ip} is-at {mac}");
+    wait_for(
+        &format!("gratuitous ARP for {ip} from {mac}"),
+        LIMIT,
+        || {
+            !captured(file, &[&format!("{mac} > ff:ff:ff:ff:ff:ff"), &request]).is_empty()
+                && !captured(file, &[&format!("{mac} > "), &reply]).is_empty()
+        },
+    );
+}
+
+fn failover_on_real_interfaces(flavour: Flavour) {
+    if let Some(why) = unsupported() {
+        eprintln!("netns test skipped: {why}");
+        return;
+    }
+    let mut lab = Lab::new(flavour);
+    lab.configure();
+    for pnn in 0..NODES {
+        lab.start(pnn);
+    }
+    let all: Vec<u32> = (0..NODES).collect();
+    wait_for("all nodes OK", LIMIT, || {
+        lab.ctdb(0, &["nodestatus", "all"]).status.success()
+    });
+
+    // (1) Each public address is on exactly one node's interface, where CTDB says it is.
+    lab.step("all nodes OK");
+    let balanced = |p: &BTreeMap<Ipv4Addr, u32>| (0..NODES).all(|n| p.values().any(|&h| h == n));
+    let placed = lab.wait_placed("one address on each node", &all, balanced);
+
+    let capture = lab.start_capture();
+
+    // `ctdb moveip` moves an address between kernels, and the new host announces it.
+    let (&moved, &from) = placed.iter().next().unwrap();
+    let to = (from + 1) % NODES;
+    lab.ctdb_ok(0, &["moveip", &moved.to_string(), &to.to_string()]);
+    let placed = lab.wait_placed("the moved address on its new host", &all, |p| {
+        p.get(&moved) == Some(&to)
+    });
+    assert!(!lab.kernel_addresses(from).contains(&moved));
+    // (2) The gratuitous ARP from the new host's MAC.
+    wait_garp(&capture, moved, &lab.node_mac(to));
+    lab.step("gratuitous ARP after moveip seen");
+
+    // (3) A client connection to an address of `victim`, known to the whole cluster as a
+    // tickle, is reset once the address has moved.
+    let (&served, &victim) = placed.iter().find(|(&ip, _)| ip != moved).unwrap();
+    let victim_ns = lab.node_ns(victim);
+    let server_addr = SocketAddr::from((served, SERVICE_PORT));
+    let (accepted_tx, accepted_rx) = mpsc::channel();
+    let (listening_tx, listening_rx) = mpsc::channel();
+    let server = spawn_named("netns-server", move || {
+        enter_netns(&victim_ns);
+        let listener = TcpListener::bind(server_addr).unwrap();
+        listening_tx.send(()).unwrap();
+        let (stream, peer) = listener.accept().unwrap();
+        accepted_tx.send(peer).unwrap();
+        // Held until the end of the test: the victim's kernel never closes the connection.
+        stream
+    });
+    listening_rx.recv_timeout(LIMIT).unwrap();
+    let client_ns = lab.client_ns();
+    let (connected_tx, connected_rx) = mpsc::channel();
+    let client = spawn_named("netns-client", move || {
+        enter_netns(&client_ns);
+        let mut stream = TcpStream::connect_timeout(&server_addr, Duration::from_secs(10)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        connected_tx.send(stream.local_addr().unwrap()).unwrap();
+        let mut buf = [0u8; 16];
+        stream.read(&mut buf).map_err(|e| e.kind())
+    });
+    let client_addr = connected_rx.recv_timeout(LIMIT).unwrap();
+    let peer = accepted_rx.recv_timeout(LIMIT).unwrap();
+    assert_eq!(peer, client_addr);
+    let conn = [client_addr.to_string(), server_addr.to_string()];
+    lab.ctdb_ok(victim, &["addtickle", &conn[0], &conn[1]]);
+    for pnn in 0..NODES {
+        let needle = format!("{}", client_addr.port());
+        wait_for(&format!("node {pnn} to know the tickle"), LIMIT, || {
+            lab.ctdb(pnn, &["-X", "gettickles", &served.to_string()])
+                .stdout
+                .split(|&b| b == b'\n')
+                .any(|l| String::from_utf8_lossy(l).contains(&needle))
+        });
+    }
+
+    // The victim dies as a machine would: daemon gone, link down. Its kernel keeps its
+    // addresses (nobody ran releaseip); the survivors take them over.
+    lab.step("tickle known everywhere; killing the victim");
+    lab.kill(victim);
+    must(
+        "ip",
+        &["-n", &lab.node_ns(victim), "link", "set", "eth0", "down"],
+    );
+    let survivors: Vec<u32> = all.iter().copied().filter(|&n| n != victim).collect();
+    let placed = lab.wait_placed("the victim's addresses on survivors", &survivors, |_| true);
+    let heir = placed[&served];
+    assert_ne!(heir, victim);
+    wait_garp(&capture, served, &lab.node_mac(heir));
+    lab.step("gratuitous ARP from the heir seen");
+    let reset = client.join().unwrap();
+    assert_eq!(
+        reset,
+        Err(std::io::ErrorKind::ConnectionReset),
+        "the client's read should fail with a reset"
+    );
+    let heir_mac = lab.node_mac(heir);
+    let from_service = format!(
+        "{served}.{SERVICE_PORT} > {}.{}:",
+        lab.client_ip(),
+        client_addr.port()
+    );
+    assert!(
+        !captured(&capture, &[&heir_mac, &from_service, "win 1234"]).is_empty(),
+        "no tickle ACK from the heir"
+    );
+    assert!(
+        !captured(&capture, &[&heir_mac, &from_service, "Flags [R"]).is_empty(),
+        "no RST from the heir's kernel"
+    );
+    assert!(
+        lab.kernel_addresses(victim).contains(&served),
+        "a killed daemon cannot release its addresses"
+    );
+
+    // Restarted, the victim's `init` event drops the stale addresses before it takes any.
+    must(
+        "ip",
+        &["-n", &lab.node_ns(victim), "link", "set", "eth0", "up"],
+    );
+    lab.step("client reset; restarting the victim");
+    lab.start(victim);
+    wait_for("all nodes OK again", LIMIT, || {
+        lab.ctdb(0, &["nodestatus", "all"]).status.success()
+    });
+    lab.wait_placed("addresses rebalanced after the restart", &all, balanced);
+    drop(server.join());
+}
+
+#[test]
+fn ours_fail_over_real_interfaces() {
+    failover_on_real_interfaces(Flavour::Ours);
+}
+
+#[test]
+fn stock_fails_over_real_interfaces() {
+    failover_on_real_interfaces(Flavour::Stock);
+}
