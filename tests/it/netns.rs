@@ -100,15 +100,12 @@ struct Lab {
 }
 
 impl Lab {
-    fn new(flavour: Flavour) -> Self {
-        let letter = match flavour {
-            Flavour::Stock => 's',
-            Flavour::Ours => 'o',
-        };
+    /// `number` (0..3) tells the labs of one test process apart: names, subnet and MACs.
+    fn new(flavour: Flavour, number: u8) -> Self {
+        let letter = char::from(b'a' + number);
         let pid = std::process::id();
         let tag = format!("ctrs{pid}{letter}");
-        let subnet = u8::try_from((pid % 100) * 2 + u32::from(flavour == Flavour::Stock))
-            .unwrap_or_default();
+        let subnet = u8::try_from((pid % 80) * 3 + u32::from(number)).unwrap_or_default();
         let dir = std::env::temp_dir().join(format!("ctdb-rs-it-netns-{pid}-{letter}"));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
@@ -154,8 +151,7 @@ impl Lab {
     }
 
     fn mac(&self, host: u8) -> String {
-        let flavour = u8::from(self.flavour == Flavour::Stock);
-        format!("02:31:{:02x}:{flavour:02x}:00:{host:02x}", self.subnet)
+        format!("02:31:{:02x}:00:00:{host:02x}", self.subnet)
     }
 
     fn node_mac(&self, pnn: u32) -> String {
@@ -464,21 +460,14 @@ impl Lab {
         );
     }
 
-    fn start_capture(&mut self) -> PathBuf {
+    /// tcpdump on the client's `eth0`, one line per frame (`-e`: with MAC addresses).
+    fn start_capture(&mut self, options: &[&str]) -> PathBuf {
         let file = self.dir.join("capture.txt");
         let err = self.dir.join("capture.err");
         let child = Command::new("ip")
             .args(["netns", "exec", &self.client_ns()])
-            .args([
-                "tcpdump",
-                "-i",
-                "eth0",
-                "-nn",
-                "-e",
-                "-l",
-                "-U",
-                "arp or tcp",
-            ])
+            .args(["tcpdump", "-i", "eth0", "-nn", "-e", "-l", "-U"])
+            .args(options)
             .stdin(Stdio::null())
             .stdout(fs::File::create(&file).unwrap())
             .stderr(fs::File::create(&err).unwrap())
@@ -587,7 +576,7 @@ fn failover_on_real_interfaces(flavour: Flavour) {
         eprintln!("netns test skipped: {why}");
         return;
     }
-    let mut lab = Lab::new(flavour);
+    let mut lab = Lab::new(flavour, u8::from(flavour == Flavour::Stock));
     lab.configure();
     for pnn in 0..NODES {
         lab.start(pnn);
@@ -602,7 +591,7 @@ fn failover_on_real_interfaces(flavour: Flavour) {
     let balanced = |p: &BTreeMap<Ipv4Addr, u32>| (0..NODES).all(|n| p.values().any(|&h| h == n));
     let placed = lab.wait_placed("one address on each node", &all, balanced);
 
-    let capture = lab.start_capture();
+    let capture = lab.start_capture(&["arp or tcp"]);
 
     // (3) A client connection to an address of `victim`, known to the whole cluster as a
     // tickle, is reset by the new host once the address has moved there.
@@ -731,4 +720,111 @@ fn ours_fail_over_real_interfaces() {
 #[test]
 fn stock_fails_over_real_interfaces() {
     failover_on_real_interfaces(Flavour::Stock);
+}
+
+/// The frames `takeover::system` builds, as tcpdump decodes them on the far end of a real
+/// Ethernet link: a gratuitous ARP request and reply, an IPv6 unsolicited neighbour
+/// advertisement, and IPv4 and IPv6 tickle ACKs with correct checksums. The sending thread
+/// only enters the node's network namespace (its `/sys` still shows the host's), which is
+/// also how a daemon started with `unshare -n` would see the system.
+#[test]
+fn announcements_and_tickles_on_the_wire() {
+    use ctdb::protocol::SockAddr;
+    use ctdb::server::takeover::system;
+    use std::net::Ipv6Addr;
+
+    if let Some(why) = unsupported() {
+        eprintln!("netns test skipped: {why}");
+        return;
+    }
+    let mut lab = Lab::new(Flavour::Ours, 2);
+    let subnet = u16::from(lab.subnet);
+    let v6 = |host: u16| Ipv6Addr::new(0xfd31, 0, 0, subnet, 0, 0, 0, host);
+    for (ns, host) in [(lab.node_ns(0), 1), (lab.client_ns(), 200)] {
+        must(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &ns,
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.all.disable_ipv6=0",
+                "net.ipv6.conf.eth0.disable_ipv6=0",
+            ],
+        );
+        must(
+            "ip",
+            &[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{}/64", v6(host)),
+                "dev",
+                "eth0",
+                "nodad",
+            ],
+        );
+    }
+    let capture = lab.start_capture(&["-vv", "arp or tcp or icmp6"]);
+    let public4 = lab.public_ips()[0];
+    let public6 = v6(101);
+    let client4 = lab.client_ip();
+    let client6 = v6(200);
+    let sender = lab.node_ns(0);
+    let sent = spawn_named("netns-frames", move || {
+        enter_netns(&sender);
+        assert!(system::iface_exists("eth0"));
+        system::send_arp(&SockAddr::new(public4.into(), 0), "eth0")?;
+        system::send_arp(&SockAddr::new(public6.into(), 0), "eth0")?;
+        system::send_tickle_ack(
+            &SockAddr::new(public4.into(), SERVICE_PORT),
+            &SockAddr::new(client4.into(), 5000),
+        )?;
+        system::send_tickle_ack(
+            &SockAddr::new(public6.into(), SERVICE_PORT),
+            &SockAddr::new(client6.into(), 5000),
+        )
+    })
+    .join()
+    .unwrap();
+    assert_eq!(sent, Ok(()));
+
+    let mac = lab.node_mac(0);
+    let tickle4 = format!("{public4}.{SERVICE_PORT} > {client4}.5000: Flags [.], cksum");
+    let tickle6 = format!("{public6}.{SERVICE_PORT} > {client6}.5000: Flags [.], cksum");
+    let mut text = String::new();
+    wait_for("all four frames", LIMIT, || {
+        text = fs::read_to_string(&capture).unwrap_or_default();
+        text.contains(&tickle4) && text.contains(&tickle6)
+    });
+    eprintln!("{text}");
+    let broadcast = format!("{mac} > ff:ff:ff:ff:ff:ff, ethertype ARP");
+    assert!(!captured(
+        &capture,
+        &[
+            &broadcast,
+            &format!("Request who-has {public4} tell {public4}")
+        ]
+    )
+    .is_empty());
+    assert!(!captured(
+        &capture,
+        &[&broadcast, &format!("Reply {public4} is-at {mac}")]
+    )
+    .is_empty());
+    assert!(text.contains(&format!(
+        "neighbor advertisement, length 32, tgt is {public6}"
+    )));
+    assert!(text.contains(&format!("{mac} > 33:33:00:00:00:01, ethertype IPv6")));
+    for tickle in [&tickle4, &tickle6] {
+        let line = text.lines().find(|l| l.contains(tickle.as_str())).unwrap();
+        assert!(line.contains("(correct)"), "bad checksum: {line}");
+        assert!(line.contains("win 1234"), "not a tickle: {line}");
+    }
+    assert!(
+        !text.contains("bad cksum") && !text.contains("incorrect"),
+        "{text}"
+    );
 }
