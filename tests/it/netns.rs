@@ -10,9 +10,15 @@
 //! directory on `/run/ctdb`. The event scripts it starts see the same mounts, so `ctdb` calls
 //! in them reach their own daemon. The test talks to each daemon through `CTDB_SOCKET`.
 //!
-//! Addresses: `10.231.S.0/24` where S depends on the test process and the flavour; node n has
+//! Only `10.interface` is enabled (no iptables on the test machine: its `ip_block` fails
+//! harmlessly). `ctdb.tunables` sets `TickleUpdateInterval=1` so that a tickle added on one
+//! node reaches the others within a second.
+//!
+//! Addresses: `10.231.S.0/24` where S depends on the test process and the lab; node n has
 //! `.n+1`, public addresses are `.101..103` on `eth0`, the client is `.200`. MAC addresses are
-//! fixed (`02:31:S:F:00:n+1`) so captured frames name their sender.
+//! fixed (`02:31:S:00:00:<host>`) so captured frames name their sender. Namespaces are
+//! `ctrs<pid><lab>{n0,n1,n2,cl,sw}`; the bridge lives in the `sw` one. `CTDB_TEST_KEEP=1`
+//! keeps the directory (logs, capture) for a post-mortem; namespaces always go.
 
 use crate::cluster::{our_ctdbd, our_eventd, Flavour, STOCK_CTDB, STOCK_CTDBD};
 use std::collections::BTreeMap;
@@ -678,7 +684,8 @@ fn failover_on_real_interfaces(flavour: Flavour) {
         "a killed daemon cannot release its addresses"
     );
 
-    // Restarted, the victim's `init` event drops the stale addresses before it takes any.
+    // Restarted, the victim's `init` event drops its stale addresses before it takes any:
+    // afterwards every address is on exactly one kernel again, where CTDB says it is.
     must(
         "ip",
         &["-n", &lab.node_ns(victim), "link", "set", "eth0", "up"],
