@@ -74,6 +74,11 @@ fn unsupported() -> Option<String> {
     if unsafe { libc::geteuid() } != 0 {
         return Some("needs root (network namespaces, veths, bind mounts)".into());
     }
+    for tool in ["ip", "tcpdump"] {
+        if Command::new(tool).arg("-V").output().is_err() {
+            return Some(format!("no `{tool}` command"));
+        }
+    }
     let probe = format!(
         "ctrs{}probe{:?}",
         std::process::id(),
