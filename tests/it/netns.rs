@@ -24,7 +24,7 @@ use crate::cluster::{our_ctdbd, our_eventd, Flavour, STOCK_CTDB, STOCK_CTDBD};
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -155,9 +155,16 @@ impl Lab {
         Ipv4Addr::new(10, 231, self.subnet, 200)
     }
 
-    fn public_ips(&self) -> Vec<Ipv4Addr> {
+    /// An IPv6 address of the lab: `fd31:0:0:S::host`.
+    fn v6(&self, host: u16) -> Ipv6Addr {
+        Ipv6Addr::new(0xfd31, 0, 0, u16::from(self.subnet), 0, 0, 0, host)
+    }
+
+    /// One IPv4 public address per node and one IPv6 address.
+    fn public_ips(&self) -> Vec<IpAddr> {
         (0..NODES)
-            .map(|i| Ipv4Addr::new(10, 231, self.subnet, u8::try_from(101 + i).unwrap()))
+            .map(|i| Ipv4Addr::new(10, 231, self.subnet, u8::try_from(101 + i).unwrap()).into())
+            .chain([self.v6(0x65).into()])
             .collect()
     }
 
@@ -176,7 +183,7 @@ impl Lab {
     }
 
     /// A host namespace with `eth0` on the bridge.
-    fn add_host(&mut self, ns: &str, port: &str, ip: Ipv4Addr, mac: &str) {
+    fn add_host(&mut self, ns: &str, port: &str, ip: Ipv4Addr, mac: &str, ipv6: bool) {
         self.add_ns(ns);
         let switch = self.switch();
         must(
@@ -190,18 +197,19 @@ impl Lab {
             "ip",
             &["-n", &switch, "link", "set", port, "master", "br0", "up"],
         );
-        // IPv6 would only add DAD and router solicitation noise to the capture.
-        let _ = run(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                ns,
-                "sysctl",
-                "-qw",
-                "net.ipv6.conf.all.disable_ipv6=1",
-            ],
-        );
+        if !ipv6 {
+            let _ = run(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    ns,
+                    "sysctl",
+                    "-qw",
+                    "net.ipv6.conf.all.disable_ipv6=1",
+                ],
+            );
+        }
         must(
             "ip",
             &["-n", ns, "addr", "add", &format!("{ip}/24"), "dev", "eth0"],
@@ -219,10 +227,11 @@ impl Lab {
         must("ip", &["-n", &switch, "link", "set", "br0", "up"]);
         for pnn in 0..NODES {
             let (ns, ip, mac) = (self.node_ns(pnn), self.node_ip(pnn), self.node_mac(pnn));
-            self.add_host(&ns, &format!("pn{pnn}"), ip, &mac);
+            self.add_host(&ns, &format!("pn{pnn}"), ip, &mac, true);
         }
         let (ns, ip, mac) = (self.client_ns(), self.client_ip(), self.mac(200));
-        self.add_host(&ns, "pcl", ip, &mac);
+        // The client's IPv6 would only add DAD and router solicitations to the capture.
+        self.add_host(&ns, "pcl", ip, &mac, false);
     }
 
     fn node_dir(&self, pnn: u32) -> PathBuf {
@@ -242,7 +251,10 @@ impl Lab {
         let publics: String = self
             .public_ips()
             .iter()
-            .map(|ip| format!("{ip}/24 eth0\n"))
+            .map(|ip| match ip {
+                IpAddr::V4(_) => format!("{ip}/24 eth0\n"),
+                IpAddr::V6(_) => format!("{ip}/64 eth0\n"),
+            })
             .collect();
         let lock = self.dir.join("cluster.lock");
         for pnn in 0..NODES {
@@ -367,14 +379,13 @@ impl Lab {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// The IPv4 addresses on a node's `eth0`, as the kernel has them.
-    fn kernel_addresses(&self, pnn: u32) -> Vec<Ipv4Addr> {
+    /// The global addresses on a node's `eth0`, as the kernel has them.
+    fn kernel_addresses(&self, pnn: u32) -> Vec<IpAddr> {
         must(
             "ip",
             &[
                 "-n",
                 &self.node_ns(pnn),
-                "-4",
                 "-o",
                 "addr",
                 "show",
@@ -383,9 +394,10 @@ impl Lab {
             ],
         )
         .lines()
+        .filter(|l| l.contains("scope global"))
         .filter_map(|l| {
             let mut words = l.split_whitespace();
-            words.find(|w| *w == "inet")?;
+            words.find(|w| *w == "inet" || *w == "inet6")?;
             words.next()?.split('/').next()?.parse().ok()
         })
         .collect()
@@ -393,8 +405,8 @@ impl Lab {
 
     /// Which node's kernel holds each public address, when every one is on exactly one of
     /// the `nodes`.
-    fn kernel_hosts(&self, nodes: &[u32]) -> Option<BTreeMap<Ipv4Addr, u32>> {
-        let mut hosts: BTreeMap<Ipv4Addr, Vec<u32>> = BTreeMap::new();
+    fn kernel_hosts(&self, nodes: &[u32]) -> Option<BTreeMap<IpAddr, u32>> {
+        let mut hosts: BTreeMap<IpAddr, Vec<u32>> = BTreeMap::new();
         for &n in nodes {
             for ip in self.kernel_addresses(n) {
                 hosts.entry(ip).or_default().push(n);
@@ -410,7 +422,7 @@ impl Lab {
     }
 
     /// Who CTDB says hosts each public address (`ctdb -X ip` on `pnn`).
-    fn ctdb_hosts(&self, pnn: u32) -> BTreeMap<Ipv4Addr, i64> {
+    fn ctdb_hosts(&self, pnn: u32) -> BTreeMap<IpAddr, i64> {
         self.ctdb(pnn, &["-X", "ip"])
             .stdout
             .split(|&b| b == b'\n')
@@ -430,9 +442,9 @@ impl Lab {
         &self,
         what: &str,
         nodes: &[u32],
-        done: impl Fn(&BTreeMap<Ipv4Addr, u32>) -> bool,
-    ) -> BTreeMap<Ipv4Addr, u32> {
-        let mut last: Option<(BTreeMap<Ipv4Addr, u32>, u32)> = None;
+        done: impl Fn(&BTreeMap<IpAddr, u32>) -> bool,
+    ) -> BTreeMap<IpAddr, u32> {
+        let mut last: Option<(BTreeMap<IpAddr, u32>, u32)> = None;
         wait_for(what, LIMIT, || {
             let Some(kernel) = self.kernel_hosts(nodes) else {
                 last = None;
@@ -568,7 +580,7 @@ fn captured_after(file: &Path, skip: usize, words: &[&str]) -> Vec<String> {
 }
 
 /// Waits for a gratuitous ARP for `ip` sent from `mac`, after the first `skip` lines.
-fn wait_garp(file: &Path, skip: usize, ip: Ipv4Addr, mac: &str) {
+fn wait_garp(file: &Path, skip: usize, ip: IpAddr, mac: &str) {
     let request = format!("Request who-has {ip} tell {ip},");
     let reply = format!("Reply {ip} is-at {mac}");
     wait_for(
@@ -599,10 +611,10 @@ fn failover_on_real_interfaces(flavour: Flavour) {
 
     // (1) Each public address is on exactly one node's interface, where CTDB says it is.
     lab.step("all nodes OK");
-    let balanced = |p: &BTreeMap<Ipv4Addr, u32>| (0..NODES).all(|n| p.values().any(|&h| h == n));
+    let balanced = |p: &BTreeMap<IpAddr, u32>| (0..NODES).all(|n| p.values().any(|&h| h == n));
     let placed = lab.wait_placed("one address on each node", &all, balanced);
 
-    let capture = lab.start_capture(&["arp or tcp"]);
+    let capture = lab.start_capture(&["arp or tcp or icmp6"]);
 
     // (3) A client connection to an address of `victim`, known to the whole cluster as a
     // tickle, is reset by the new host once the address has moved there.
@@ -709,18 +721,36 @@ fn failover_on_real_interfaces(flavour: Flavour) {
     let to = (from + 1) % NODES;
     let seen = captured_lines(&capture);
     lab.ctdb_ok(0, &["moveip", &moved.to_string(), &to.to_string()]);
-    lab.wait_placed("the moved address on its new host", &all, |p| {
+    let placed = lab.wait_placed("the moved address on its new host", &all, |p| {
         p.get(&moved) == Some(&to)
     });
     assert!(!lab.kernel_addresses(from).contains(&moved));
     wait_garp(&capture, seen, moved, &lab.node_mac(to));
     lab.step("gratuitous ARP after moveip seen");
 
-    for line in captured(&capture, &["ARP"])
-        .iter()
-        .chain(&captured(&capture, &[&format!(".{SERVICE_PORT} ")]))
-    {
-        eprintln!("{line}");
+    // The IPv6 address moves the same way; its new host sends an unsolicited neighbour
+    // advertisement to all nodes.
+    let moved6 = lab.public_ips()[NODES as usize];
+    let from6 = placed[&moved6];
+    let to6 = (from6 + 1) % NODES;
+    let seen = captured_lines(&capture);
+    lab.ctdb_ok(0, &["moveip", &moved6.to_string(), &to6.to_string()]);
+    lab.wait_placed("the IPv6 address on its new host", &all, |p| {
+        p.get(&moved6) == Some(&to6)
+    });
+    assert!(!lab.kernel_addresses(from6).contains(&moved6));
+    let to_all_nodes = format!("{} > 33:33:00:00:00:01", lab.node_mac(to6));
+    let advert = format!("neighbor advertisement, tgt is {moved6},");
+    wait_for("an unsolicited neighbour advertisement", LIMIT, || {
+        !captured_after(&capture, seen, &[&to_all_nodes, &advert]).is_empty()
+    });
+    lab.step("neighbour advertisement after moveip seen");
+
+    let service = format!(".{SERVICE_PORT} ");
+    for words in [&["ARP"], &["neighbor advertisement"], &[service.as_str()]] {
+        for line in captured(&capture, words) {
+            eprintln!("{line}");
+        }
     }
 }
 
