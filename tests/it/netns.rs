@@ -773,15 +773,13 @@ fn stock_fails_over_real_interfaces() {
 fn announcements_and_tickles_on_the_wire() {
     use ctdb::protocol::SockAddr;
     use ctdb::server::takeover::system;
-    use std::net::Ipv6Addr;
 
     if let Some(why) = unsupported() {
         eprintln!("netns test skipped: {why}");
         return;
     }
     let mut lab = Lab::new(Flavour::Ours, 2);
-    let subnet = u16::from(lab.subnet);
-    let v6 = |host: u16| Ipv6Addr::new(0xfd31, 0, 0, subnet, 0, 0, 0, host);
+    // The client has IPv6 switched off; the tickle needs it on both ends.
     for (ns, host) in [(lab.node_ns(0), 1), (lab.client_ns(), 200)] {
         must(
             "ip",
@@ -802,7 +800,7 @@ fn announcements_and_tickles_on_the_wire() {
                 &ns,
                 "addr",
                 "add",
-                &format!("{}/64", v6(host)),
+                &format!("{}/64", lab.v6(host)),
                 "dev",
                 "eth0",
                 "nodad",
@@ -811,17 +809,17 @@ fn announcements_and_tickles_on_the_wire() {
     }
     let capture = lab.start_capture(&["-vv", "arp or tcp or icmp6"]);
     let public4 = lab.public_ips()[0];
-    let public6 = v6(101);
+    let public6 = lab.v6(0x65);
     let client4 = lab.client_ip();
-    let client6 = v6(200);
+    let client6 = lab.v6(200);
     let sender = lab.node_ns(0);
     let sent = spawn_named("netns-frames", move || {
         enter_netns(&sender);
         assert!(system::iface_exists("eth0"));
-        system::send_arp(&SockAddr::new(public4.into(), 0), "eth0")?;
+        system::send_arp(&SockAddr::new(public4, 0), "eth0")?;
         system::send_arp(&SockAddr::new(public6.into(), 0), "eth0")?;
         system::send_tickle_ack(
-            &SockAddr::new(public4.into(), SERVICE_PORT),
+            &SockAddr::new(public4, SERVICE_PORT),
             &SockAddr::new(client4.into(), 5000),
         )?;
         system::send_tickle_ack(
