@@ -594,6 +594,118 @@ fn wait_garp(file: &Path, skip: usize, ip: IpAddr, mac: &str) {
     );
 }
 
+/// Opens a TCP connection from the client namespace; the thread then waits for the
+/// connection's fate: its read ends with the error kind (or the bytes read, if any).
+fn connect_client(
+    client_ns: &str,
+    server: SocketAddr,
+) -> (
+    SocketAddr,
+    std::thread::JoinHandle<Result<usize, std::io::ErrorKind>>,
+) {
+    let client_ns = client_ns.to_string();
+    let (connected_tx, connected_rx) = mpsc::channel();
+    let reader = spawn_named("netns-client", move || {
+        enter_netns(&client_ns);
+        let mut stream = TcpStream::connect_timeout(&server, Duration::from_secs(10)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        connected_tx.send(stream.local_addr().unwrap()).unwrap();
+        let mut buf = [0u8; 16];
+        stream.read(&mut buf).map_err(|e| e.kind())
+    });
+    (connected_rx.recv_timeout(LIMIT).unwrap(), reader)
+}
+
+/// `CTDB_NETNS_TCP_CLIENT="<socket> <client> <server>"` turns [`tcp_client_registrar`]
+/// into an smbd stand-in.
+const REGISTRAR_ENV: &str = "CTDB_NETNS_TCP_CLIENT";
+
+/// A process that registered a connection with TCP_CLIENT and stays connected to the
+/// daemon (a daemon forgets a client's connections when the client goes). It is a separate
+/// process because a daemon that releases the address SIGKILLs the registering client.
+#[derive(Debug)]
+struct TcpClientRegistrar(Child);
+
+impl TcpClientRegistrar {
+    fn start(socket: &Path, client: SocketAddr, server: SocketAddr) -> Self {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["netns::tcp_client_registrar", "--exact", "--nocapture"])
+            .env(
+                REGISTRAR_ENV,
+                format!("{} {client} {server}", socket.display()),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+            assert!(n > 0, "the registrar exited without registering");
+            // The test harness may print its own words before ours on the same line.
+            if let Some((_, status)) = line.trim().split_once("TCP_CLIENT status ") {
+                assert_eq!(status, "0", "TCP_CLIENT failed");
+                return TcpClientRegistrar(child);
+            }
+        }
+    }
+}
+
+impl Drop for TcpClientRegistrar {
+    fn drop(&mut self) {
+        drop(self.0.stdin.take());
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Not a test by itself: with [`REGISTRAR_ENV`] set it connects to a daemon, registers a
+/// TCP connection with TCP_CLIENT as smbd does, reports the status, and stays connected
+/// until its stdin closes. Without the variable it does nothing.
+#[test]
+fn tcp_client_registrar() {
+    use ctdb::client::Client;
+    use ctdb::protocol::basic::Marshal;
+    use ctdb::protocol::header::CURRENT_NODE;
+    use ctdb::protocol::opcode::ControlOpcode;
+    use ctdb::protocol::types::Connection;
+    use ctdb::protocol::SockAddr;
+
+    let Ok(spec) = std::env::var(REGISTRAR_ENV) else {
+        return;
+    };
+    let words: Vec<&str> = spec.split(' ').collect();
+    let [socket, client, server] = words[..] else {
+        panic!("bad {REGISTRAR_ENV}: {spec}");
+    };
+    let address = |text: &str| {
+        let a: SocketAddr = text.parse().unwrap();
+        SockAddr::new(a.ip(), a.port())
+    };
+    let connection = Connection {
+        src: address(client),
+        dst: address(server),
+    };
+    let mut daemon = Client::connect(Path::new(socket)).unwrap();
+    let reply = daemon
+        .control(
+            CURRENT_NODE,
+            ControlOpcode::TcpClient,
+            0,
+            0,
+            connection.to_bytes(),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    println!("TCP_CLIENT status {}", reply.status);
+    let _ = std::io::stdin().read(&mut [0u8; 1]);
+}
+
 fn failover_on_real_interfaces(flavour: Flavour) {
     if let Some(why) = unsupported() {
         eprintln!("netns test skipped: {why}");
@@ -616,55 +728,47 @@ fn failover_on_real_interfaces(flavour: Flavour) {
 
     let capture = lab.start_capture(&["arp or tcp or icmp6"]);
 
-    // (3) A client connection to an address of `victim`, known to the whole cluster as a
-    // tickle, is reset by the new host once the address has moved there.
+    // (3) Two client connections to an address of `victim`, known to the whole cluster as
+    // tickles, are reset by the new host once the address has moved there. One is
+    // registered as smbd does it (TCP_CLIENT on the victim, which tells every node at once),
+    // the other with `ctdb addtickle` (the victim's periodic tickle update spreads it).
     let (&served, &victim) = placed.iter().next().unwrap();
     let victim_ns = lab.node_ns(victim);
     let server_addr = SocketAddr::from((served, SERVICE_PORT));
-    let (accepted_tx, accepted_rx) = mpsc::channel();
     let (listening_tx, listening_rx) = mpsc::channel();
     let server = spawn_named("netns-server", move || {
         enter_netns(&victim_ns);
         let listener = TcpListener::bind(server_addr).unwrap();
         listening_tx.send(()).unwrap();
-        let (stream, peer) = listener.accept().unwrap();
-        accepted_tx.send(peer).unwrap();
-        // Held until the end of the test: the victim's kernel never closes the connection.
-        stream
+        // Held until the end of the test: the victim's kernel never closes the connections.
+        (0..2)
+            .map(|_| listener.accept().unwrap())
+            .collect::<Vec<_>>()
     });
     listening_rx.recv_timeout(LIMIT).unwrap();
-    let client_ns = lab.client_ns();
-    let (connected_tx, connected_rx) = mpsc::channel();
-    let client = spawn_named("netns-client", move || {
-        enter_netns(&client_ns);
-        let mut stream = TcpStream::connect_timeout(&server_addr, Duration::from_secs(10)).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(60)))
-            .unwrap();
-        connected_tx.send(stream.local_addr().unwrap()).unwrap();
-        let mut buf = [0u8; 16];
-        stream.read(&mut buf).map_err(|e| e.kind())
-    });
-    let client_addr = connected_rx.recv_timeout(LIMIT).unwrap();
-    let peer = accepted_rx.recv_timeout(LIMIT).unwrap();
-    assert_eq!(peer, client_addr);
-    let conn = [client_addr.to_string(), server_addr.to_string()];
-    lab.ctdb_ok(victim, &["addtickle", &conn[0], &conn[1]]);
+    let (smbd_like, smbd_like_reset) = connect_client(&lab.client_ns(), server_addr);
+    let (added, added_reset) = connect_client(&lab.client_ns(), server_addr);
+    let registrar = TcpClientRegistrar::start(&lab.socket(victim), smbd_like, server_addr);
+    lab.ctdb_ok(
+        victim,
+        &["addtickle", &added.to_string(), &server_addr.to_string()],
+    );
     for pnn in 0..NODES {
-        let needle = format!("{}", client_addr.port());
-        wait_for(&format!("node {pnn} to know the tickle"), LIMIT, || {
-            lab.ctdb(pnn, &["-X", "gettickles", &served.to_string()])
-                .stdout
-                .split(|&b| b == b'\n')
-                .any(|l| String::from_utf8_lossy(l).contains(&needle))
+        wait_for(&format!("node {pnn} to know both tickles"), LIMIT, || {
+            let out = lab.ctdb(pnn, &["-X", "gettickles", &served.to_string()]);
+            let text = String::from_utf8_lossy(&out.stdout);
+            [smbd_like, added]
+                .iter()
+                .all(|c| text.lines().any(|l| l.contains(&format!("|{}|", c.port()))))
         });
     }
 
     // The victim dies as a machine would: daemon gone, link down. Its kernel keeps its
     // addresses (nobody ran releaseip); the survivors take them over.
-    lab.step("tickle known everywhere; killing the victim");
+    lab.step("tickles known everywhere; killing the victim");
     let seen = captured_lines(&capture);
     lab.kill(victim);
+    drop(registrar);
     must(
         "ip",
         &["-n", &lab.node_ns(victim), "link", "set", "eth0", "down"],
@@ -676,26 +780,27 @@ fn failover_on_real_interfaces(flavour: Flavour) {
     // (2) The heir announces the address: a gratuitous ARP from its MAC.
     wait_garp(&capture, seen, served, &lab.node_mac(heir));
     lab.step("gratuitous ARP from the heir seen");
-    let reset = client.join().unwrap();
-    assert_eq!(
-        reset,
-        Err(std::io::ErrorKind::ConnectionReset),
-        "the client's read should fail with a reset"
-    );
     let heir_mac = lab.node_mac(heir);
-    let from_service = format!(
-        "{served}.{SERVICE_PORT} > {}.{}:",
-        lab.client_ip(),
-        client_addr.port()
-    );
-    assert!(
-        !captured(&capture, &[&heir_mac, &from_service, "win 1234"]).is_empty(),
-        "no tickle ACK from the heir"
-    );
-    assert!(
-        !captured(&capture, &[&heir_mac, &from_service, "Flags [R"]).is_empty(),
-        "no RST from the heir's kernel"
-    );
+    for (client_addr, reset) in [(smbd_like, smbd_like_reset), (added, added_reset)] {
+        assert_eq!(
+            reset.join().unwrap(),
+            Err(std::io::ErrorKind::ConnectionReset),
+            "the read of client {client_addr} should fail with a reset"
+        );
+        let from_service = format!(
+            "{served}.{SERVICE_PORT} > {}.{}:",
+            client_addr.ip(),
+            client_addr.port()
+        );
+        assert!(
+            !captured(&capture, &[&heir_mac, &from_service, "win 1234"]).is_empty(),
+            "no tickle ACK from the heir to {client_addr}"
+        );
+        assert!(
+            !captured(&capture, &[&heir_mac, &from_service, "Flags [R"]).is_empty(),
+            "no RST from the heir's kernel to {client_addr}"
+        );
+    }
     assert!(
         lab.kernel_addresses(victim).contains(&served),
         "a killed daemon cannot release its addresses"
@@ -707,7 +812,7 @@ fn failover_on_real_interfaces(flavour: Flavour) {
         "ip",
         &["-n", &lab.node_ns(victim), "link", "set", "eth0", "up"],
     );
-    lab.step("client reset; restarting the victim");
+    lab.step("clients reset; restarting the victim");
     lab.start(victim);
     wait_for("all nodes OK again", LIMIT, || {
         lab.ctdb(0, &["nodestatus", "all"]).status.success()
