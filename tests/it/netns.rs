@@ -630,7 +630,7 @@ struct TcpClientRegistrar(Child);
 
 impl TcpClientRegistrar {
     fn start(socket: &Path, client: SocketAddr, server: SocketAddr) -> Self {
-        let mut child = Command::new(std::env::current_exe().unwrap())
+        let child = Command::new(std::env::current_exe().unwrap())
             .args(["netns::tcp_client_registrar", "--exact", "--nocapture"])
             .env(
                 REGISTRAR_ENV,
@@ -641,7 +641,9 @@ impl TcpClientRegistrar {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        // Owned by the guard at once, so that a failed registration still reaps it.
+        let mut registrar = TcpClientRegistrar(child);
+        let mut stdout = std::io::BufReader::new(registrar.0.stdout.take().unwrap());
         let mut line = String::new();
         loop {
             line.clear();
@@ -650,7 +652,7 @@ impl TcpClientRegistrar {
             // The test harness may print its own words before ours on the same line.
             if let Some((_, status)) = line.trim().split_once("TCP_CLIENT status ") {
                 assert_eq!(status, "0", "TCP_CLIENT failed");
-                return TcpClientRegistrar(child);
+                return registrar;
             }
         }
     }
