@@ -2,6 +2,14 @@
 //! on a bridge, the stock `10.interface` event script, and a client namespace on the same
 //! bridge watching the wire with tcpdump. Needs root; skipped (with a message) otherwise.
 //!
+//! `{ours,stock}_fail*_over_real_interfaces` run the same scenario against our daemon and
+//! stock's: addresses land in exactly one kernel each, where CTDB says; two client
+//! connections (one registered with TCP_CLIENT as smbd does, one with `ctdb addtickle`) to a
+//! node that is then killed are reset by the heir's tickle ACKs after its gratuitous ARP;
+//! the restarted node drops its stale addresses; `ctdb moveip` moves an IPv4 and an IPv6
+//! address between kernels with a gratuitous ARP / unsolicited neighbour advertisement from
+//! the new host. `announcements_and_tickles_on_the_wire` checks the raw frames alone.
+//!
 //! Configuration that works for stock 4.17 and for ours: `CTDB_TEST_MODE` is NOT set, because
 //! test mode turns off `do_checkpublicip` and with it every gratuitous ARP and tickle ACK. Each
 //! daemon instead gets private copies of the compiled-in directories: it runs under
