@@ -735,6 +735,14 @@ fn failover_on_real_interfaces(flavour: Flavour) {
     lab.step("all nodes OK");
     let balanced = |p: &BTreeMap<IpAddr, u32>| (0..NODES).all(|n| p.values().any(|&h| h == n));
     let placed = lab.wait_placed("one address on each node", &all, balanced);
+    // 10.interface's monitor event reported the link of the one interface up (`setifacelink`).
+    for pnn in 0..NODES {
+        let ifaces = lab.ctdb_ok(pnn, &["-X", "ifaces"]);
+        assert!(
+            ifaces.lines().any(|l| l.starts_with("|eth0|1|")),
+            "{ifaces}"
+        );
+    }
 
     let capture = lab.start_capture(&["arp or tcp or icmp6"]);
 
