@@ -326,7 +326,7 @@ fn start_daemon(startup: Startup) -> Result<i32, StartError> {
     info!("PNN is {pnn}");
     let public_addresses = public_addresses::load(
         &paths.public_addresses_file(),
-        public_addresses::interface_exists_in_sysfs,
+        takeover_system::iface_exists,
     )
     .map_err(|e| StartError::Other(format!("Unable to setup public IP addresses: {e}")))?;
 

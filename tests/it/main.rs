@@ -15,6 +15,7 @@ mod leader;
 mod membership;
 mod mixed;
 mod mutex;
+mod netns;
 mod recovery_helper;
 mod shell;
 mod smbd;

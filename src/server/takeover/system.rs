@@ -44,9 +44,12 @@ pub fn have_ip(addr: &SockAddr) -> bool {
     bound.is_ok()
 }
 
-/// `ctdb_sys_check_iface_exists`.
+/// `ctdb_sys_check_iface_exists`: the interface is in `if_nameindex()`, which asks the kernel
+/// (netlink) and so sees the caller's network namespace even where `/sys` was mounted for
+/// another one (`unshare -n`, `nsenter --net`).
 pub fn iface_exists(iface: &str) -> bool {
-    public_addresses::interface_exists_in_sysfs(iface)
+    nix::net::if_::if_nameindex()
+        .is_ok_and(|list| list.iter().any(|i| i.name().to_bytes() == iface.as_bytes()))
 }
 
 /// Re-reads the public addresses file as the RELOAD_PUBLIC_IPS child does (a missing file
@@ -65,26 +68,37 @@ pub fn read_public_addresses(path: &Path) -> Result<Vec<PublicAddress>, String> 
         .map_err(|e| e.to_string())
 }
 
-/// `ARPHRD_ETHER` and `ARPHRD_LOOPBACK`, as `/sys/class/net/<iface>/type` reports them.
+/// `ARPHRD_ETHER` and `ARPHRD_LOOPBACK`, the hardware types SIOCGIFHWADDR reports.
 const ARPHRD_ETHER: u16 = 1;
 const ARPHRD_LOOPBACK: u16 = 772;
 
-fn sysfs(iface: &str, what: &str) -> Result<String, String> {
-    if iface.is_empty() || iface.contains('/') || iface == "." || iface == ".." {
+/// SIOCGIFHWADDR on `fd`: the interface's hardware type and (first six bytes of) address. Like
+/// stock, this asks the socket's network namespace rather than `/sys`, which may show another.
+fn hardware_address(fd: &OwnedFd, iface: &str) -> Result<(u16, [u8; packets::ETH_ALEN]), String> {
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    if iface.len() >= request.ifr_name.len() || iface.contains('\0') {
         return Err(format!("Interface '{iface}' not found"));
     }
-    std::fs::read_to_string(Path::new("/sys/class/net").join(iface).join(what))
-        .map(|s| s.trim().to_string())
-        .map_err(|e| format!("Interface '{iface}' not found: {e}"))
-}
-
-fn parse_mac(text: &str) -> Option<[u8; packets::ETH_ALEN]> {
-    let mut mac = [0u8; packets::ETH_ALEN];
-    let mut parts = text.split(':');
-    for byte in &mut mac {
-        *byte = u8::from_str_radix(parts.next()?, 16).ok()?;
+    for (to, from) in request.ifr_name.iter_mut().zip(iface.bytes()) {
+        *to = from.cast_signed();
     }
-    parts.next().is_none().then_some(mac)
+    // SAFETY: SIOCGIFHWADDR reads the NUL-terminated name from `request` and writes the
+    // hardware address into it; `request` is live and writable for the call.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFHWADDR, &raw mut request) };
+    if ret < 0 {
+        return Err(format!(
+            "ioctl failed on interface '{iface}': {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: a successful SIOCGIFHWADDR filled the union's hardware address member.
+    let hwaddr = unsafe { request.ifr_ifru.ifru_hwaddr };
+    let mut mac = [0u8; packets::ETH_ALEN];
+    for (to, from) in mac.iter_mut().zip(hwaddr.sa_data.iter()) {
+        *to = from.cast_unsigned();
+    }
+    Ok((hwaddr.sa_family, mac))
 }
 
 /// Opens a raw socket; the descriptor closes when the result is dropped.
@@ -131,11 +145,10 @@ fn send_to<T>(fd: &OwnedFd, packet: &[u8], addr: &T) -> Result<(), String> {
 /// neighbour advertisement (IPv6) on `iface`. Loopback interfaces are skipped silently,
 /// other non-Ethernet ones are an error.
 pub fn send_arp(addr: &SockAddr, iface: &str) -> Result<(), String> {
+    let fd = raw_socket(libc::AF_PACKET, libc::SOCK_RAW, 0)?;
     let ifindex = nix::net::if_::if_nametoindex(iface)
         .map_err(|e| format!("Interface '{iface}' not found: {e}"))?;
-    let hwtype: u16 = sysfs(iface, "type")?
-        .parse()
-        .map_err(|_| format!("Unknown hardware type of interface '{iface}'"))?;
+    let (hwtype, mac) = hardware_address(&fd, iface)?;
     if hwtype == ARPHRD_LOOPBACK {
         log::debug!("Ignoring loopback arp request");
         return Ok(());
@@ -143,8 +156,6 @@ pub fn send_arp(addr: &SockAddr, iface: &str) -> Result<(), String> {
     if hwtype != ARPHRD_ETHER {
         return Err(format!("Not an ethernet address family (0x{hwtype:x})"));
     }
-    let mac = parse_mac(&sysfs(iface, "address")?)
-        .ok_or_else(|| format!("Bad hardware address of interface '{iface}'"))?;
     let frames = match *addr {
         SockAddr::V4 { ip, .. } => vec![
             packets::arp_frame(ip, mac, false),
@@ -152,7 +163,6 @@ pub fn send_arp(addr: &SockAddr, iface: &str) -> Result<(), String> {
         ],
         SockAddr::V6 { ip, .. } => vec![packets::neighbour_advert_frame(ip, mac)],
     };
-    let fd = raw_socket(libc::AF_PACKET, libc::SOCK_RAW, 0)?;
     for frame in frames {
         // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
@@ -239,28 +249,24 @@ mod tests {
         assert!(!have_ip(&SockAddr::new("192.0.2.77".parse().unwrap(), 0)));
         assert!(iface_exists("lo"));
         assert!(!iface_exists("no/such"));
+        assert!(!iface_exists(""));
     }
 
+    /// Needs CAP_NET_RAW (stock opens the packet socket before it looks at the interface);
+    /// skipped without it. Frames on a real Ethernet link are checked by the integration
+    /// test `netns::announcements_and_tickles_on_the_wire`.
     #[test]
     fn loopback_arps_are_skipped_and_unknown_interfaces_fail() {
+        if raw_socket(libc::AF_PACKET, libc::SOCK_RAW, 0).is_err() {
+            eprintln!("no CAP_NET_RAW: skipped");
+            return;
+        }
         let addr = SockAddr::new("10.0.0.1".parse().unwrap(), 0);
         assert_eq!(send_arp(&addr, "lo"), Ok(()));
         assert!(send_arp(&addr, "nosuchif0").is_err());
-        assert_eq!(parse_mac("02:fc:00:00:00:01"), Some([2, 0xfc, 0, 0, 0, 1]));
-        assert_eq!(parse_mac("02:fc:00:00:00"), None);
-    }
-
-    /// Manual check on a throw-away Ethernet interface, watched with tcpdump:
-    /// `ip link add tkd0 type dummy; ip link set tkd0 up; tcpdump -i tkd0 -e -vv &`
-    /// `CTDB_TEST_ARP_IFACE=tkd0 cargo test --lib arps_on_ethernet` (without the variable there
-    /// is no interface to send on and the check does nothing).
-    #[test]
-    fn arps_on_ethernet() {
-        let Ok(iface) = std::env::var("CTDB_TEST_ARP_IFACE") else {
-            return;
-        };
-        send_arp(&SockAddr::new("10.99.0.1".parse().unwrap(), 0), &iface).unwrap();
-        send_arp(&SockAddr::new("fd99::1".parse().unwrap(), 0), &iface).unwrap();
+        assert!(send_arp(&addr, "a-name-far-too-long-for-ifreq").is_err());
+        let fd = raw_socket(libc::AF_PACKET, libc::SOCK_RAW, 0).unwrap();
+        assert_eq!(hardware_address(&fd, "lo"), Ok((ARPHRD_LOOPBACK, [0; 6])));
     }
 
     /// Needs CAP_NET_RAW; skipped without it. A raw TCP listener on loopback sees the tickle.
