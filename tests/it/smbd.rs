@@ -120,6 +120,7 @@ impl Smbd {
         writeln!(stdin, "open {name}").unwrap();
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        #[allow(clippy::disallowed_methods)] // A reader thread bounds the wait for smbclient.
         std::thread::spawn(move || {
             let opened = BufReader::new(stdout)
                 .lines()
@@ -152,7 +153,7 @@ impl Smbd {
 
 impl Drop for Smbd {
     fn drop(&mut self) {
-        let pgid = nix::unistd::Pid::from_raw(-(self.child.id() as i32));
+        let pgid = nix::unistd::Pid::from_raw(-self.child.id().cast_signed());
         let _ = nix::sys::signal::kill(pgid, nix::sys::signal::Signal::SIGTERM);
         let _ = self.child.wait();
     }
