@@ -23,3 +23,4 @@ mod takeover;
 mod takeover_helper;
 mod tidy;
 mod traverse;
+mod vacuum;
