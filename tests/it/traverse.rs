@@ -313,10 +313,13 @@ fn large_traverse_leaves_the_daemon_responsive() {
             .env("CTDB_TEST_MODE", "yes")
             .env("CTDB_BASE", &base)
             .env("CTDB_SOCKET", base.join("run/ctdbd.socket"))
-            .stdout(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(100));
+        // Kill it once the traverse is under way: its first output arrived, and the unread
+        // pipe holds the rest of the walk back.
+        let mut first = [0u8; 1];
+        std::io::Read::read_exact(gone.stdout.as_mut().unwrap(), &mut first).unwrap();
         let _ = gone.kill();
         let _ = gone.wait();
         run_ok(&c, pnn, &["ping"]);
