@@ -14,6 +14,8 @@ mod leader;
 mod membership;
 mod mixed;
 mod mutex;
+mod reclock;
+mod recovery;
 mod recovery_helper;
 mod shell;
 mod takeover;
