@@ -11,11 +11,11 @@
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 use crate::cluster::{Flavour, LocalCluster, STOCK_CTDB};
+use crate::reclock::kill_node;
 use ctdb::common::tdb::{Tdb, TdbFlags, Traverse};
 use ctdb::protocol::ltdb::{LtdbHeader, LTDB_HEADER_LEN};
 use ctdb::protocol::Marshal;
 use ctdb::testing::Prng;
-use nix::sys::signal::Signal;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -73,16 +73,6 @@ fn wait_healthy(c: &LocalCluster, limit: Duration) {
                 && String::from_utf8_lossy(&out.stdout).contains("Recovery mode:NORMAL")
         })
     });
-}
-
-/// SIGKILLs node `pnn` and waits until its pid is gone.
-fn kill(c: &LocalCluster, pnn: u32) {
-    c.signal(pnn, Signal::SIGKILL);
-    c.wait_for(
-        &format!("node {pnn} to die"),
-        Duration::from_secs(20),
-        || c.pid(pnn).is_none(),
-    );
 }
 
 fn started(name: &str, prefix: &str) -> LocalCluster {
@@ -208,7 +198,7 @@ fn acknowledged_persistent_writes_survive_kills_and_deleted_keys_stay_deleted() 
         );
         let victim = rng.below(3) as u32;
         victims.push(victim);
-        kill(&c, victim);
+        kill_node(&c, victim);
         // Writes through the survivors must go on (after the recovery the kill causes).
         let before = model.lock().unwrap().acknowledged;
         c.wait_for(
@@ -229,6 +219,16 @@ fn acknowledged_persistent_writes_survive_kills_and_deleted_keys_stay_deleted() 
     eprintln!(
         "seed {seed}: killed {victims:?}; {} acknowledged writes, {} failed",
         model.acknowledged, model.failed
+    );
+    let deleted = model
+        .possible
+        .values()
+        .filter(|p| p.len() == 1 && p.contains(&None))
+        .count();
+    let exact = model.possible.values().filter(|p| p.len() == 1).count();
+    eprintln!(
+        "{} keys: {exact} with one possible value, {deleted} of them deleted",
+        model.possible.len()
     );
     assert!(model.acknowledged >= 20, "enough writes were acknowledged");
     for pnn in 0..3 {
@@ -356,8 +356,17 @@ fn volatile_records_take_the_highest_surviving_copy_and_deletions_stick() {
             .iter()
             .map(|&n| (n, local_copies(&db_path(&c, n, "vol.tdb"))))
             .collect();
-        eprintln!("seed {seed} round {round}: deleter {deleter}, killing node {victim}");
-        kill(&c, victim);
+        // Keys whose newest copy dies with the victim fall back to an older surviving copy.
+        let fallen_back = last_write
+            .iter()
+            .filter(|(key, value)| highest(&snapshots, key).as_ref() != Ok(*value))
+            .count();
+        eprintln!(
+            "seed {seed} round {round}: deleter {deleter}, killing node {victim}; \
+             {fallen_back} of {} keys fall back to an older copy",
+            last_write.len()
+        );
+        kill_node(&c, victim);
         c.wait_for("the survivors to recover", Duration::from_secs(60), || {
             survivors.iter().all(|&n| {
                 let out = ctdb_timed(&c, n, 15, &["status"]);
