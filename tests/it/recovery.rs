@@ -54,7 +54,7 @@ fn ctdb_timed(c: &LocalCluster, pnn: u32, secs: u32, args: &[&str]) -> Output {
 }
 
 fn ctdb_ok(c: &LocalCluster, pnn: u32, args: &[&str]) -> String {
-    let out = ctdb_timed(c, pnn, 60, args);
+    let out = ctdb_timed(c, pnn, 90, args);
     assert!(
         out.status.success(),
         "ctdb {args:?} on node {pnn} failed: {}",
@@ -284,9 +284,18 @@ fn local_copies(path: &Path) -> BTreeMap<String, Copy> {
     out
 }
 
+/// The generation node `pnn` reports, `None` while it does not answer.
+fn generation(c: &LocalCluster, pnn: u32) -> Option<String> {
+    let out = ctdb_timed(c, pnn, 15, &["status"]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("Generation:").map(str::to_string))
+}
+
 /// The value `ctdb readkey` returns, `None` for an absent or deleted record.
 fn readkey(c: &LocalCluster, pnn: u32, key: &str) -> Option<String> {
-    let out = ctdb_ok(c, pnn, &["readkey", "vol.tdb", key]);
+    // An attach waits while a recovery runs; give it more than the CLI's 10 s.
+    let out = ctdb_ok(c, pnn, &["-T", "60", "readkey", "vol.tdb", key]);
     // "Data: size:5 ptr:[value]"
     let start = out.find("ptr:[")? + 5;
     let end = out.rfind(']')?;
@@ -366,17 +375,20 @@ fn volatile_records_take_the_highest_surviving_copy_and_deletions_stick() {
              {fallen_back} of {} keys fall back to an older copy",
             last_write.len()
         );
+        let before = generation(&c, survivors[0]);
         kill_node(&c, victim);
-        c.wait_for("the survivors to recover", Duration::from_secs(60), || {
-            survivors.iter().all(|&n| {
-                let out = ctdb_timed(&c, n, 15, &["status"]);
-                let text = String::from_utf8_lossy(&out.stdout);
-                text.contains("Recovery mode:NORMAL")
-                    && text.contains(&format!("pnn:{victim} "))
-                    && text.lines().any(|l| {
-                        l.starts_with(&format!("pnn:{victim} ")) && l.contains("DISCONNECTED")
-                    })
-            })
+        // The survivors ran the recovery the kill causes (a new generation) and are back in
+        // normal mode with one leader.
+        c.wait_for("the survivors to recover", Duration::from_secs(90), || {
+            let after: Vec<Option<String>> = survivors.iter().map(|&n| generation(&c, n)).collect();
+            after[0].is_some()
+                && after[0] != before
+                && after.iter().all(|g| g == &after[0])
+                && survivors.iter().all(|&n| {
+                    let text = String::from_utf8_lossy(&ctdb_timed(&c, n, 15, &["status"]).stdout)
+                        .into_owned();
+                    text.contains("Recovery mode:NORMAL")
+                })
         });
         let check = |readers: &[u32], what: &str| {
             for key in last_write.keys() {
