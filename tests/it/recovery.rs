@@ -212,12 +212,37 @@ fn acknowledged_persistent_writes_survive_kills_and_deleted_keys_stay_deleted() 
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
     wait_healthy(&c, Duration::from_secs(120));
+
+    // Deletions and a write that one node misses while it is dead: when it comes back with
+    // its stale copy (a lower sequence number), the recovery must not bring the deleted keys
+    // back nor lose the write.
+    let absent = rng.below(3) as u32;
+    let writer_node = (absent + 1) % 3;
+    kill_node(&c, absent);
+    let mut model_now = model.lock().unwrap();
+    for (key, value) in [("k0", None), ("k1", None), ("late", Some("while-down"))] {
+        let mut args = match value {
+            Some(v) => vec!["pstore", "pers.tdb", key, v],
+            None => vec!["pdelete", "pers.tdb", key],
+        };
+        args.insert(0, "60");
+        args.insert(0, "-T");
+        c.wait_for(
+            &format!("{args:?} through node {writer_node} with node {absent} dead"),
+            Duration::from_secs(120),
+            || ctdb_timed(&c, writer_node, 90, &args).status.success(),
+        );
+        model_now.record(key, value.map(str::to_string), true);
+    }
+    drop(model_now);
+    c.start_node(absent);
+    wait_healthy(&c, Duration::from_secs(120));
     ctdb_ok(&c, 0, &["recover"]);
     wait_healthy(&c, Duration::from_secs(120));
 
     let model = model.lock().unwrap();
     eprintln!(
-        "seed {seed}: killed {victims:?}; {} acknowledged writes, {} failed",
+        "seed {seed}: killed {victims:?} during the writes, then {absent}; {} acknowledged writes, {} failed",
         model.acknowledged, model.failed
     );
     let deleted = model
