@@ -16,6 +16,8 @@ mod membership;
 mod mixed;
 mod mutex;
 mod netns;
+mod reclock;
+mod recovery;
 mod recovery_helper;
 mod shell;
 mod smbd;
