@@ -56,6 +56,10 @@ pub const DISABLE_TAKEOVER_RUNS: u64 = 0xFB03_0000_0000_0000;
 pub const DISABLE_RECOVERIES: u64 = 0xFB04_0000_0000_0000;
 /// Legacy: disable IP checks (payload: u32 timeout).
 pub const DISABLE_IP_CHECK: u64 = 0xFC00_0000_0000_0000;
+/// ctdb-rs only, never on the wire: ctdbd tells its own recovery daemon that a node's link came
+/// up or went down (payload: the PNN), so that the main loop looks at the node map at once
+/// instead of at its next once-a-second pass. Inside CTDB's reserved range, unused by 4.17.
+pub const CTDB_RS_LINK_CHANGE: u64 = 0xF0E0_0000_0000_0000;
 
 /// The top 8 bits select a reserved range.
 pub const RANGE_MASK: u64 = 0xFF00_0000_0000_0000;

@@ -1062,6 +1062,16 @@ impl Daemon {
             node.addr.port(),
             connected_before + 1
         );
+        self.tell_recoverd_link_changed(pnn);
+    }
+
+    /// Wakes our recovery daemon's main loop (see `srvid::CTDB_RS_LINK_CHANGE`); a local
+    /// message only, delivered to whoever registered the srvid.
+    fn tell_recoverd_link_changed(&mut self, pnn: Pnn) {
+        self.deliver_to_clients(&ReqMessage {
+            srvid: crate::protocol::srvid::CTDB_RS_LINK_CHANGE,
+            data: pnn.to_ne_bytes().to_vec(),
+        });
     }
 
     /// A connection to `pnn` failed or closed (either direction).
@@ -1091,6 +1101,7 @@ impl Daemon {
         node.rx_cnt = 0;
         node.dead_count = 0;
         let addr = node.addr;
+        self.tell_recoverd_link_changed(pnn);
         log::error!(
             "ctdb: node {}:{} is dead: {} connected",
             addr,

@@ -166,7 +166,11 @@ impl Recoverd {
             return;
         };
         let interval = Duration::from_secs(u64::from(self.tunables.recover_interval()));
-        self.next_cycle_at = Some(cycle.started.saturating_add(interval).max(now));
+        self.next_cycle_at = if std::mem::take(&mut self.rerun_cycle) {
+            Some(now)
+        } else {
+            Some(cycle.started.saturating_add(interval).max(now))
+        };
     }
 
     pub(super) fn cycle_step_done(

@@ -132,6 +132,10 @@ pub struct Extensions {
     /// LEADER(unknown) can time out before the winner's first broadcast and start a second,
     /// needless election.
     pub leader_timeout_restarts_after_election: bool,
+    /// Listen on [`srvid::CTDB_RS_LINK_CHANGE`] and run the main loop as soon as a node's link
+    /// changes, instead of at the next once-a-second pass (a dead node's addresses move and a
+    /// leader's death is noticed up to a second sooner; the pass itself is stock's).
+    pub wake_on_link_change: bool,
 }
 
 impl Extensions {
@@ -140,6 +144,7 @@ impl Extensions {
         bounded_unknown_leader_election: false,
         lock_holder_leads: false,
         leader_timeout_restarts_after_election: false,
+        wake_on_link_change: false,
     };
 }
 
@@ -150,6 +155,7 @@ impl Default for Extensions {
             bounded_unknown_leader_election: true,
             lock_holder_leads: true,
             leader_timeout_restarts_after_election: true,
+            wake_on_link_change: true,
         }
     }
 }
@@ -420,6 +426,8 @@ pub struct Recoverd {
     batches: BTreeMap<u64, Batch>,
     ready: VecDeque<Completed>,
     cycle: Option<Cycle>,
+    /// A link changed while a main-loop pass was running: start the next one at once.
+    rerun_cycle: bool,
     next_cycle_id: u64,
     next_cycle_at: Option<Instant>,
 
@@ -437,6 +445,11 @@ impl Recoverd {
         for srvid in REGISTERED_SRVIDS {
             effects.push_back(Effect::RegisterSrvid { srvid });
         }
+        if config.extensions.wake_on_link_change {
+            effects.push_back(Effect::RegisterSrvid {
+                srvid: srvid::CTDB_RS_LINK_CHANGE,
+            });
+        }
         Recoverd {
             pnn: config.pnn,
             num_nodes: config.num_nodes,
@@ -446,6 +459,7 @@ impl Recoverd {
             log_level: None,
             leader: UNKNOWN_PNN,
             nodemap: None,
+            rerun_cycle: false,
             node_flags: 0,
             priority_time: host.wall_clock(),
             need_takeover_run: false,
@@ -1061,7 +1075,19 @@ impl Recoverd {
             srvid::DISABLE_TAKEOVER_RUNS => self.disable_and_reply(now, data, false),
             srvid::DISABLE_RECOVERIES => self.disable_and_reply(now, data, true),
             srvid::LEADER => self.leader_message(now, data),
+            srvid::CTDB_RS_LINK_CHANGE if self.config.extensions.wake_on_link_change => {
+                self.wake_main_loop(now);
+            }
             other => log::info!("Message for unexpected srvid 0x{other:x} ignored"),
+        }
+    }
+
+    /// A node's link changed: the next main-loop pass starts now, or right after the running one.
+    fn wake_main_loop(&mut self, now: Instant) {
+        if self.cycle.is_some() {
+            self.rerun_cycle = true;
+        } else if self.next_cycle_at.is_some_and(|t| t > now) {
+            self.next_cycle_at = Some(now);
         }
     }
 

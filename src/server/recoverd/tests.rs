@@ -968,6 +968,27 @@ fn extension_leader_disconnect_starts_the_election_at_the_next_loop() {
 }
 
 #[test]
+fn extension_link_change_runs_the_main_loop_at_once() {
+    for (extensions, expect) in [(Extensions::default(), true), (Extensions::STOCK, false)] {
+        let mut c = config(1, false);
+        c.extensions = extensions;
+        let mut h = Harness::new(c);
+        h.run_for(Duration::ZERO);
+        h.message(srvid::LEADER, &2u32.to_ne_bytes());
+        h.run_for(Duration::from_millis(300));
+        h.flags[2] = node_flags::DISCONNECTED | node_flags::UNHEALTHY;
+        h.message(srvid::CTDB_RS_LINK_CHANGE, &2u32.to_ne_bytes());
+        h.clear();
+        h.run_for(Duration::from_millis(100));
+        assert_eq!(
+            h.rd.stats().elections_started == 1,
+            expect,
+            "{extensions:?}"
+        );
+    }
+}
+
+#[test]
 fn extension_lock_holder_ignores_stale_leader_broadcasts() {
     for (extensions, expect_leader) in [(Extensions::default(), 1), (Extensions::STOCK, 0)] {
         let mut c = config(1, true);
