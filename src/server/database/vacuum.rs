@@ -26,6 +26,7 @@
 //! event loop — every record step is a non-blocking chain lock, a header read and maybe a
 //! delete, never a wait — and the queues have explicit limits ([`MAX_QUEUED_PER_DB`]).
 
+use super::storage::ChainStep;
 use super::{Database, DatabaseSet, DbEffect, DbReply};
 use crate::common::clock::Instant;
 use crate::protocol::hash;
@@ -42,6 +43,9 @@ use std::time::Duration;
 /// At most this many records wait in one database's delete queue (and as many in its fetch
 /// queue); more are dropped with a log line and found again by the next full run.
 pub const MAX_QUEUED_PER_DB: usize = 200_000;
+
+/// Records per step of a full run's scan (one all-record read lock each).
+const SCAN_STEP_RECORDS: usize = 4096;
 
 /// At most this many records are moved to one lmaster per VACUUM_FETCH control.
 const MAX_FETCH_BATCH: usize = 5_000;
@@ -85,6 +89,8 @@ pub struct VacuumState {
     fast_path_count: u32,
     round: Option<DeleteRound>,
     rounds_started: u64,
+    /// The hash chain a full run's scan continues from (it stopped at a busy lock).
+    scan_from: Option<u32>,
     pub last_counts: VacuumCounts,
 }
 
@@ -233,21 +239,37 @@ impl Database {
     }
 
     /// The full run's scan (`vacuum_traverse`): every empty record this node is dmaster of.
+    /// It walks the file chain by chain under the all-record read lock taken without waiting;
+    /// when a client holds a lock the scan stops and the next run continues from there, so
+    /// the loop never waits for smbd.
     fn scan_for_empty_records(&mut self, pnn: Pnn, counts: &mut VacuumCounts) {
         let mut found = Vec::new();
-        let result = self.store.traverse_read(&mut |key, value| {
-            if found.len() >= MAX_QUEUED_PER_DB {
-                return;
-            }
-            if let Some(h) = empty_record_header(value) {
-                if h.dmaster == pnn {
-                    found.push((key.to_vec(), h));
+        let mut chain = self.vacuum.scan_from.take().unwrap_or(0);
+        loop {
+            let step = self
+                .store
+                .traverse_chains(chain, SCAN_STEP_RECORDS, &mut |key, value| {
+                    if found.len() >= MAX_QUEUED_PER_DB {
+                        return;
+                    }
+                    if let Some(h) = empty_record_header(value) {
+                        if h.dmaster == pnn {
+                            found.push((key.to_vec(), h));
+                        }
+                    }
+                });
+            match step {
+                Ok(ChainStep::More(next)) => chain = next,
+                Ok(ChainStep::Done) => break,
+                Ok(ChainStep::Busy) => {
+                    self.vacuum.scan_from = Some(chain);
+                    break;
+                }
+                Err(e) => {
+                    log::error!("Traverse error in vacuuming '{}': {e}", self.name);
+                    break;
                 }
             }
-        });
-        if let Err(e) = result {
-            log::error!("Traverse error in vacuuming '{}': {e}", self.name);
-            return;
         }
         for (key, header) in found {
             self.vacuum.schedule(&key, &header);
@@ -438,7 +460,7 @@ impl DatabaseSet {
                 false
             };
             db.vacuum.fast_path_count += 1;
-            if full {
+            if full || db.vacuum.scan_from.is_some() {
                 db.scan_for_empty_records(pnn, &mut counts);
             }
             // Keys other nodes handed over: migrate each one that is not ours yet.
