@@ -12,6 +12,8 @@
 #                      START_RECOVERY to the end of the "recovered" event)
 # It first waits until the previous recovery ended RerecoveryTimeout ago: the leader holds
 # new recoveries off that long, which would otherwise be timed instead of the recovery.
+#   daemons_cpu_s, helpers_cpu_s  CPU time used meanwhile by the daemons, and by their
+#                      children (recovery daemon, eventd, the recovery helper), all nodes
 # Afterwards every node must hold exactly --records records, none of them a stale copy,
 # or the repetition fails: a broken recovery is not timed.
 set -u
@@ -61,6 +63,21 @@ done
 echo "populated $records records in $(bench_seconds_between "$t0" "$(bench_now_ns)") s" \
 	"($(cat "$BENCH_WORKDIR"/fill.* | grep -h written= | tr '\n' ' '))" >&2
 
+# CPU time (clock ticks) of node $1's processes, split as "daemon children": ctdbd itself,
+# and everything under it (recovery daemon, eventd, and the recovery helpers they reaped).
+cpu_ticks() {
+	local pid children=0 p
+	pid=$(cat "$BENCH_CLUSTER/node.$1/daemon.pid")
+	for p in $(cat /proc/"$pid"/task/*/children 2>/dev/null); do
+		children=$((children + $(awk '{ print $14 + $15 + $16 + $17 }' /proc/"$p"/stat 2>/dev/null || echo 0)))
+	done
+	echo "$(awk '{ print $14 + $15 }' /proc/"$pid"/stat) $children"
+}
+declare -a cpu_before
+for n in $(seq 0 $((nodes - 1))); do
+	cpu_before[n]=$(cpu_ticks "$n")
+done
+
 quiet=$(bench_ctdb_on 0 getvar RerecoveryTimeout | sed -n 's/.*= *//p')
 out=$("$BENCH_TOOL" recover --cluster "$BENCH_CLUSTER" --from 0 --timeout 600 \
 	--quiet "$((${quiet:-10} + 1))") ||
@@ -74,5 +91,19 @@ for n in $(seq 0 $((nodes - 1))); do
 		bench_fail "after recovery node $n holds $got records ($stale stale), want $records (0 stale)"
 done
 
+hz=$(getconf CLK_TCK)
+daemons=0
+others=0
+for n in $(seq 0 $((nodes - 1))); do
+	read -r d0 c0 <<<"${cpu_before[n]}"
+	read -r d1 c1 <<<"$(cpu_ticks "$n")"
+	daemons=$((daemons + d1 - d0))
+	others=$((others + c1 - c0))
+done
+
 bench_kv records "$records"
 echo "$out" | grep -E '^(recover_s|daemon_recovery_s)='
+# Where the CPU went, summed over the nodes (clock-tick resolution): the daemons, and their
+# children including the recovery helper (on the leader).
+bench_kv daemons_cpu_s "$(awk -v t="$daemons" -v hz="$hz" 'BEGIN { printf "%.2f", t / hz }')"
+bench_kv helpers_cpu_s "$(awk -v t="$others" -v hz="$hz" 'BEGIN { printf "%.2f", t / hz }')"

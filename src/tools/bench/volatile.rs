@@ -124,9 +124,16 @@ impl Layout {
 
 /// Opens an existing volatile database file, usually one the daemon has open. Without
 /// CLEAR_IF_FIRST, which would wipe a file nobody else holds; libtdb takes the hash function
-/// and mutex chain locks from the file's header.
+/// from the file's header, and insists on MUTEX_LOCKING for a file with mutex chain locks
+/// (ignoring it for one without).
 fn open_volatile(path: &Path) -> Result<Tdb, TdbError> {
-    Tdb::open(path, 0, TdbFlags::NOSYNC, libc::O_RDWR, 0o600)
+    Tdb::open(
+        path,
+        0,
+        TdbFlags::NOSYNC | TdbFlags::MUTEX_LOCKING,
+        libc::O_RDWR,
+        0o600,
+    )
 }
 
 /// Writes node `pnn`'s copies into `path` (after emptying it when `wipe`).
