@@ -65,4 +65,4 @@ done
 # after that, as in a cluster that has been running for a while.
 quiet=$("$lc" "$dir" onnode 0 timeout 5 "$BENCH_CTDB" getvar RerecoveryTimeout | sed -n 's/.*= *//p')
 "$BENCH_TOOL" failover --cluster "$dir" --nodes "$BENCH_NODES" --timeout 120 \
-	--quiet "$((${quiet:-10} + 1))"
+	--quiet "$((${quiet:-10} + 1))$(bench_phase | sed 's/^0//')"

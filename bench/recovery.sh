@@ -80,7 +80,7 @@ done
 
 quiet=$(bench_ctdb_on 0 getvar RerecoveryTimeout | sed -n 's/.*= *//p')
 out=$("$BENCH_TOOL" recover --cluster "$BENCH_CLUSTER" --from 0 --timeout 600 \
-	--quiet "$((${quiet:-10} + 1))") ||
+	--quiet "$((${quiet:-10} + 1))$(bench_phase | sed 's/^0//')") ||
 	bench_fail "recover: $out"
 
 for n in $(seq 0 $((nodes - 1))); do
