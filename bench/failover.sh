@@ -5,15 +5,26 @@
 # --public-addresses`: test mode, the addresses never reach the kernel), waits until every
 # node is OK and every address is hosted, then `ctdb-bench failover` SIGKILLs a node that is
 # not the leader but hosts an address and polls the survivors every 5 ms:
-#   detect_s    until every survivor marks the dead node DISCONNECTED
+#   detect_s    until every survivor has flagged the dead node DISCONNECTED (at least once)
 #   failover_s  until every survivor reports each of its addresses hosted by a survivor
 # The kill waits until the last recovery ended RerecoveryTimeout ago (a recovery within that
 # window waits for the hold-off in both daemons, which is not what is measured).
 # Both sides use the same tunables (KeepaliveInterval, KeepaliveLimit, RecoverInterval ...);
 # with SIGKILL the kernel closes the dead node's TCP connections, so how fast a side reacts
 # to the link dropping (rather than to missing keepalives) decides detect_s.
+#
+# --signal STOP (failover-hang) stops the node instead: its kernel keeps the TCP connections
+# up, so only missing keepalives (KeepaliveInterval × KeepaliveLimit) reveal it.
 set -u
 . "$(dirname "$0")/lib.sh"
+
+signal=KILL
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--signal) signal="$2"; shift 2 ;;
+	*) bench_fail "unknown option $1" ;;
+	esac
+done
 
 [ -z "${BENCH_SIDE_BROKEN:-}" ] ||
 	bench_unavailable "no healthy cluster earlier in this run ($BENCH_SIDE_BROKEN)"
@@ -64,5 +75,5 @@ done
 # Recoveries are held off for RerecoveryTimeout after the start-up recovery: kill only
 # after that, as in a cluster that has been running for a while.
 quiet=$("$lc" "$dir" onnode 0 timeout 5 "$BENCH_CTDB" getvar RerecoveryTimeout | sed -n 's/.*= *//p')
-"$BENCH_TOOL" failover --cluster "$dir" --nodes "$BENCH_NODES" --timeout 120 \
+"$BENCH_TOOL" failover --cluster "$dir" --nodes "$BENCH_NODES" --timeout 120 --signal "$signal" \
 	--quiet "$((${quiet:-10} + 1))$(bench_phase | sed 's/^0//')"

@@ -72,6 +72,7 @@ bench_register idle         cluster    idle.sh          1    cpu_pct,rss_mean_kb
 bench_register recovery     cluster    recovery.sh      -    recover_s,daemon_recovery_s "issue 4: recover a volatile DB, 100k records" --records 100000
 bench_register recovery-1m  cluster    recovery.sh      -    recover_s,daemon_recovery_s "issue 4: recover a volatile DB, 1M records (quick: 300k)" --records 1000000 --quick-records 300000
 bench_register failover     standalone failover.sh      -    failover_s,detect_s       "issue 5: SIGKILL a node hosting public IPs -> all moved"
+bench_register failover-hang standalone failover.sh     2    failover_s,detect_s       "issue 5: SIGSTOP (hang) a node hosting public IPs -> all moved" --signal STOP
 bench_register ipalloc      standalone ipalloc.sh       -    -                         "B13 LCP2 IP allocation (bench/ipalloc.sh)"
 
 # ---------------------------------------------------------------------------------------

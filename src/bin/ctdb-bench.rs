@@ -38,8 +38,10 @@ commands:
                   --db PATH
   recover       what `ctdb recover` does, timed at --poll-ms resolution
                   [--quiet SECS] [--timeout SECS] [--poll-ms MS]
-  failover      SIGKILL a non-leader node hosting public addresses, time until they moved
-                  --cluster DIR [--nodes N] [--quiet SECS] [--timeout SECS] [--poll-ms MS]
+  failover      SIGKILL (or SIGSTOP) a non-leader node hosting public addresses, time until
+                  they moved
+                  --cluster DIR [--nodes N] [--signal KILL|STOP] [--quiet SECS]
+                  [--timeout SECS] [--poll-ms MS]
   report        turn raw harness results into a table, CSV and JSON
                   --raw FILE [--csv FILE] [--json FILE] [--table FILE]
                   [--meta KEY=VALUE ...] [--headline BENCH=METRIC,METRIC ...]
@@ -319,7 +321,13 @@ fn cmd_failover(args: &[String]) -> Result<KeyValues, String> {
     o.optopt("", "timeout", "give up after", "SECS");
     o.optopt("", "poll-ms", "polling interval", "MS");
     o.optopt("", "quiet", QUIET_HELP, "SECS");
+    o.optopt("", "signal", "KILL (default) or STOP (a hung node)", "SIG");
     let m = parse(&o, args)?;
+    let signal = match m.opt_str("signal").as_deref() {
+        None | Some("KILL") => libc::SIGKILL,
+        Some("STOP") => libc::SIGSTOP,
+        Some(other) => return Err(format!("--signal: '{other}' (want KILL or STOP)")),
+    };
     let dir = m.opt_str("cluster").ok_or("give --cluster DIR")?;
     let nodes = number(&m, "nodes", 3usize)?;
     let mut pids = Vec::with_capacity(nodes);
@@ -340,6 +348,7 @@ fn cmd_failover(args: &[String]) -> Result<KeyValues, String> {
         quiet: Duration::from_secs_f64(number(&m, "quiet", 0.0f64)?.max(0.0)),
         timeout,
         poll,
+        signal,
     };
     timing::failover(&options).map_err(|e| e.to_string())
 }

@@ -4,7 +4,7 @@
 
 use super::output::KeyValues;
 use crate::client::{Client, ClientError, DEFAULT_TIMEOUT};
-use crate::common::clock::{wall_clock_now, MonotonicClock};
+use crate::common::clock::{wall_clock_now, Instant, MonotonicClock};
 use crate::protocol::basic::{Marshal, Timeval};
 use crate::protocol::header::CURRENT_NODE;
 use crate::protocol::opcode::ControlOpcode;
@@ -228,6 +228,9 @@ pub struct FailoverOptions {
     pub quiet: Duration,
     pub timeout: Duration,
     pub poll: Duration,
+    /// SIGKILL (the kernel closes the node's connections at once) or SIGSTOP (a hung node:
+    /// its connections stay up and only keepalives tell); a stopped node is killed after.
+    pub signal: i32,
 }
 
 /// Who hosts which public address, as node `pnn` sees it.
@@ -246,8 +249,9 @@ fn sees_disconnected(client: &mut Client, victim: u32) -> Result<bool, ClientErr
         .any(|n| n.pnn == victim && n.flags & node_flags::DISCONNECTED != 0))
 }
 
-/// SIGKILLs a node that is not the leader but hosts public addresses, then times until
-///   `detect_s`    every survivor marks it DISCONNECTED
+/// Kills (or stops) a node that is not the leader but hosts public addresses, then times
+/// until
+///   `detect_s`    every survivor has flagged it DISCONNECTED (at least once)
 ///   `failover_s`  every survivor reports each of its addresses hosted by a survivor
 /// (the takeover has run: RELEASE_IP/TAKEOVER_IP update every node's view).
 pub fn failover(options: &FailoverOptions) -> Result<KeyValues, ClientError> {
@@ -261,9 +265,11 @@ pub fn failover(options: &FailoverOptions) -> Result<KeyValues, ClientError> {
         .iter()
         .map(|s| Client::connect(s))
         .collect::<Result<Vec<_>, _>>()?;
+    // The leader first: its broadcast comes at the start of the recovery daemon's pass, and
+    // killing right after it would always hit the same phase of that pass.
+    let leader_pnn = leader(&mut clients[0])?;
     let all: Vec<u32> = (0..nodes).collect();
     wait_quiet(&mut clients[0], &all, options.quiet)?;
-    let leader_pnn = leader(&mut clients[0])?;
     let before = public_ips(&mut clients[0], CURRENT_NODE)?;
     let victim = (0..nodes)
         .filter(|&pnn| pnn != leader_pnn)
@@ -285,21 +291,53 @@ pub fn failover(options: &FailoverOptions) -> Result<KeyValues, ClientError> {
 
     let started = clock.now();
     // SAFETY: plain kill(2) of a daemon pid the caller named.
-    if unsafe { libc::kill(victim_pid, libc::SIGKILL) } != 0 {
+    if unsafe { libc::kill(victim_pid, options.signal) } != 0 {
         return Err(ClientError::Io(std::io::Error::last_os_error()));
     }
+    let watched = watch_failover(
+        options,
+        &clock,
+        &mut clients,
+        (victim, &moving, &survivors),
+        started,
+    );
+    if options.signal != libc::SIGKILL {
+        // SAFETY: as above; a stopped daemon must not outlive the measurement.
+        unsafe { libc::kill(victim_pid, libc::SIGKILL) };
+    }
+    let (detected, failed_over) = watched?;
+    let mut kv = KeyValues::new();
+    if let Some(d) = detected {
+        kv.number("detect_s", d);
+    }
+    kv.number("failover_s", failed_over)
+        .count("victim", u64::from(victim))
+        .count("leader", u64::from(leader_pnn))
+        .count("moved_ips", moving.len() as u64);
+    Ok(kv)
+}
+
+/// Polls the survivors until all of `moving` is hosted by survivors: (detect_s, failover_s).
+fn watch_failover(
+    options: &FailoverOptions,
+    clock: &MonotonicClock,
+    clients: &mut [Client],
+    (victim, moving, survivors): (u32, &[SockAddr], &[u32]),
+    started: Instant,
+) -> Result<(Option<f64>, f64), ClientError> {
     let deadline = started.saturating_add(options.timeout);
-    let mut detected: Option<f64> = None;
-    let failed_over = loop {
+    // When each survivor first flagged the victim DISCONNECTED (a hung node's kernel may
+    // accept the reconnect, so the flag can come and go).
+    let mut seen_gone: Vec<Option<f64>> = vec![None; survivors.len()];
+    loop {
         std::thread::sleep(options.poll);
         let now = clock.now();
         if now >= deadline {
             return Err(ClientError::Timeout);
         }
         let elapsed = now.saturating_since(started).as_secs_f64();
-        let mut all_disconnected = true;
         let mut all_moved = true;
-        for &pnn in &survivors {
+        for (index, &pnn) in survivors.iter().enumerate() {
             let client = &mut clients[usize::try_from(pnn).map_err(proto)?];
             let step = (|| -> Result<(bool, bool), ClientError> {
                 let gone = sees_disconnected(client, victim)?;
@@ -312,30 +350,20 @@ pub fn failover(options: &FailoverOptions) -> Result<KeyValues, ClientError> {
             })();
             match step {
                 Ok((gone, moved)) => {
-                    all_disconnected &= gone;
+                    if gone && seen_gone[index].is_none() {
+                        seen_gone[index] = Some(elapsed);
+                    }
                     all_moved &= moved;
                 }
-                Err(ClientError::Timeout) => {
-                    all_disconnected = false;
-                    all_moved = false;
-                }
+                Err(ClientError::Timeout) => all_moved = false,
                 Err(e) => return Err(e),
             }
         }
-        if all_disconnected && detected.is_none() {
-            detected = Some(elapsed);
-        }
         if all_moved {
-            break elapsed;
+            let detected = seen_gone
+                .iter()
+                .try_fold(0.0f64, |latest, seen| seen.map(|t| latest.max(t)));
+            return Ok((detected, elapsed));
         }
-    };
-    let mut kv = KeyValues::new();
-    if let Some(d) = detected {
-        kv.number("detect_s", d);
     }
-    kv.number("failover_s", failed_over)
-        .count("victim", u64::from(victim))
-        .count("leader", u64::from(leader_pnn))
-        .count("moved_ips", moving.len() as u64);
-    Ok(kv)
 }
