@@ -29,6 +29,9 @@ done
 [ -z "${BENCH_SIDE_BROKEN:-}" ] ||
 	bench_unavailable "no healthy cluster earlier in this run ($BENCH_SIDE_BROKEN)"
 [ -x "$BENCH_CTDBD" ] || bench_unavailable "${BENCH_CTDBD#"$BENCH_REPO"/} not built"
+# A hung node takes KeepaliveInterval × KeepaliveLimit (25 s by default) to be noticed.
+[ "$signal" = STOP ] && [ "${BENCH_QUICK:-0}" = 1 ] &&
+	bench_unavailable "skipped under --quick (about a minute per repetition)"
 
 dir="$BENCH_WORKDIR/fo"
 lc="$BENCH_LOCAL_CLUSTER"
