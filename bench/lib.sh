@@ -47,3 +47,11 @@ bench_ctdb_on() {
 bench_daemon_pids() {
 	"$BENCH_LOCAL_CLUSTER" "$1" pids | awk '{ print $2 }'
 }
+
+# bench_phase: a fraction of a second that differs between repetitions (0.1, 0.3, ... 0.9,
+# then again), the same on both sides. Added to a wait, it spreads an event over the phases
+# of the daemons' once-a-second loops; waiting whole seconds after a recovery would hit
+# the same phase every time and time either the best or the worst case only.
+bench_phase() {
+	awk -v rep="${BENCH_REP:-1}" 'BEGIN { x = (rep - 1) * 0.2 + 0.1; printf "%.1f\n", x - int(x) }'
+}

@@ -15,6 +15,9 @@
 #   --stock-ctdbd PATH     default /usr/sbin/ctdbd
 #   --rs-ctdbd PATH        default target/release/ctdbd (absent: "ctdb-rs: not available")
 #   --rs-helper-dir DIR    helper programs for the ctdb-rs side (default: same as stock)
+#   --rs-recovery-helper P recovery helper of the ctdb-rs side (default
+#                          target/release/ctdb_recovery_helper when built; "stock": the
+#                          helper directory's, like the other helpers)
 #   --tunables FILE        installed as ctdb.tunables on every node of both sides
 #   --log-level LEVEL      daemon log level on both sides (default NOTICE)
 #   --net 127.A            address block; clusters get 127.A.1.x, 127.A.2.x, ...
@@ -68,6 +71,10 @@ bench_register cold-start   standalone cold_start.sh    -    connected_s,ok_s   
 bench_register fetch-lock-ring cluster fetch_lock.sh -  migrations_per_s,p99_us,daemon_cpu_per_migration_us,lock_helpers "fetch-lock: one hot key round 3 nodes" ring
 bench_register fetch-lock   cluster    fetch_lock.sh    -    locks_per_s,migrations_per_s,remote_p99_us,daemon_cpu_per_migration_us,lock_helpers "fetch-lock: 4 processes per node on one key" contend --per-node 4
 bench_register idle         cluster    idle.sh          1    cpu_pct,rss_mean_kb,uss_mean_kb "B19 idle CPU and memory of daemons and children"
+bench_register recovery     cluster    recovery.sh      -    recover_s,daemon_recovery_s "issue 4: recover a volatile DB, 100k records" --records 100000
+bench_register recovery-1m  cluster    recovery.sh      -    recover_s,daemon_recovery_s "issue 4: recover a volatile DB, 1M records (quick: 300k)" --records 1000000 --quick-records 300000
+bench_register failover     standalone failover.sh      -    failover_s,detect_s       "issue 5: SIGKILL a node hosting public IPs -> all moved"
+bench_register failover-hang standalone failover.sh     2    failover_s,detect_s       "issue 5: SIGSTOP (hang) a node hosting public IPs -> all moved" --signal STOP
 bench_register ipalloc      standalone ipalloc.sh       -    -                         "B13 LCP2 IP allocation (bench/ipalloc.sh)"
 
 # ---------------------------------------------------------------------------------------
@@ -78,7 +85,7 @@ die() {
 }
 
 usage() {
-	sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'
 	exit "${1:-0}"
 }
 
@@ -93,6 +100,7 @@ stock_ctdbd=/usr/sbin/ctdbd
 rs_ctdbd="$REPO/target/release/ctdbd"
 helper_dir=/usr/libexec/ctdb
 rs_helper_dir=""
+rs_recovery_helper="$REPO/target/release/ctdb_recovery_helper"
 tunables=""
 log_level=NOTICE
 net=127.77
@@ -114,6 +122,7 @@ while [ $# -gt 0 ]; do
 	--stock-ctdbd) stock_ctdbd="$2"; shift 2 ;;
 	--rs-ctdbd) rs_ctdbd="$2"; shift 2 ;;
 	--rs-helper-dir) rs_helper_dir="$2"; shift 2 ;;
+	--rs-recovery-helper) rs_recovery_helper="$2"; shift 2 ;;
 	--tunables) tunables="$2"; shift 2 ;;
 	--log-level) log_level="$2"; shift 2 ;;
 	--net) net="$2"; shift 2 ;;
@@ -187,6 +196,12 @@ rs_status=""
 declare -A BROKEN=([stock]="" [ctdb-rs]="")
 if [ ! -x "$rs_ctdbd" ]; then
 	rs_status="not available: ${rs_ctdbd#"$REPO"/} not built"
+fi
+# ctdbd runs the recovery helper CTDB_RECOVERY_HELPER names (local_cluster.sh passes it on).
+[ "$rs_recovery_helper" = stock ] && rs_recovery_helper=""
+if [ -n "$rs_recovery_helper" ] && [ ! -x "$rs_recovery_helper" ]; then
+	echo "run.sh: ${rs_recovery_helper#"$REPO"/} not built; ctdb-rs uses the stock recovery helper" >&2
+	rs_recovery_helper=""
 fi
 
 run_id=$(date +%Y%m%d-%H%M%S)
@@ -281,6 +296,15 @@ helpers_of() {
 	if [ "$1" = ctdb-rs ] && [ -n "$rs_helper_dir" ]; then echo "$rs_helper_dir"; else echo "$helper_dir"; fi
 }
 
+# Sets the helper overrides of side $1 in this shell's environment.
+export_side_helpers() {
+	if [ "$1" = ctdb-rs ] && [ -n "$rs_recovery_helper" ]; then
+		export CTDB_RECOVERY_HELPER="$rs_recovery_helper"
+	else
+		unset CTDB_RECOVERY_HELPER
+	fi
+}
+
 SETUP_ARGS="-n 3 --log-level $log_level"
 NODES=3
 
@@ -296,7 +320,7 @@ cluster_setup_start() { # dir side
 	if [ -n "$tunables" ]; then
 		for n in $(seq 0 $((NODES - 1))); do cp "$tunables" "$dir/node.$n/ctdb.tunables"; done
 	fi
-	"$LOCAL_CLUSTER" "$dir" start all >"$dir.start.log" 2>&1 ||
+	(export_side_helpers "$side" && exec "$LOCAL_CLUSTER" "$dir" start all) >"$dir.start.log" 2>&1 ||
 		{ WHY="start failed: $(grep -v started "$dir.start.log" | tail -n 1)"; return 1; }
 }
 
@@ -342,6 +366,7 @@ run_one() { # bench side rep cluster-dir-or-empty
 		export BENCH_IDLE_SETTLE="$([ $quick = 1 ] && echo 2 || echo 5)"
 		export BENCH_TUNABLES="$tunables" BENCH_REPO="$REPO" BENCH_DIR
 		export BENCH_SIDE_BROKEN="${BROKEN[$side]}"
+		export_side_helpers "$side"
 		exec timeout --kill-after=10 "${BENCH_TIMEOUT:-900}" \
 			bash "$BENCH_DIR/${BENCH_SCRIPT[$b]}" "${args[@]}"
 	) >"$out" 2>"$err" </dev/null &
@@ -355,6 +380,8 @@ run_one() { # bench side rep cluster-dir-or-empty
 	done < <(find "$wdir" -name cluster.env 2>/dev/null)
 	sweep_leftovers
 	cp "$out" "$OUT/logs/$b.$side.$rep.stdout" 2>/dev/null
+	# A standalone script may leave its daemons' logs in $BENCH_WORKDIR/logs.
+	[ -d "$wdir/logs" ] && cp -r "$wdir/logs" "$OUT/logs/$b.$side.$rep"
 	grep -E '^[A-Za-z0-9_.-]+=' "$out" | while IFS='=' read -r key value; do
 		record "$b" "$side" "$rep" "$key" "$value"
 	done
@@ -494,6 +521,7 @@ done
 	--meta "log_level=$log_level" --meta "idle_seconds=$idle_seconds" \
 	--meta "stock=$stock_ctdbd ($stock_version)" \
 	--meta "ctdb-rs=${rs_status:-$rs_ctdbd} (commit $commit)" \
+	--meta "ctdb-rs_recovery_helper=${rs_recovery_helper:-$(helpers_of ctdb-rs)/ctdb_recovery_helper}" \
 	"${headline_args[@]}" || die "report failed"
 echo
 echo "results: $results_root/$run_id.{txt,csv,json}; raw values, listvars and logs in $OUT/"

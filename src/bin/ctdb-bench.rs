@@ -12,6 +12,8 @@ use ctdb::tools::bench::procfs::{self, FootprintOptions};
 use ctdb::tools::bench::report::Report;
 use ctdb::tools::bench::ring::{self, RingOptions, DEFAULT_SRVID};
 use ctdb::tools::bench::rtt::{self, RttOptions};
+use ctdb::tools::bench::timing::{self, FailoverOptions, RecoverOptions};
+use ctdb::tools::bench::volatile::{self, Layout};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -37,11 +39,22 @@ commands:
                   [--seconds S] [--wait-for-go]
   footprint     CPU and RSS of process trees over a window
                   --pid P [--pid P ...] [--seconds S] [--interval-ms MS]
+  fill-volatile write one node's share of a synthetic volatile database into its TDB file
+                  --db PATH --pnn N [--nodes N] [--records R] [--stale-every K]
+                  [--value-len B] [--no-wipe]
+  census        count the records of a volatile TDB file (records, stale, empty)
+                  --db PATH
+  recover       what `ctdb recover` does, timed at --poll-ms resolution
+                  [--quiet SECS] [--timeout SECS] [--poll-ms MS]
+  failover      SIGKILL (or SIGSTOP) a non-leader node hosting public addresses, time until
+                  they moved
+                  --cluster DIR [--nodes N] [--signal KILL|STOP] [--quiet SECS]
+                  [--timeout SECS] [--poll-ms MS]
   report        turn raw harness results into a table, CSV and JSON
                   --raw FILE [--csv FILE] [--json FILE] [--table FILE]
                   [--meta KEY=VALUE ...] [--headline BENCH=METRIC,METRIC ...]
 
-socket selection (rtt, concurrent):
+socket selection (rtt, concurrent, recover):
   --socket PATH            a daemon's unix socket (default: $CTDB_SOCKET)
   --cluster DIR --from N   node N of a scripts/local_cluster.sh cluster (DIR/node.N/...)
 ";
@@ -60,6 +73,10 @@ fn main() -> ExitCode {
         "fetch-lock" => fetch_lock_cmd::contend(rest),
         "fetch-lock-worker" => fetch_lock_cmd::worker(rest),
         "footprint" => cmd_footprint(rest),
+        "fill-volatile" => cmd_fill_volatile(rest),
+        "census" => cmd_census(rest),
+        "recover" => cmd_recover(rest),
+        "failover" => cmd_failover(rest),
         "report" => cmd_report(rest),
         "-h" | "--help" | "help" => {
             print!("{USAGE}");
@@ -236,6 +253,115 @@ fn cmd_footprint(args: &[String]) -> Result<KeyValues, String> {
         interval: Duration::from_millis(number(&m, "interval-ms", 1000u64)?.max(10)),
     };
     procfs::watch(&options)
+}
+
+fn cmd_fill_volatile(args: &[String]) -> Result<KeyValues, String> {
+    let mut o = getopts::Options::new();
+    o.optopt("", "db", "the node's TDB file", "PATH");
+    o.optopt("", "pnn", "the node", "N");
+    o.optopt("", "nodes", "nodes in the cluster", "N");
+    o.optopt("", "records", "distinct keys in the whole database", "R");
+    o.optopt(
+        "",
+        "stale-every",
+        "every K-th key has stale copies (0: none)",
+        "K",
+    );
+    o.optopt("", "value-len", "payload bytes after the header", "B");
+    o.optflag("", "no-wipe", "keep what the file holds");
+    let m = parse(&o, args)?;
+    let db = PathBuf::from(m.opt_str("db").ok_or("give --db PATH")?);
+    let layout = Layout {
+        records: number(&m, "records", 100_000u64)?,
+        nodes: number(&m, "nodes", 3u32)?.max(1),
+        stale_every: number(&m, "stale-every", 4u64)?,
+        value_len: number(&m, "value-len", 64usize)?.max(1),
+    };
+    let pnn = number(&m, "pnn", u32::MAX)?;
+    if pnn >= layout.nodes {
+        return Err("give --pnn below --nodes".into());
+    }
+    volatile::fill(&db, pnn, &layout, !m.opt_present("no-wipe"))
+        .map_err(|e| format!("{}: {e}", db.display()))
+}
+
+fn cmd_census(args: &[String]) -> Result<KeyValues, String> {
+    let mut o = getopts::Options::new();
+    o.optopt("", "db", "a TDB file", "PATH");
+    let m = parse(&o, args)?;
+    let db = PathBuf::from(m.opt_str("db").ok_or("give --db PATH")?);
+    let census = volatile::census(&db).map_err(|e| format!("{}: {e}", db.display()))?;
+    let mut kv = KeyValues::new();
+    kv.count("records", census.records)
+        .count("stale", census.stale)
+        .count("empty", census.empty);
+    Ok(kv)
+}
+
+fn poll_timing(m: &getopts::Matches) -> Result<(Duration, Duration), String> {
+    Ok((
+        Duration::from_secs_f64(number(m, "timeout", 300.0f64)?.max(0.0)),
+        Duration::from_millis(number(m, "poll-ms", 5u64)?.max(1)),
+    ))
+}
+
+const QUIET_HELP: &str =
+    "first wait until the last recovery ended this long ago (RerecoveryTimeout)";
+
+fn cmd_recover(args: &[String]) -> Result<KeyValues, String> {
+    let mut o = getopts::Options::new();
+    socket_options(&mut o);
+    o.optopt("", "timeout", "give up after", "SECS");
+    o.optopt("", "poll-ms", "polling interval", "MS");
+    o.optopt("", "quiet", QUIET_HELP, "SECS");
+    let m = parse(&o, args)?;
+    let (timeout, poll) = poll_timing(&m)?;
+    let options = RecoverOptions {
+        socket: socket_of(&m)?,
+        quiet: Duration::from_secs_f64(number(&m, "quiet", 0.0f64)?.max(0.0)),
+        timeout,
+        poll,
+    };
+    timing::recover(&options).map_err(|e| format!("{}: {e}", options.socket.display()))
+}
+
+fn cmd_failover(args: &[String]) -> Result<KeyValues, String> {
+    let mut o = getopts::Options::new();
+    o.optopt("", "cluster", "local_cluster.sh directory", "DIR");
+    o.optopt("", "nodes", "nodes in the cluster", "N");
+    o.optopt("", "timeout", "give up after", "SECS");
+    o.optopt("", "poll-ms", "polling interval", "MS");
+    o.optopt("", "quiet", QUIET_HELP, "SECS");
+    o.optopt("", "signal", "KILL (default) or STOP (a hung node)", "SIG");
+    let m = parse(&o, args)?;
+    let signal = match m.opt_str("signal").as_deref() {
+        None | Some("KILL") => libc::SIGKILL,
+        Some("STOP") => libc::SIGSTOP,
+        Some(other) => return Err(format!("--signal: '{other}' (want KILL or STOP)")),
+    };
+    let dir = m.opt_str("cluster").ok_or("give --cluster DIR")?;
+    let nodes = number(&m, "nodes", 3usize)?;
+    let mut pids = Vec::with_capacity(nodes);
+    for pnn in 0..nodes {
+        let file = PathBuf::from(&dir).join(format!("node.{pnn}/daemon.pid"));
+        let text =
+            std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+        pids.push(
+            text.trim()
+                .parse::<i32>()
+                .map_err(|_| format!("{}: not a pid", file.display()))?,
+        );
+    }
+    let (timeout, poll) = poll_timing(&m)?;
+    let options = FailoverOptions {
+        sockets: (0..nodes).map(|pnn| cluster_socket(&dir, pnn)).collect(),
+        pids,
+        quiet: Duration::from_secs_f64(number(&m, "quiet", 0.0f64)?.max(0.0)),
+        timeout,
+        poll,
+        signal,
+    };
+    timing::failover(&options).map_err(|e| e.to_string())
 }
 
 fn cmd_report(args: &[String]) -> Result<KeyValues, String> {

@@ -16,3 +16,5 @@ pub mod report;
 pub mod ring;
 pub mod rtt;
 pub mod stats;
+pub mod timing;
+pub mod volatile;
