@@ -1,0 +1,332 @@
+//! Read-only delegations, their revoke, and sticky records, on the in-memory cluster of the
+//! call tests.
+
+use super::*;
+use crate::protocol::ltdb::{
+    REC_RO_FLAGS, REC_RO_HAVE_READONLY, REC_RO_REVOKE_COMPLETE, REC_RO_REVOKING_READONLY,
+};
+use crate::protocol::packet::CALL_FLAG_WANT_READONLY;
+use crate::server::call::readonly::{
+    delegated_header, revoke_header, tracking_add, tracking_nodes, READONLY_GRACE,
+};
+
+impl Cluster {
+    fn set_db_flag(&mut self, opcode: ControlOpcode) {
+        let id = self.db_id.to_ne_bytes();
+        for node in &mut self.nodes {
+            let req = DbRequest {
+                opcode,
+                srvid: 0,
+                flags: 0,
+                data: &id,
+                srcnode: 0,
+                client: None,
+            };
+            match node
+                .dbs
+                .handle_control(Instant::ZERO, &req, &self.env.ctx())
+            {
+                DbControlOutcome::Reply(r) => assert_eq!(r.status, 0, "{r:?}"),
+                other => panic!("no reply: {other:?}"),
+            }
+            while node.dbs.poll_effect().is_some() {}
+        }
+    }
+
+    fn start_call(&mut self, pnn: u32, now: Instant, call: ReqCall) {
+        let ctx = self.env.ctx();
+        let node = &mut self.nodes[pnn as usize];
+        node.calls
+            .on_client_call(&mut node.dbs, &ctx, now, CLIENT, 77, call);
+    }
+
+    fn req(&self, flags: u32, callid: u32, key: &[u8]) -> ReqCall {
+        ReqCall {
+            flags: CALL_FLAG_IMMEDIATE_MIGRATION | flags,
+            db_id: self.db_id,
+            callid,
+            hopcount: 0,
+            key: key.to_vec(),
+            calldata: Vec::new(),
+        }
+    }
+
+    /// Runs timers of every node at `now`, then delivers packets.
+    fn tick(&mut self, now: Instant) -> Vec<(i32, Vec<u8>)> {
+        let ctx = self.env.ctx();
+        for node in &mut self.nodes {
+            node.calls.handle_timeout(&mut node.dbs, &ctx, now);
+        }
+        self.run()
+    }
+
+    fn tracking(&mut self, pnn: u32, key: &[u8]) -> Option<Vec<u8>> {
+        let db = self.nodes[pnn as usize].dbs.get_mut(self.db_id).unwrap();
+        db.readonly_tracking_mut().unwrap().fetch(key).unwrap()
+    }
+
+    fn update_records(&self) -> Vec<u32> {
+        self.trace
+            .iter()
+            .filter(|p| {
+                matches!(&p.body, Body::ReqControl(c) if c.opcode == ControlOpcode::UpdateRecord)
+            })
+            .map(|p| p.destnode)
+            .collect()
+    }
+}
+
+fn dmaster_header(rsn: u64, dmaster: u32) -> LtdbHeader {
+    LtdbHeader {
+        rsn,
+        dmaster,
+        reserved1: 0,
+        flags: REC_FLAG_MIGRATED_WITH_DATA,
+    }
+}
+
+/// A readonly cluster with `key` mastered by its lmaster 0, holding "v1" at RSN 5.
+fn readonly_cluster() -> (Cluster, Vec<u8>) {
+    let mut c = Cluster::new(3, false);
+    c.set_db_flag(ControlOpcode::SetDbReadonly);
+    let key = key_with_lmaster(&c, 0);
+    c.put(0, &key, dmaster_header(5, 0), b"v1");
+    (c, key)
+}
+
+#[test]
+fn tracking_bitmap_matches_stock_layout() {
+    let mut rec = Vec::new();
+    tracking_add(&mut rec, 1);
+    tracking_add(&mut rec, 2);
+    assert_eq!(rec, vec![0b110]);
+    tracking_add(&mut rec, 9);
+    assert_eq!(rec, vec![0b110, 0b10]);
+    assert_eq!(tracking_nodes(&rec), vec![1, 2, 9]);
+    tracking_add(&mut rec, 1);
+    assert_eq!(tracking_nodes(&rec), vec![1, 2, 9]);
+    for seed in seeds(20) {
+        let mut prng = Prng::new(seed);
+        let mut rec = Vec::new();
+        let mut want: Vec<u32> = (0..prng.below(10)).map(|_| prng.below(64) as u32).collect();
+        for &p in &want {
+            tracking_add(&mut rec, p);
+        }
+        want.sort_unstable();
+        want.dedup();
+        assert_eq!(tracking_nodes(&rec), want, "seed {seed}");
+    }
+}
+
+#[test]
+fn delegation_and_revoke_headers_follow_stock() {
+    let mut h = dmaster_header(8, 0);
+    h.flags |= REC_RO_HAVE_DELEGATIONS | REC_RO_REVOKING_READONLY;
+    let d = delegated_header(&h);
+    assert_eq!(d.rsn, 6);
+    assert_eq!(d.flags & REC_RO_HAVE_READONLY, REC_RO_HAVE_READONLY);
+    assert_eq!(d.flags & REC_RO_HAVE_DELEGATIONS, 0);
+    let r = revoke_header(&h);
+    assert_eq!((r.rsn, r.flags), (7, REC_FLAG_MIGRATED_WITH_DATA));
+    assert!(
+        r.rsn > d.rsn,
+        "holders must accept the revoke's UPDATE_RECORD"
+    );
+}
+
+#[test]
+fn readonly_fetch_delegates_without_moving_the_dmaster() {
+    let (mut c, key) = readonly_cluster();
+    let call = c.req(CALL_FLAG_WANT_READONLY, NULL_FUNC, &key);
+    c.start_call(1, Instant::ZERO, call);
+    let replies = c.run();
+    assert_eq!(replies.len(), 1);
+    assert_eq!(replies[0].0, 0);
+    let (h0, d0) = c.record(0, &key).unwrap();
+    assert_eq!((h0.dmaster, h0.rsn, d0.as_slice()), (0, 8, &b"v1"[..]));
+    assert_ne!(h0.flags & REC_RO_HAVE_DELEGATIONS, 0);
+    let (h1, d1) = c.record(1, &key).unwrap();
+    assert_eq!((h1.dmaster, h1.rsn, d1.as_slice()), (0, 6, &b"v1"[..]));
+    assert_eq!(h1.flags & REC_RO_FLAGS, REC_RO_HAVE_READONLY);
+    // A read-only FETCH from node 2 returns the data without the header.
+    let call = c.req(CALL_FLAG_WANT_READONLY, FETCH_FUNC, &key);
+    c.start_call(2, Instant::ZERO, call);
+    assert_eq!(c.run(), vec![(0, b"v1".to_vec())]);
+    assert_eq!(
+        c.record(2, &key).unwrap().0.flags & REC_RO_HAVE_READONLY,
+        REC_RO_HAVE_READONLY
+    );
+    assert_eq!(c.tracking(0, &key), Some(vec![0b110]));
+    // The dmaster's RSN moved only on the first delegation.
+    assert_eq!(c.record(0, &key).unwrap().0.rsn, 8);
+    assert!(c.update_records().is_empty());
+}
+
+#[test]
+fn readonly_flag_is_ignored_without_the_readonly_database_flag() {
+    let mut c = Cluster::new(3, false);
+    let key = key_with_lmaster(&c, 0);
+    c.put(0, &key, dmaster_header(5, 0), b"v1");
+    let call = c.req(CALL_FLAG_WANT_READONLY, FETCH_FUNC, &key);
+    c.start_call(1, Instant::ZERO, call);
+    assert_eq!(c.run(), vec![(0, b"v1".to_vec())]);
+    // A normal migration happened.
+    assert_eq!(c.record(1, &key).unwrap().0.dmaster, 1);
+    assert_eq!(c.record(0, &key).unwrap().0.dmaster, 1);
+}
+
+#[test]
+fn write_request_revokes_delegations_then_migrates() {
+    let (mut c, key) = readonly_cluster();
+    for pnn in [1, 2] {
+        let call = c.req(CALL_FLAG_WANT_READONLY, NULL_FUNC, &key);
+        c.start_call(pnn, Instant::ZERO, call);
+        assert_eq!(c.run().len(), 1);
+    }
+    // A write fetch from node 1: the dmaster revokes first, the client waits.
+    let call = c.req(0, FETCH_FUNC, &key);
+    c.start_call(1, Instant::ZERO, call);
+    assert!(c.run().is_empty());
+    let mut holders = c.update_records();
+    holders.sort_unstable();
+    assert_eq!(holders, vec![1, 2]);
+    let (h0, _) = c.record(0, &key).unwrap();
+    assert_ne!(h0.flags & REC_RO_REVOKING_READONLY, 0);
+    assert_eq!(
+        h0.flags & REC_RO_REVOKE_COMPLETE,
+        0,
+        "completed on the timer"
+    );
+    // Node 2's copy is no longer read-only.
+    let (h2, d2) = c.record(2, &key).unwrap();
+    assert_eq!(
+        (h2.dmaster, h2.flags & REC_RO_FLAGS, d2.as_slice()),
+        (0, 0, &b"v1"[..])
+    );
+    // The deferred request runs on the next timer turn and migrates the record.
+    let now = Instant::from_millis(1);
+    assert_eq!(c.tick(now), vec![(0, b"v1".to_vec())]);
+    let (h1, d1) = c.record(1, &key).unwrap();
+    assert_eq!(
+        (h1.dmaster, h1.flags & REC_RO_FLAGS, d1.as_slice()),
+        (1, 0, &b"v1"[..])
+    );
+    assert_eq!(c.record(0, &key).unwrap().0.dmaster, 1);
+    assert_eq!(c.record(0, &key).unwrap().0.flags & REC_RO_FLAGS, 0);
+    assert_eq!(c.tracking(0, &key), None);
+    assert!(c.nodes.iter().all(|n| n.calls.pending_count() == 0));
+}
+
+#[test]
+fn requests_wait_while_revoking_and_readonly_ones_get_a_grace_second() {
+    let (mut c, key) = readonly_cluster();
+    let call = c.req(CALL_FLAG_WANT_READONLY, NULL_FUNC, &key);
+    c.start_call(2, Instant::ZERO, call);
+    assert_eq!(c.run().len(), 1);
+    // A local write on the dmaster starts the revoke; hold back node 2's answer.
+    let call = c.req(0, FETCH_FUNC, &key);
+    c.start_call(0, Instant::ZERO, call);
+    let update = match c.nodes[0].calls.poll_output() {
+        Some(CallOutput::Node { packet, .. }) => packet,
+        other => panic!("expected an UPDATE_RECORD, got {other:?}"),
+    };
+    assert!(matches!(&update.body, Body::ReqControl(r) if r.opcode == ControlOpcode::UpdateRecord));
+    // A read-only request on node 0 meets REVOKING and waits too.
+    c.start_call(
+        0,
+        Instant::ZERO,
+        c.req(CALL_FLAG_WANT_READONLY, FETCH_FUNC, &key),
+    );
+    assert!(c.run().is_empty());
+    // The holder answers; the write runs at once, the read-only request a second later.
+    let ctx = c.env.ctx();
+    let status = match &update.body {
+        Body::ReqControl(r) => update_record(&mut c.nodes[2].dbs, &ctx, &r.data),
+        _ => unreachable!(),
+    };
+    assert_eq!(status, 0);
+    assert!(c.nodes[0].calls.on_control_reply(&ctx, update.reqid, 0));
+    assert_eq!(c.tick(Instant::ZERO), vec![(0, b"v1".to_vec())]);
+    assert!(c.tick(Instant::from_millis(10)).is_empty());
+    let later = Instant::ZERO.saturating_add(READONLY_GRACE);
+    assert_eq!(c.tick(later), vec![(0, b"v1".to_vec())]);
+}
+
+#[test]
+fn revoke_without_answers_times_out_and_retries() {
+    let (mut c, key) = readonly_cluster();
+    let call = c.req(CALL_FLAG_WANT_READONLY, NULL_FUNC, &key);
+    c.start_call(2, Instant::ZERO, call);
+    assert_eq!(c.run().len(), 1);
+    c.start_call(0, Instant::ZERO, c.req(0, FETCH_FUNC, &key));
+    // Lose the UPDATE_RECORD.
+    while c.nodes[0].calls.poll_output().is_some() {}
+    let timeout = Duration::from_secs(u64::from(c.env.tunables.control_timeout()));
+    let at = Instant::ZERO.saturating_add(timeout);
+    assert!(c.tick(at).is_empty());
+    let (h0, _) = c.record(0, &key).unwrap();
+    assert_eq!(
+        h0.flags & (REC_RO_REVOKING_READONLY | REC_RO_REVOKE_COMPLETE),
+        0
+    );
+    // After the grace second the request starts a new revoke, which succeeds.
+    let replies = c.tick(at.saturating_add(READONLY_GRACE));
+    assert!(replies.is_empty());
+    let replies = c.tick(at.saturating_add(READONLY_GRACE));
+    assert_eq!(replies, vec![(0, b"v1".to_vec())]);
+    assert_eq!(c.record(0, &key).unwrap().0.flags & REC_RO_FLAGS, 0);
+}
+
+#[test]
+fn sticky_record_is_pinned_down_after_coming_back() {
+    let mut c = Cluster::new(3, false);
+    c.set_db_flag(ControlOpcode::SetDbSticky);
+    let key = key_with_lmaster(&c, 0);
+    c.put(0, &key, dmaster_header(5, 0), b"v1");
+    // A request that travelled far makes the record sticky on node 0, which serves it.
+    let hot = Packet {
+        generation: GENERATION,
+        destnode: 0,
+        srcnode: 1,
+        reqid: 5,
+        body: Body::ReqCall(ReqCall {
+            hopcount: c.env.tunables.hopcount_make_sticky(),
+            ..c.req(0, NULL_FUNC, &key)
+        }),
+    };
+    let ctx = c.env.ctx();
+    let node = &mut c.nodes[0];
+    node.calls
+        .on_node_packet(&mut node.dbs, &ctx, Instant::ZERO, hot);
+    c.run();
+    assert_eq!(c.record(0, &key).unwrap().0.dmaster, 1);
+    // Node 0 takes it back: pinned down for StickyPindown ms.
+    c.start_call(0, Instant::ZERO, c.req(0, FETCH_FUNC, &key));
+    assert_eq!(c.run(), vec![(0, b"v1".to_vec())]);
+    c.start_call(2, Instant::ZERO, c.req(0, FETCH_FUNC, &key));
+    assert!(
+        c.run().is_empty(),
+        "node 2's request waits for the pin-down"
+    );
+    assert_eq!(c.record(0, &key).unwrap().0.dmaster, 0);
+    let pindown = u64::from(c.env.tunables.sticky_pindown());
+    assert!(c.tick(Instant::from_millis(pindown - 1)).is_empty());
+    assert_eq!(
+        c.tick(Instant::from_millis(pindown)),
+        vec![(0, b"v1".to_vec())]
+    );
+    assert_eq!(c.record(2, &key).unwrap().0.dmaster, 2);
+}
+
+#[test]
+fn non_sticky_database_never_pins() {
+    let mut c = Cluster::new(3, false);
+    let key = key_with_lmaster(&c, 0);
+    c.put(0, &key, dmaster_header(5, 0), b"v1");
+    c.start_call(1, Instant::ZERO, c.req(0, FETCH_FUNC, &key));
+    assert_eq!(c.run().len(), 1);
+    c.start_call(0, Instant::ZERO, c.req(0, FETCH_FUNC, &key));
+    assert_eq!(c.run().len(), 1);
+    c.start_call(2, Instant::ZERO, c.req(0, FETCH_FUNC, &key));
+    assert_eq!(c.run().len(), 1);
+}
