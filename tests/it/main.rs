@@ -16,6 +16,7 @@ mod membership;
 mod mixed;
 mod mutex;
 mod netns;
+mod readonly;
 mod recovery_helper;
 mod shell;
 mod smbd;

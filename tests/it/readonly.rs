@@ -1,0 +1,155 @@
+//! Read-only delegations on real clusters: read-only fetches (`ctdb readkey <db> <key>
+//! readonly`) on other nodes get the value without moving the dmaster, `ctdb cattdb` shows
+//! RO_HAVE_DELEGATIONS on the dmaster and RO_HAVE_READONLY copies elsewhere, and a write
+//! through another node revokes the copies first, so no node reads the old value after the
+//! write returned. Run on ctdb-rs nodes, on stock nodes (to prove the checks match stock)
+//! and on a mixed cluster.
+
+use crate::cluster::{our_ctdbd, our_eventd, Flavour, LocalCluster};
+use std::time::Duration;
+
+const DB: &str = "readonly-test.tdb";
+const KEY: &str = "ro-key";
+
+fn ok_stdout(c: &LocalCluster, pnn: u32, args: &[&str]) -> String {
+    let out = c.ctdb(pnn, args);
+    assert!(
+        out.status.success(),
+        "ctdb {args:?} on node {pnn} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The header and data lines `ctdb cattdb` prints for KEY in a node's own file.
+fn local_record(c: &LocalCluster, pnn: u32) -> Option<String> {
+    let out = ok_stdout(c, pnn, &["cattdb", DB]);
+    let start = out.find(&format!("\"{KEY}\""))?;
+    let rest = out.get(start..)?;
+    let end = rest.get(1..)?.find("key(").map_or(rest.len(), |e| e + 1);
+    Some(rest.get(..end)?.to_owned())
+}
+
+fn dmaster_of(record: &str) -> Option<u32> {
+    record
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("dmaster: "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn read(c: &LocalCluster, pnn: u32, readonly: bool) -> String {
+    let mut args = vec!["readkey", DB, KEY];
+    if readonly {
+        args.push("readonly");
+    }
+    ok_stdout(c, pnn, &args)
+}
+
+fn delegations_and_revoke(c: &LocalCluster) {
+    ok_stdout(c, 0, &["attach", DB]);
+    c.wait_for("the database everywhere", Duration::from_secs(30), || {
+        (0..c.nodes).all(|n| c.ctdb_stdout(n, &["getdbmap"]).contains(DB))
+    });
+    for pnn in 0..c.nodes {
+        ok_stdout(c, pnn, &["setdbreadonly", DB]);
+    }
+    c.wait_for("READONLY everywhere", Duration::from_secs(30), || {
+        (0..c.nodes).all(|n| c.ctdb_stdout(n, &["getdbmap"]).contains("READONLY"))
+    });
+
+    ok_stdout(c, 0, &["writekey", DB, KEY, "value-one"]);
+    let rec0 = local_record(c, 0).expect("record on node 0");
+    assert_eq!(dmaster_of(&rec0), Some(0), "{rec0}");
+
+    for pnn in [1, 2] {
+        let got = read(c, pnn, true);
+        assert!(got.contains("value-one"), "node {pnn} read {got:?}");
+        let copy = local_record(c, pnn).expect("read-only copy");
+        assert!(copy.contains("RO_HAVE_READONLY"), "node {pnn}: {copy}");
+        assert!(!copy.contains("RO_HAVE_DELEGATIONS"), "node {pnn}: {copy}");
+        assert_eq!(dmaster_of(&copy), Some(0), "node {pnn}: {copy}");
+        assert!(copy.contains("value-one"), "node {pnn}: {copy}");
+    }
+    let rec0 = local_record(c, 0).unwrap();
+    assert_eq!(
+        dmaster_of(&rec0),
+        Some(0),
+        "the dmaster did not move: {rec0}"
+    );
+    assert!(rec0.contains("RO_HAVE_DELEGATIONS"), "{rec0}");
+    // A second read-only fetch is served from the local copy.
+    assert!(read(c, 2, true).contains("value-one"));
+
+    // A write through node 1 revokes both copies, then migrates the record there.
+    ok_stdout(c, 1, &["writekey", DB, KEY, "value-two"]);
+    let rec1 = local_record(c, 1).unwrap();
+    assert_eq!(dmaster_of(&rec1), Some(1), "{rec1}");
+    assert!(!rec1.contains("RO_"), "{rec1}");
+    let copy2 = local_record(c, 2).unwrap();
+    assert!(
+        !copy2.contains("RO_HAVE_READONLY"),
+        "node 2 kept its read-only copy after the write: {copy2}"
+    );
+    for pnn in [2, 0] {
+        let got = read(c, pnn, true);
+        assert!(
+            got.contains("value-two"),
+            "stale read-only read on {pnn}: {got:?}"
+        );
+    }
+    let rec1 = local_record(c, 1).unwrap();
+    assert_eq!(dmaster_of(&rec1), Some(1), "{rec1}");
+    assert!(rec1.contains("RO_HAVE_DELEGATIONS"), "{rec1}");
+
+    // Node 1 now revokes the copies on nodes 0 and 2 for a write through node 2.
+    ok_stdout(c, 2, &["writekey", DB, KEY, "value-three"]);
+    for pnn in [0, 1] {
+        let copy = local_record(c, pnn).unwrap();
+        assert!(!copy.contains("RO_HAVE_READONLY"), "node {pnn}: {copy}");
+    }
+    for pnn in [0, 1, 2] {
+        let got = read(c, pnn, true);
+        assert!(
+            got.contains("value-three"),
+            "stale read-only read on {pnn}: {got:?}"
+        );
+        let got = read(c, pnn, false);
+        assert!(got.contains("value-three"), "stale read on {pnn}: {got:?}");
+    }
+}
+
+#[test]
+fn readonly_delegations_on_ctdb_rs_nodes() {
+    let c = LocalCluster::setup("readonly-ours", Flavour::Ours, 3, "127.0.135", &[]);
+    c.start();
+    c.wait_all_ok(Duration::from_secs(60));
+    delegations_and_revoke(&c);
+}
+
+#[test]
+fn readonly_delegations_on_stock_nodes() {
+    let c = LocalCluster::setup("readonly-stock", Flavour::Stock, 3, "127.0.136", &[]);
+    c.start();
+    c.wait_all_ok(Duration::from_secs(60));
+    delegations_and_revoke(&c);
+}
+
+#[test]
+fn readonly_delegations_on_a_mixed_cluster() {
+    // Node 0 (the first dmaster) runs stock, nodes 1 and 2 ctdb-rs.
+    let c = LocalCluster::setup("readonly-mixed", Flavour::Stock, 3, "127.0.137", &[]);
+    for pnn in [1, 2] {
+        let env = format!(
+            "NODE_CTDBD={}\nexport CTDB_EVENTD={}\nexport CTDB_RECOVERY_HELPER={}\nexport CTDB_CLUSTER_MUTEX_HELPER={}\n",
+            our_ctdbd().display(),
+            our_eventd().display(),
+            env!("CARGO_BIN_EXE_ctdb_recovery_helper"),
+            env!("CARGO_BIN_EXE_ctdb_mutex_fcntl_helper"),
+        );
+        std::fs::write(c.node_base(pnn).join("node.env"), env).unwrap();
+    }
+    c.start();
+    c.wait_all_ok(Duration::from_secs(60));
+    delegations_and_revoke(&c);
+}
