@@ -59,6 +59,9 @@ pub(super) struct ReadonlyState {
     pub(super) now: Instant,
     revokes: BTreeMap<RecordKey, Revoke>,
     sticky: BTreeMap<RecordKey, StickyRecord>,
+    /// Delegations handed out and revokes completed, by database
+    /// (`db_ro_delegations` / `db_ro_revokes` of the statistics).
+    counts: BTreeMap<u32, (u32, u32)>,
 }
 
 /// A revoke in progress (`struct revokechild_handle` plus `struct ctdb_revoke_state`).
@@ -184,6 +187,8 @@ impl CallService {
             call.flags &= !CALL_FLAG_WANT_READONLY;
         }
         if header.flags & REC_RO_REVOKE_COMPLETE != 0 {
+            let counts = self.ro.counts.entry(db.db_id()).or_default();
+            counts.1 = counts.1.wrapping_add(1);
             header.flags &= !REC_RO_FLAGS;
             if let Err(e) = super::ltdb_store(db, pnn, ctx, &call.key, header, data) {
                 log::error!("Failed to write header with cleared REVOKE flag: {e}");
@@ -285,7 +290,21 @@ impl CallService {
             pnn: packet.srcnode,
             packet: out,
         });
+        let counts = self.ro.counts.entry(db.db_id()).or_default();
+        counts.0 = counts.0.wrapping_add(1);
         true
+    }
+
+    /// Read-only delegations handed out and revokes completed by this node, for one
+    /// database or (with `None`) in total, for the statistics controls.
+    pub fn readonly_counts(&self, db_id: Option<u32>) -> (u32, u32) {
+        self.ro
+            .counts
+            .iter()
+            .filter(|(id, _)| db_id.is_none_or(|want| **id == want))
+            .fold((0, 0), |(d, r), (_, c)| {
+                (d.wrapping_add(c.0), r.wrapping_add(c.1))
+            })
     }
 
     /// `ctdb_start_revoke_ro_record` (with the REVOKING flag stored first, as its callers

@@ -215,6 +215,9 @@ fn write_request_revokes_delegations_then_migrates() {
     assert_eq!(c.record(0, &key).unwrap().0.flags & REC_RO_FLAGS, 0);
     assert_eq!(c.tracking(0, &key), None);
     assert!(c.nodes.iter().all(|n| n.calls.pending_count() == 0));
+    assert_eq!(c.nodes[0].calls.readonly_counts(None), (2, 1));
+    assert_eq!(c.nodes[0].calls.readonly_counts(Some(c.db_id)), (2, 1));
+    assert_eq!(c.nodes[0].calls.readonly_counts(Some(c.db_id + 1)), (0, 0));
 }
 
 #[test]
