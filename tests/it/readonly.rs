@@ -3,10 +3,11 @@
 //! RO_HAVE_DELEGATIONS on the dmaster and RO_HAVE_READONLY copies elsewhere, and a write
 //! through another node revokes the copies first, so no node reads the old value after the
 //! write returned. Run on ctdb-rs nodes, on stock nodes (to prove the checks match stock)
-//! and on a mixed cluster.
+//! and on a mixed cluster. Sticky records: a record that comes back to a node that served
+//! it before is pinned down there for StickyPindown ms.
 
 use crate::cluster::{our_ctdbd, our_eventd, Flavour, LocalCluster};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const DB: &str = "readonly-test.tdb";
 const KEY: &str = "ro-key";
@@ -120,23 +121,25 @@ fn delegations_and_revoke(c: &LocalCluster) {
 }
 
 #[test]
-fn readonly_delegations_on_ctdb_rs_nodes() {
+fn readonly_and_sticky_on_ctdb_rs_nodes() {
     let c = LocalCluster::setup("readonly-ours", Flavour::Ours, 3, "127.0.135", &[]);
     c.start();
     c.wait_all_ok(Duration::from_secs(60));
     delegations_and_revoke(&c);
+    sticky_record_is_pinned_down(&c);
 }
 
 #[test]
-fn readonly_delegations_on_stock_nodes() {
+fn readonly_and_sticky_on_stock_nodes() {
     let c = LocalCluster::setup("readonly-stock", Flavour::Stock, 3, "127.0.136", &[]);
     c.start();
     c.wait_all_ok(Duration::from_secs(60));
     delegations_and_revoke(&c);
+    sticky_record_is_pinned_down(&c);
 }
 
 #[test]
-fn readonly_delegations_on_a_mixed_cluster() {
+fn readonly_and_sticky_on_a_mixed_cluster() {
     // Node 0 (the first dmaster) runs stock, nodes 1 and 2 ctdb-rs.
     let c = LocalCluster::setup("readonly-mixed", Flavour::Stock, 3, "127.0.137", &[]);
     for pnn in [1, 2] {
@@ -152,4 +155,48 @@ fn readonly_delegations_on_a_mixed_cluster() {
     c.start();
     c.wait_all_ok(Duration::from_secs(60));
     delegations_and_revoke(&c);
+    sticky_record_is_pinned_down(&c);
+}
+
+const STICKY_DB: &str = "sticky-test.tdb";
+const PINDOWN_MS: u64 = 3000;
+
+/// Every request counts as hot (HopcountMakeSticky 0), so node 0, which serves node 1's
+/// migration, makes the record sticky; when node 0 fetches it back it is pinned down, and
+/// node 2's write waits for the pin-down while node 0's own writes do not.
+fn sticky_record_is_pinned_down(c: &LocalCluster) {
+    ok_stdout(c, 0, &["attach", STICKY_DB]);
+    c.wait_for("the database everywhere", Duration::from_secs(30), || {
+        (0..c.nodes).all(|n| c.ctdb_stdout(n, &["getdbmap"]).contains(STICKY_DB))
+    });
+    for pnn in 0..c.nodes {
+        ok_stdout(c, pnn, &["setdbsticky", STICKY_DB]);
+        ok_stdout(c, pnn, &["setvar", "HopcountMakeSticky", "0"]);
+        ok_stdout(
+            c,
+            pnn,
+            &["setvar", "StickyPindown", &PINDOWN_MS.to_string()],
+        );
+    }
+    c.wait_for("STICKY everywhere", Duration::from_secs(30), || {
+        (0..c.nodes).all(|n| c.ctdb_stdout(n, &["getdbmap"]).contains("STICKY"))
+    });
+    let write = |pnn: u32, value: &str| {
+        let start = Instant::now();
+        ok_stdout(c, pnn, &["writekey", STICKY_DB, "hot", value]);
+        start.elapsed()
+    };
+    write(0, "a");
+    write(1, "b");
+    let back = write(0, "c");
+    assert!(back < Duration::from_millis(PINDOWN_MS / 2), "{back:?}");
+    let waited = write(2, "d");
+    assert!(
+        waited >= Duration::from_millis(PINDOWN_MS / 2),
+        "node 2's write did not wait for the pin-down: {waited:?}"
+    );
+    for pnn in 0..c.nodes {
+        let got = ok_stdout(c, pnn, &["readkey", STICKY_DB, "hot"]);
+        assert!(got.contains("size:1 ptr:[d]"), "node {pnn}: {got:?}");
+    }
 }
