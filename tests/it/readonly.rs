@@ -182,6 +182,7 @@ fn sticky_record_is_pinned_down(c: &LocalCluster) {
         (0..c.nodes).all(|n| c.ctdb_stdout(n, &["getdbmap"]).contains("STICKY"))
     });
     let write = |pnn: u32, value: &str| {
+        #[allow(clippy::disallowed_methods)] // Wall time of a CLI call, outside any state machine.
         let start = Instant::now();
         ok_stdout(c, pnn, &["writekey", STICKY_DB, "hot", value]);
         start.elapsed()
