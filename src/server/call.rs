@@ -157,6 +157,7 @@ impl CallService {
         for queue in self.waiting.values_mut() {
             queue.retain(|w| !matches!(w, Waiting::Client { client: c, .. } if *c == client));
         }
+        self.ro_on_client_closed(client);
     }
 
     /// `daemon_request_call_from_client`: a REQ_CALL from a local client with its `reqid`.

@@ -641,6 +641,15 @@ impl CallService {
         }
     }
 
+    /// A client went away: its requests waiting for revokes are dropped (the revokes go on).
+    pub(super) fn ro_on_client_closed(&mut self, client: crate::server::effect::ClientId) {
+        for revoke in self.ro.revokes.values_mut() {
+            revoke
+                .deferred
+                .retain(|w| !matches!(w, Waiting::Client { client: c, .. } if *c == client));
+        }
+    }
+
     /// A recovery revokes everything: revokes of the database end and their requests run
     /// again.
     pub(super) fn ro_on_thawed(&mut self, now: Instant, db_id: u32) {

@@ -333,3 +333,25 @@ fn non_sticky_database_never_pins() {
     c.start_call(2, Instant::ZERO, c.req(0, FETCH_FUNC, &key));
     assert_eq!(c.run().len(), 1);
 }
+
+#[test]
+fn closed_client_is_not_answered_after_the_revoke() {
+    let (mut c, key) = readonly_cluster();
+    c.start_call(
+        2,
+        Instant::ZERO,
+        c.req(CALL_FLAG_WANT_READONLY, NULL_FUNC, &key),
+    );
+    assert_eq!(c.run().len(), 1);
+    c.start_call(0, Instant::ZERO, c.req(0, FETCH_FUNC, &key));
+    c.nodes[0].calls.on_client_closed(CLIENT);
+    assert!(c.run().is_empty());
+    assert!(c.tick(Instant::from_millis(1)).is_empty());
+    assert!(c.tick(Instant::from_secs(2)).is_empty());
+    // The revoke itself finished and the next request cleans up.
+    let (h0, _) = c.record(0, &key).unwrap();
+    assert_ne!(h0.flags & REC_RO_REVOKE_COMPLETE, 0);
+    c.start_call(1, Instant::from_secs(2), c.req(0, FETCH_FUNC, &key));
+    assert_eq!(c.run(), vec![(0, b"v1".to_vec())]);
+    assert_eq!(c.record(1, &key).unwrap().0.flags & REC_RO_FLAGS, 0);
+}
