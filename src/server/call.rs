@@ -966,6 +966,9 @@ pub fn update_record(dbs: &mut DatabaseSet, ctx: &DbContext<'_>, data: &[u8]) ->
     if !db.allow_access() {
         return -1;
     }
+    if db.is_volatile() {
+        return readonly::update_volatile(db, pnn, ctx, &buffer);
+    }
     if let Err(e) = db.store_mut().transaction_start() {
         log::error!("Failed to start a transaction on {}: {e}", db.name());
         return -1;

@@ -155,6 +155,61 @@ pub fn revoke_header(dmaster_header: &LtdbHeader) -> LtdbHeader {
     h
 }
 
+/// UPDATE_RECORD on a volatile database, which only revokes send: each record that exists
+/// here is replaced when the new RSN is higher (or the data is the same). Stock writes in a
+/// child that waits for the chain locks inside a transaction; the daemon must not wait for a
+/// client holding a chain (a reader of a read-only copy, typically), so a busy chain fails
+/// the update and the revoking node retries a second later. Without a transaction the
+/// records of one buffer are not written atomically; a revoke sends a single record.
+pub fn update_volatile(
+    db: &mut Database,
+    pnn: Pnn,
+    ctx: &DbContext<'_>,
+    buffer: &RecBuffer,
+) -> i32 {
+    for rec in &buffer.records {
+        let Ok((mut header, _)) = LtdbHeader::pull(&rec.data) else {
+            log::error!("UPDATE_RECORD on {}: bad record header", db.name());
+            return -1;
+        };
+        let value = rec.data.get(LTDB_HEADER_LEN..).unwrap_or_default();
+        match db.store_mut().chain_try_lock(&rec.key) {
+            Ok(true) => {}
+            Ok(false) => {
+                log::info!("UPDATE_RECORD on {}: chain held by a client", db.name());
+                return -1;
+            }
+            Err(e) => {
+                log::error!("UPDATE_RECORD on {}: chain lock failed: {e}", db.name());
+                return -1;
+            }
+        }
+        let result = (|| -> Result<(), String> {
+            let Some(old) = db.store_mut().fetch(&rec.key).map_err(|e| e.to_string())? else {
+                return Ok(());
+            };
+            let (old_header, _) =
+                LtdbHeader::pull(&old).map_err(|e| format!("bad local record: {e}"))?;
+            let old_data = old.get(LTDB_HEADER_LEN..).unwrap_or_default();
+            if old_header.rsn >= header.rsn && old_data != value {
+                return Err(format!(
+                    "old rsn {} >= new rsn {} with different data",
+                    old_header.rsn, header.rsn
+                ));
+            }
+            super::ltdb_store(db, pnn, ctx, &rec.key, &mut header, value).map_err(|e| e.to_string())
+        })();
+        if let Err(e) = db.store_mut().chain_unlock(&rec.key) {
+            log::error!("Failed to unlock a chain of {}: {e}", db.name());
+        }
+        if let Err(e) = result {
+            log::error!("UPDATE_RECORD on {} failed: {e}", db.name());
+            return -1;
+        }
+    }
+    0
+}
+
 fn wants_readonly(work: &Waiting) -> bool {
     match work {
         Waiting::Client { call, .. } => call.flags & CALL_FLAG_WANT_READONLY != 0,
