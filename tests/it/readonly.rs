@@ -4,9 +4,13 @@
 //! through another node revokes the copies first, so no node reads the old value after the
 //! write returned. Run on ctdb-rs nodes, on stock nodes (to prove the checks match stock)
 //! and on a mixed cluster. Sticky records: a record that comes back to a node that served
-//! it before is pinned down there for StickyPindown ms.
+//! it before is pinned down there for StickyPindown ms. Our client's `fetch_readonly` gets
+//! read-only copies too, and a reader holding one only delays a write on another node.
 
 use crate::cluster::{our_ctdbd, our_eventd, Flavour, LocalCluster};
+use ctdb::client::db::{DbError, DbHandle};
+use ctdb::client::Client;
+use ctdb::protocol::ltdb::REC_RO_HAVE_READONLY;
 use std::time::{Duration, Instant};
 
 const DB: &str = "readonly-test.tdb";
@@ -126,6 +130,7 @@ fn readonly_and_sticky_on_ctdb_rs_nodes() {
     c.start();
     c.wait_all_ok(Duration::from_secs(60));
     delegations_and_revoke(&c);
+    client_reads_readonly_copies(&c);
     sticky_record_is_pinned_down(&c);
 }
 
@@ -135,6 +140,7 @@ fn readonly_and_sticky_on_stock_nodes() {
     c.start();
     c.wait_all_ok(Duration::from_secs(60));
     delegations_and_revoke(&c);
+    client_reads_readonly_copies(&c);
     sticky_record_is_pinned_down(&c);
 }
 
@@ -155,6 +161,7 @@ fn readonly_and_sticky_on_a_mixed_cluster() {
     c.start();
     c.wait_all_ok(Duration::from_secs(60));
     delegations_and_revoke(&c);
+    client_reads_readonly_copies(&c);
     sticky_record_is_pinned_down(&c);
 }
 
@@ -200,4 +207,55 @@ fn sticky_record_is_pinned_down(c: &LocalCluster) {
         let got = ok_stdout(c, pnn, &["readkey", STICKY_DB, "hot"]);
         assert!(got.contains("size:1 ptr:[d]"), "node {pnn}: {got:?}");
     }
+}
+
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `DbHandle::fetch_readonly` against the daemons (the database is READONLY already): a
+/// copy on node 1 that refuses stores; while node 1's client holds it, node 2's write waits
+/// but node 1's daemon keeps answering; once released, the write lands and node 1 reads it.
+fn client_reads_readonly_copies(c: &LocalCluster) {
+    let key: &[u8] = b"client-key";
+    let socket = |pnn: u32| c.node_base(pnn).join("run/ctdbd.socket");
+    let mut clients: Vec<Client> = (0..c.nodes)
+        .map(|n| Client::connect(&socket(n)).unwrap())
+        .collect();
+    let handles: Vec<DbHandle> = clients
+        .iter_mut()
+        .map(|client| DbHandle::attach(client, DB).unwrap())
+        .collect();
+    {
+        let mut lock = handles[0]
+            .fetch_lock_timeout(&mut clients[0], key, CLIENT_TIMEOUT)
+            .unwrap();
+        lock.store(b"c1").unwrap();
+    }
+    let mut copy = handles[1]
+        .fetch_readonly_timeout(&mut clients[1], key, CLIENT_TIMEOUT)
+        .unwrap();
+    assert_eq!(copy.data(), b"c1");
+    assert!(copy.is_readonly());
+    assert_eq!(copy.header().dmaster, 0);
+    assert_ne!(copy.header().flags & REC_RO_HAVE_READONLY, 0);
+    assert!(matches!(copy.store(b"nope"), Err(DbError::ReadOnly)));
+
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(|| ok_stdout(c, 2, &["writekey", DB, "client-key", "c2"]));
+        std::thread::sleep(Duration::from_millis(1500));
+        assert!(
+            !writer.is_finished(),
+            "the write did not wait for the reader"
+        );
+        #[allow(clippy::disallowed_methods)] // Wall time of a CLI call.
+        let start = Instant::now();
+        ok_stdout(c, 1, &["status"]);
+        let took = start.elapsed();
+        assert!(took < Duration::from_secs(3), "node 1 blocked: {took:?}");
+        drop(copy);
+        writer.join().unwrap();
+    });
+    let copy = handles[1]
+        .fetch_readonly_timeout(&mut clients[1], key, CLIENT_TIMEOUT)
+        .unwrap();
+    assert_eq!(copy.data(), b"c2");
 }
