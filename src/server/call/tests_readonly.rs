@@ -437,3 +437,62 @@ fn volatile_update_record_fails_instead_of_waiting_for_a_held_chain() {
 fn db_fetch(dbs: &mut DatabaseSet, db_id: u32, key: &[u8]) -> Option<Vec<u8>> {
     dbs.get_mut(db_id).unwrap().store_mut().fetch(key).unwrap()
 }
+
+/// Seeded random reads (read-only fetch-locks) and writes (fetch-lock and store) from the
+/// three nodes, each done as the client library does it: use the local record when it is
+/// readable (writable), otherwise ask the daemon and look again. Every read sees the last
+/// value written, there is always exactly one dmaster, and no call is left waiting.
+#[test]
+fn random_readonly_and_write_sequences_never_read_stale_data() {
+    use crate::client::db::{classify, classify_readonly, LocalRecord};
+    for seed in seeds(40) {
+        let (mut c, key) = readonly_cluster();
+        let mut prng = Prng::new(seed);
+        let mut now = Instant::ZERO;
+        let mut last = b"v1".to_vec();
+        for step in 0..40 {
+            let pnn = prng.below(3) as u32;
+            let write = prng.below(3) == 0;
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                assert!(attempts < 10, "seed {seed} step {step}: no progress");
+                let local = c.nodes[pnn as usize]
+                    .dbs
+                    .get_mut(c.db_id)
+                    .unwrap()
+                    .store_mut()
+                    .fetch(&key)
+                    .unwrap();
+                let class = if write {
+                    classify(local.as_deref(), pnn).unwrap()
+                } else {
+                    classify_readonly(local.as_deref(), pnn).unwrap()
+                };
+                if let LocalRecord::Ours { header, data } = class {
+                    if write {
+                        last = format!("s{seed}-{step}").into_bytes();
+                        c.put(pnn, &key, header, &last);
+                    } else {
+                        assert_eq!(data, last, "seed {seed} step {step}: stale read on {pnn}");
+                    }
+                    break;
+                }
+                let flags = if write { 0 } else { CALL_FLAG_WANT_READONLY };
+                c.start_call(pnn, now, c.req(flags, NULL_FUNC, &key));
+                let mut replies = c.run();
+                while replies.is_empty() {
+                    now = now.saturating_add(Duration::from_millis(300));
+                    replies = c.tick(now);
+                }
+                assert_eq!(replies.len(), 1, "seed {seed} step {step}");
+                assert_eq!(replies[0].0, 0, "seed {seed} step {step}");
+            }
+            let dmasters: Vec<u32> = (0..3u32)
+                .filter(|&p| c.record(p, &key).is_some_and(|(h, _)| h.dmaster == p))
+                .collect();
+            assert_eq!(dmasters.len(), 1, "seed {seed} step {step}: {dmasters:?}");
+            assert!(c.nodes.iter().all(|n| n.calls.pending_count() == 0));
+        }
+    }
+}
