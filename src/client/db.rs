@@ -18,9 +18,13 @@
 use super::{Client, ClientError, DEFAULT_TIMEOUT};
 use crate::common::tdb::{StoreMode, Tdb, TdbError, TdbFlags};
 use crate::protocol::header::CURRENT_NODE;
-use crate::protocol::ltdb::{LtdbHeader, LTDB_HEADER_LEN, REC_RO_HAVE_DELEGATIONS};
+use crate::protocol::ltdb::{
+    LtdbHeader, LTDB_HEADER_LEN, REC_RO_HAVE_DELEGATIONS, REC_RO_HAVE_READONLY,
+};
 use crate::protocol::opcode::ControlOpcode;
-use crate::protocol::packet::{ReqCall, CALL_FLAG_IMMEDIATE_MIGRATION, NULL_FUNC};
+use crate::protocol::packet::{
+    ReqCall, CALL_FLAG_IMMEDIATE_MIGRATION, CALL_FLAG_WANT_READONLY, NULL_FUNC,
+};
 use crate::protocol::Marshal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -47,6 +51,8 @@ pub enum DbError {
     Timeout {
         migrations: u32,
     },
+    /// A record obtained as a read-only copy cannot be changed.
+    ReadOnly,
 }
 
 impl std::fmt::Display for DbError {
@@ -74,6 +80,7 @@ impl std::fmt::Display for DbError {
             DbError::Timeout { migrations } => {
                 write!(f, "record not migrated here after {migrations} call(s)")
             }
+            DbError::ReadOnly => write!(f, "record is a read-only copy"),
         }
     }
 }
@@ -117,6 +124,32 @@ pub fn classify(record: Option<&[u8]>, pnn: u32) -> Result<LocalRecord, DbError>
         header,
         data: bytes.get(used..).unwrap_or_default().to_vec(),
     })
+}
+
+/// Classifies a local record for a read-only fetch-lock on node `pnn`: the dmaster's record
+/// and read-only copies (either side of a delegation) may be read; anything else needs a
+/// read-only request to the dmaster.
+pub fn classify_readonly(record: Option<&[u8]>, pnn: u32) -> Result<LocalRecord, DbError> {
+    let Some(bytes) = record else {
+        return Ok(LocalRecord::Elsewhere);
+    };
+    let (header, used) =
+        LtdbHeader::pull(bytes).map_err(|_| DbError::Corrupt { len: bytes.len() })?;
+    if header.dmaster != pnn && header.flags & (REC_RO_HAVE_READONLY | REC_RO_HAVE_DELEGATIONS) == 0
+    {
+        return Ok(LocalRecord::Elsewhere);
+    }
+    Ok(LocalRecord::Ours {
+        header,
+        data: bytes.get(used..).unwrap_or_default().to_vec(),
+    })
+}
+
+/// The REQ_CALL a read-only fetch-lock sends: a migration call that asks for a delegation.
+pub fn readonly_call(db_id: u32, key: &[u8]) -> ReqCall {
+    let mut call = migration_call(db_id, key);
+    call.flags |= CALL_FLAG_WANT_READONLY;
+    call
 }
 
 /// The REQ_CALL a fetch-lock sends when the record lives elsewhere.
@@ -197,6 +230,39 @@ impl DbHandle {
         key: &[u8],
         timeout: Duration,
     ) -> Result<RecordLock<'_>, DbError> {
+        self.fetch_lock_mode(client, key, timeout, false)
+    }
+
+    /// [`DbHandle::fetch_readonly_timeout`] with the client's default timeout.
+    pub fn fetch_readonly(
+        &self,
+        client: &mut Client,
+        key: &[u8],
+    ) -> Result<RecordLock<'_>, DbError> {
+        self.fetch_readonly_timeout(client, key, DEFAULT_TIMEOUT)
+    }
+
+    /// `ctdb_fetch_lock` with `readonly=true`: locks `key`'s chain with a readable copy of
+    /// the record here — this node's own record when it is the dmaster, or a read-only
+    /// delegation obtained from the dmaster (REQ_CALL with `CTDB_WANT_READONLY`) without
+    /// moving the record. A lock on a delegated copy refuses [`RecordLock::store`]. On a
+    /// database without the READONLY flag the daemon migrates the record instead.
+    pub fn fetch_readonly_timeout(
+        &self,
+        client: &mut Client,
+        key: &[u8],
+        timeout: Duration,
+    ) -> Result<RecordLock<'_>, DbError> {
+        self.fetch_lock_mode(client, key, timeout, true)
+    }
+
+    fn fetch_lock_mode(
+        &self,
+        client: &mut Client,
+        key: &[u8],
+        timeout: Duration,
+        readonly: bool,
+    ) -> Result<RecordLock<'_>, DbError> {
         #[allow(clippy::disallowed_methods)] // Client-side timeout, outside any state machine.
         let deadline = Instant::now() + timeout;
         let mut migrations = 0u32;
@@ -208,9 +274,17 @@ impl DbHandle {
                 header: LtdbHeader::default(),
                 data: Vec::new(),
                 migrations,
+                readonly: false,
             };
             let record = self.tdb.fetch(key)?;
-            if let LocalRecord::Ours { header, data } = classify(record.as_deref(), self.pnn)? {
+            let local = if readonly {
+                classify_readonly(record.as_deref(), self.pnn)?
+            } else {
+                classify(record.as_deref(), self.pnn)?
+            };
+            if let LocalRecord::Ours { header, data } = local {
+                lock.readonly =
+                    header.flags & (REC_RO_HAVE_READONLY | REC_RO_HAVE_DELEGATIONS) != 0;
                 lock.header = header;
                 lock.data = data;
                 return Ok(lock);
@@ -220,7 +294,12 @@ impl DbHandle {
             let left = deadline
                 .checked_duration_since(Instant::now())
                 .ok_or(DbError::Timeout { migrations })?;
-            let reply = client.call(CURRENT_NODE, migration_call(self.db_id, key), left)?;
+            let call = if readonly {
+                readonly_call(self.db_id, key)
+            } else {
+                migration_call(self.db_id, key)
+            };
+            let reply = client.call(CURRENT_NODE, call, left)?;
             migrations += 1;
             if reply.status != 0 {
                 return Err(DbError::Call {
@@ -268,9 +347,16 @@ pub struct RecordLock<'db> {
     header: LtdbHeader,
     data: Vec<u8>,
     migrations: u32,
+    /// Obtained as a read-only copy (or the dmaster's copy with delegations out).
+    readonly: bool,
 }
 
 impl RecordLock<'_> {
+    /// Whether this lock holds a read-only copy, which [`RecordLock::store`] refuses.
+    pub fn is_readonly(&self) -> bool {
+        self.readonly
+    }
+
     pub fn key(&self) -> &[u8] {
         &self.key
     }
@@ -294,6 +380,9 @@ impl RecordLock<'_> {
     /// migrates the record, so recovery still prefers this node's copy (its header says
     /// this node is dmaster). Storing the same data again writes nothing.
     pub fn store(&mut self, data: &[u8]) -> Result<(), DbError> {
+        if self.readonly {
+            return Err(DbError::ReadOnly);
+        }
         if data == self.data.as_slice() {
             return Ok(());
         }
@@ -398,6 +487,42 @@ mod tests {
     }
 
     #[test]
+    fn readonly_fetch_accepts_copies_and_the_dmaster() {
+        for seed in seeds(64) {
+            let mut rng = Prng::new(seed);
+            let pnn = rng.u32() % 4;
+            let header = LtdbHeader {
+                rsn: rng.next_u64(),
+                dmaster: rng.u32() % 4,
+                reserved1: 0,
+                flags: rng.u32(),
+            };
+            let data: Vec<u8> = (0..rng.u32() % 40).map(|_| rng.u8()).collect();
+            let got = classify_readonly(Some(&record(&header, &data)), pnn).unwrap();
+            let readable = header.dmaster == pnn
+                || header.flags & (REC_RO_HAVE_READONLY | REC_RO_HAVE_DELEGATIONS) != 0;
+            if readable {
+                assert_eq!(got, LocalRecord::Ours { header, data }, "seed {seed}");
+            } else {
+                assert_eq!(got, LocalRecord::Elsewhere, "seed {seed}");
+            }
+        }
+        assert_eq!(classify_readonly(None, 0).unwrap(), LocalRecord::Elsewhere);
+        assert!(classify_readonly(Some(&[0u8; 10]), 0).is_err());
+    }
+
+    #[test]
+    fn readonly_call_is_what_stock_sends() {
+        let call = readonly_call(7, b"key");
+        assert_eq!(
+            call.flags,
+            CALL_FLAG_IMMEDIATE_MIGRATION | CALL_FLAG_WANT_READONLY
+        );
+        assert_eq!(call.flags, 0x5);
+        assert_eq!(call.callid, NULL_FUNC);
+    }
+
+    #[test]
     fn header_bytes_round_trip() {
         for seed in seeds(32) {
             let mut rng = Prng::new(seed);
@@ -468,6 +593,7 @@ mod tests {
             header: h,
             data,
             migrations: 0,
+            readonly: false,
         };
         assert_eq!(lock.data(), b"old");
         lock.store(b"new value").unwrap();

@@ -24,7 +24,8 @@
 //!   (`ctdb_call_resend_db`).
 //! * A REQ_DMASTER that reaches a node which is not the key's lmaster makes stock abort; here
 //!   it is logged and dropped.
-//! * No FetchCollapse, read-only delegations, sticky records or hop-count statistics.
+//! * No FetchCollapse or hop-count statistics. Read-only delegations and sticky records live
+//!   in [`readonly`] (their revoke runs in the event loop, not in a child).
 
 use super::database::RECOVERY_NORMAL;
 use super::database::{Database, DatabaseSet, DbContext};
@@ -33,7 +34,7 @@ use crate::common::clock::Instant;
 use crate::common::tdb::TdbError;
 use crate::protocol::ltdb::{
     LtdbHeader, LTDB_HEADER_LEN, REC_FLAG_AUTOMATIC, REC_FLAG_MIGRATED_WITH_DATA,
-    REC_FLAG_VACUUM_MIGRATED,
+    REC_FLAG_VACUUM_MIGRATED, REC_RO_HAVE_DELEGATIONS,
 };
 use crate::protocol::opcode::ControlOpcode;
 use crate::protocol::packet::{
@@ -101,6 +102,8 @@ pub struct CallService {
     pending: BTreeMap<u32, PendingCall>,
     waiting: BTreeMap<u32, Vec<Waiting>>,
     out: VecDeque<CallOutput>,
+    /// Read-only delegations being revoked and sticky records.
+    ro: readonly::ReadonlyState,
 }
 
 impl Default for CallService {
@@ -125,6 +128,7 @@ impl CallService {
             pending: BTreeMap::new(),
             waiting: BTreeMap::new(),
             out: VecDeque::new(),
+            ro: readonly::ReadonlyState::default(),
         }
     }
 
@@ -153,6 +157,7 @@ impl CallService {
         for queue in self.waiting.values_mut() {
             queue.retain(|w| !matches!(w, Waiting::Client { client: c, .. } if *c == client));
         }
+        self.ro_on_client_closed(client);
     }
 
     /// `daemon_request_call_from_client`: a REQ_CALL from a local client with its `reqid`.
@@ -196,6 +201,7 @@ impl CallService {
         work: Waiting,
     ) {
         self.pnn = dbs.pnn();
+        self.ro.now = now;
         let target = match &work {
             Waiting::Client { call, .. } => Some((call.db_id, call.key.clone())),
             Waiting::Node(p) => match &p.body {
@@ -272,9 +278,26 @@ impl CallService {
                 return;
             }
         };
+        let mut call = call;
+        let work = |c: &ReqCall| Waiting::Client {
+            client,
+            reqid,
+            call: c.clone(),
+        };
+        if self.ro_prelude(db, pnn, ctx, &mut call, &mut header, &data, work) == RoCheck::Deferred {
+            return;
+        }
+        if header.dmaster == pnn
+            && self.ro_revoke_if_needed(db, pnn, ctx, &call, &mut header, &data, work)
+                == RoCheck::Deferred
+        {
+            return;
+        }
         if header.dmaster == pnn {
-            let result = call_local(db, pnn, ctx, &call, &mut header, &data);
-            self.reply_client(client, reqid, ctx, result.status, result.data);
+            let run = readonly::daemon_call(&call);
+            let result = call_local(db, pnn, ctx, &run, &mut header, &data);
+            let reply = readonly::client_reply_data(&call, result.data);
+            self.reply_client(client, reqid, ctx, result.status, reply);
             return;
         }
         let generation = db.generation();
@@ -292,7 +315,7 @@ impl CallService {
             reqid: daemon_reqid,
             body: Body::ReqCall(ReqCall {
                 hopcount: 0,
-                ..call.clone()
+                ..readonly::daemon_call(&call)
             }),
         };
         self.pending.insert(
@@ -338,8 +361,14 @@ impl CallService {
             Body::ReqDmaster(_) => self.request_dmaster(dbs, ctx, packet),
             Body::ReplyDmaster(_) => self.reply_dmaster(dbs, ctx, packet),
             Body::ReplyCall(r) => {
+                if !self.ro_store_delegation(dbs, &packet) {
+                    let retry_at = self.ro.now.saturating_add(CHAIN_RETRY);
+                    self.retry.push((retry_at, Waiting::Node(packet)));
+                    return;
+                }
                 if let Some(p) = self.pending.remove(&packet.reqid) {
-                    self.reply_client(p.client, p.client_reqid, ctx, r.status, r.data.clone());
+                    let reply = readonly::client_reply_data(&p.call, r.data.clone());
+                    self.reply_client(p.client, p.client_reqid, ctx, r.status, reply);
                 }
             }
             Body::ReplyError(e) => {
@@ -382,6 +411,7 @@ impl CallService {
             }
         }
         work.extend(self.waiting.remove(&db_id).unwrap_or_default());
+        self.ro_on_thawed(now, db_id);
         for w in work {
             match w {
                 Waiting::Client {
@@ -474,6 +504,9 @@ impl CallService {
         let Some(db) = self.node_db(dbs, ctx, &packet, call.db_id, true) else {
             return;
         };
+        if self.ro_pinned_down(db, &packet, &call.key) {
+            return;
+        }
         let (mut header, data) = match ltdb_fetch(db, pnn, ctx, &call.key) {
             Ok(r) => r,
             Err(e) => {
@@ -481,8 +514,18 @@ impl CallService {
                 return;
             }
         };
+        let mut call = call.clone();
+        let work = |c: &ReqCall| {
+            let mut deferred = packet.clone();
+            deferred.body = Body::ReqCall(c.clone());
+            Waiting::Node(deferred)
+        };
+        if self.ro_prelude(db, pnn, ctx, &mut call, &mut header, &data, work) == RoCheck::Deferred {
+            return;
+        }
+        let call = &call;
         let lmaster = lmaster_of(ctx, &call.key);
-        if header.dmaster != pnn {
+        if header.dmaster != pnn && header.flags & REC_RO_HAVE_DELEGATIONS == 0 {
             // Redirect: the lmaster always knows the dmaster; if we are the lmaster, our header
             // names it.
             let dest = if lmaster == pnn {
@@ -505,6 +548,13 @@ impl CallService {
             });
             return;
         }
+        if self.ro_revoke_if_needed(db, pnn, ctx, call, &mut header, &data, work)
+            == RoCheck::Deferred
+            || self.ro_delegate(db, pnn, ctx, &packet, call, &mut header, &data)
+        {
+            return;
+        }
+        self.ro_note_hopcount(db, ctx, call);
         let generation = db.generation();
         if packet.srcnode != pnn {
             // We are dmaster: the record moves to the caller.
@@ -690,6 +740,7 @@ impl CallService {
             log::error!("Failed to store a record we became dmaster of: {e}");
             return;
         }
+        self.ro_became_dmaster(db, ctx, key);
         let Some(pending) = self.pending.get(&packet.reqid) else {
             log::error!(
                 "pnn {pnn} invalid reqid {} in dmaster reply from node {}",
@@ -709,13 +760,15 @@ impl CallService {
         let Some(pending) = self.pending.remove(&packet.reqid) else {
             return;
         };
-        let result = call_local(db, pnn, ctx, &pending.call, &mut header, data);
+        let run = readonly::daemon_call(&pending.call);
+        let result = call_local(db, pnn, ctx, &run, &mut header, data);
+        let reply = readonly::client_reply_data(&pending.call, result.data);
         self.reply_client(
             pending.client,
             pending.client_reqid,
             ctx,
             result.status,
-            result.data,
+            reply,
         );
     }
 }
@@ -799,6 +852,9 @@ impl CallService {
 
     /// A REPLY_CONTROL that may answer one of our UPDATE_RECORDs; false when it is not ours.
     pub fn on_control_reply(&mut self, ctx: &DbContext<'_>, reqid: u32, status: i32) -> bool {
+        if self.ro_control_reply(reqid, status) {
+            return true;
+        }
         let Some((&db_id, commit)) = self
             .trans3
             .iter_mut()
@@ -836,12 +892,15 @@ impl CallService {
 
     pub fn poll_timeout(&self) -> Option<Instant> {
         let commits = self.trans3.values().map(|t| t.deadline);
-        commits.chain(self.retry.iter().map(|(due, _)| *due)).min()
+        let retries = self.retry.iter().map(|(due, _)| *due);
+        commits.chain(retries).chain(self.ro_poll_timeout()).min()
     }
 
     /// Retries requests whose chain was locked; commits past ControlTimeout answer 1
     /// (outside a recovery, as stock).
     pub fn handle_timeout(&mut self, dbs: &mut DatabaseSet, ctx: &DbContext<'_>, now: Instant) {
+        // Revokes and pin-downs that end now put their requests on the retry list first.
+        self.ro_handle_timeout(dbs, now);
         let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.retry)
             .into_iter()
             .partition(|(at, _)| now >= *at);
@@ -906,6 +965,9 @@ pub fn update_record(dbs: &mut DatabaseSet, ctx: &DbContext<'_>, data: &[u8]) ->
     };
     if !db.allow_access() {
         return -1;
+    }
+    if db.is_volatile() {
+        return readonly::update_volatile(db, pnn, ctx, &buffer);
     }
     if let Err(e) = db.store_mut().transaction_start() {
         log::error!("Failed to start a transaction on {}: {e}", db.name());
@@ -1048,6 +1110,9 @@ pub fn ltdb_store(
         other => other,
     }
 }
+
+mod readonly;
+use readonly::RoCheck;
 
 #[cfg(test)]
 mod tests;

@@ -18,6 +18,7 @@ mod mutex;
 mod netns;
 mod reclock;
 mod recovery;
+mod readonly;
 mod recovery_helper;
 mod shell;
 mod smbd;

@@ -337,6 +337,23 @@ impl Database {
     pub fn store_mut(&mut self) -> &mut dyn DbStore {
         self.store.as_mut()
     }
+
+    /// The read-only delegation tracking database (`rottdb`), open while the database has
+    /// the READONLY flag.
+    pub fn readonly_tracking_mut(&mut self) -> Option<&mut dyn DbStore> {
+        match self.readonly_tracking.as_mut() {
+            Some(store) => Some(store.as_mut()),
+            None => None,
+        }
+    }
+
+    pub fn is_readonly(&self) -> bool {
+        self.flags & db_flags::READONLY != 0 && self.readonly_tracking.is_some()
+    }
+
+    pub fn is_sticky(&self) -> bool {
+        self.flags & db_flags::STICKY != 0
+    }
 }
 
 /// A local attach waiting for the recovery to end (`struct ctdb_deferred_attach_context`).
