@@ -249,7 +249,10 @@ start_node() {
 
 	# Stock ctdbd daemonises: the real pid shows up in run/ctdbd.pid.  A
 	# daemon that stays in the foreground is recorded by its launch pid.
-	for _i in $(seq 1 300); do
+	# A loaded 2-core CI machine can take a while: wait up to START_WAIT_S
+	# seconds (default 90).
+	_wait_ticks=$(( ${START_WAIT_S:-90} * 10 ))
+	for _i in $(seq 1 "$_wait_ticks"); do
 		if [ -s "$_b/run/ctdbd.pid" ]; then
 			_pid=$(cat "$_b/run/ctdbd.pid")
 			if kill -0 "$_pid" 2>/dev/null; then
@@ -281,7 +284,8 @@ start_node() {
 		echo "node $_pnn started in foreground (pid $_launcher)"
 		return 0
 	fi
-	echo "node $_pnn: no pid file or socket after 30 s" >&2
+	echo "node $_pnn: no pid file or socket after ${START_WAIT_S:-90} s" >&2
+	tail -n 20 "$_b/log.ctdb" "$_b/ctdbd.out" 2>/dev/null >&2
 	return 1
 }
 

@@ -209,7 +209,7 @@ fn predict(
 /// Checks each step of a failure history against the allocation stock computes from the
 /// step before. The first step depends on when the nodes came up, so it only has to give
 /// every node one address.
-fn check_history(c: &LocalCluster, steps: &[Assignment], no_failback: bool) {
+pub(crate) fn check_history(c: &LocalCluster, steps: &[Assignment], no_failback: bool) {
     let addrs = addresses(c);
     let first = &steps[0];
     for n in 0..3 {
