@@ -24,7 +24,9 @@
 //!   (`ctdb_call_resend_db`).
 //! * A REQ_DMASTER that reaches a node which is not the key's lmaster makes stock abort; here
 //!   it is logged and dropped.
-//! * No FetchCollapse, read-only delegations, sticky records or hop-count statistics.
+//! * No FetchCollapse, read-only delegations or sticky records.
+//!
+//! Statistics (hop counts, chain waits, hot keys) are in [`stats`].
 
 use super::database::RECOVERY_NORMAL;
 use super::database::{Database, DatabaseSet, DbContext};
@@ -101,6 +103,11 @@ pub struct CallService {
     pending: BTreeMap<u32, PendingCall>,
     waiting: BTreeMap<u32, Vec<Waiting>>,
     out: VecDeque<CallOutput>,
+    /// The `now` of the current entry point.
+    now: Instant,
+    counters: stats::CallCounters,
+    /// When retried requests first found their chain held.
+    lock_waits: std::collections::HashMap<stats::WaitKey, Instant>,
 }
 
 impl Default for CallService {
@@ -125,6 +132,9 @@ impl CallService {
             pending: BTreeMap::new(),
             waiting: BTreeMap::new(),
             out: VecDeque::new(),
+            now: Instant::ZERO,
+            counters: stats::CallCounters::default(),
+            lock_waits: std::collections::HashMap::new(),
         }
     }
 
@@ -196,6 +206,7 @@ impl CallService {
         work: Waiting,
     ) {
         self.pnn = dbs.pnn();
+        self.now = now;
         let target = match &work {
             Waiting::Client { call, .. } => Some((call.db_id, call.key.clone())),
             Waiting::Node(p) => match &p.body {
@@ -210,8 +221,12 @@ impl CallService {
             if let Some(db) = dbs.get_mut(db_id) {
                 if db.allow_access() {
                     match db.store_mut().chain_try_lock(&key) {
-                        Ok(true) => locked = Some((db_id, key)),
+                        Ok(true) => {
+                            self.note_chain_locked(now, db, &work);
+                            locked = Some((db_id, key));
+                        }
                         Ok(false) => {
+                            self.note_chain_busy(now, &work);
                             self.retry.push((now.saturating_add(CHAIN_RETRY), work));
                             return;
                         }
@@ -505,6 +520,7 @@ impl CallService {
             });
             return;
         }
+        self.note_hop_count(db, call.hopcount);
         let generation = db.generation();
         if packet.srcnode != pnn {
             // We are dmaster: the record moves to the caller.
@@ -709,6 +725,7 @@ impl CallService {
         let Some(pending) = self.pending.remove(&packet.reqid) else {
             return;
         };
+        db.stats_mut().note_migration(self.now, key);
         let result = call_local(db, pnn, ctx, &pending.call, &mut header, data);
         self.reply_client(
             pending.client,
@@ -1049,5 +1066,6 @@ pub fn ltdb_store(
     }
 }
 
+pub mod stats;
 #[cfg(test)]
 mod tests;

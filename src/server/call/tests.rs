@@ -623,3 +623,5 @@ fn request_for_a_chain_a_client_holds_is_retried_on_the_timer() {
     assert_eq!(calls.poll_timeout(), None);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+mod stats;

@@ -55,6 +55,7 @@ mod detach;
 mod freeze;
 mod ltdb;
 mod seqnum;
+pub mod stats;
 pub mod vacuum;
 pub use ltdb::lmaster;
 pub mod memory;
@@ -283,6 +284,8 @@ pub struct Database {
     seqnum_watch: Option<seqnum::SeqnumWatch>,
     /// Delete and fetch queues of a volatile database.
     vacuum: vacuum::VacuumState,
+    /// GET_DB_STATISTICS counters and hot keys.
+    stats: stats::DbStats,
 }
 
 impl Database {
@@ -334,6 +337,14 @@ impl Database {
 
     /// Direct access to the file, for the record-request and vacuuming code. Check
     /// [`Database::allow_access`] first.
+    pub fn stats(&self) -> &stats::DbStats {
+        &self.stats
+    }
+
+    pub fn stats_mut(&mut self) -> &mut stats::DbStats {
+        &mut self.stats
+    }
+
     pub fn store_mut(&mut self) -> &mut dyn DbStore {
         self.store.as_mut()
     }
@@ -612,6 +623,18 @@ impl DatabaseSet {
                 }
                 let db_id = data.get(..4).and_then(exact_u32).unwrap_or_default();
                 self.control_get_db_seqnum(db_id, ctx)
+            }
+            Op::GetDbStatistics => {
+                let Some(db_id) = exact_u32(data) else {
+                    return invalid_size(req.opcode, data.len(), 4);
+                };
+                match self.get(db_id) {
+                    Some(db) => DbReply::data(db.stats.to_wire().to_bytes()),
+                    None => {
+                        log::error!("Unknown db_id 0x{db_id:x} in get_db_statistics");
+                        DbReply::fail()
+                    }
+                }
             }
             Op::DbGetHealth => {
                 let Some(db_id) = exact_u32(data) else {
