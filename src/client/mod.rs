@@ -249,6 +249,37 @@ impl Client {
         Ok(r.status)
     }
 
+    /// REGISTER_NOTIFY: when this client disconnects, the daemon sends `data` to `srvid` on
+    /// every connected node.
+    pub fn register_notify(&mut self, srvid: u64, data: &[u8]) -> Result<i32, ClientError> {
+        let notify = crate::protocol::types::NotifyData {
+            srvid,
+            data: data.to_vec(),
+        };
+        let r = self.control(
+            CURRENT_NODE,
+            ControlOpcode::RegisterNotify,
+            0,
+            0,
+            crate::protocol::Marshal::to_bytes(&notify),
+            DEFAULT_TIMEOUT,
+        )?;
+        Ok(r.status)
+    }
+
+    /// DEREGISTER_NOTIFY: forgets a notification registered by this client.
+    pub fn deregister_notify(&mut self, srvid: u64) -> Result<i32, ClientError> {
+        let r = self.control(
+            CURRENT_NODE,
+            ControlOpcode::DeregisterNotify,
+            0,
+            0,
+            srvid.to_ne_bytes().to_vec(),
+            DEFAULT_TIMEOUT,
+        )?;
+        Ok(r.status)
+    }
+
     /// Sends a message to `srvid` on `destnode` (a PNN or a broadcast address).
     pub fn send_message(
         &mut self,

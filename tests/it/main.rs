@@ -6,6 +6,7 @@
 mod calls;
 mod cli;
 mod cluster;
+mod dbstats;
 mod eventd;
 mod fetchlock;
 mod golden;
