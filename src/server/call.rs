@@ -24,7 +24,9 @@
 //!   (`ctdb_call_resend_db`).
 //! * A REQ_DMASTER that reaches a node which is not the key's lmaster makes stock abort; here
 //!   it is logged and dropped.
-//! * No FetchCollapse, read-only delegations or sticky records.
+//! * No read-only delegations or sticky records.
+//!
+//! Fetch collapse (`FetchCollapse`) is in [`collapse`].
 //!
 //! Statistics (hop counts, chain waits, hot keys) are in [`stats`].
 
@@ -108,6 +110,7 @@ pub struct CallService {
     counters: stats::CallCounters,
     /// When retried requests first found their chain held.
     lock_waits: std::collections::HashMap<stats::WaitKey, Instant>,
+    deferred_fetches: collapse::DeferredFetches,
 }
 
 impl Default for CallService {
@@ -135,6 +138,7 @@ impl CallService {
             now: Instant::ZERO,
             counters: stats::CallCounters::default(),
             lock_waits: std::collections::HashMap::new(),
+            deferred_fetches: collapse::DeferredFetches::default(),
         }
     }
 
@@ -163,6 +167,7 @@ impl CallService {
         for queue in self.waiting.values_mut() {
             queue.retain(|w| !matches!(w, Waiting::Client { client: c, .. } if *c == client));
         }
+        self.deferred_fetches.forget_client(client);
     }
 
     /// `daemon_request_call_from_client`: a REQ_CALL from a local client with its `reqid`.
@@ -250,13 +255,14 @@ impl CallService {
                 }
             }
         }
+        self.release_deferred_fetches(dbs, ctx, now);
     }
 
     fn client_call(
         &mut self,
         dbs: &mut DatabaseSet,
         ctx: &DbContext<'_>,
-        _now: Instant,
+        now: Instant,
         client: ClientId,
         reqid: u32,
         call: ReqCall,
@@ -287,6 +293,9 @@ impl CallService {
                 return;
             }
         };
+        let Some(call) = self.defer_duplicate_fetch(ctx, client, reqid, call) else {
+            return;
+        };
         if header.dmaster == pnn {
             let result = call_local(db, pnn, ctx, &call, &mut header, &data);
             self.reply_client(client, reqid, ctx, result.status, result.data);
@@ -310,6 +319,7 @@ impl CallService {
                 ..call.clone()
             }),
         };
+        self.setup_deferred_fetch(ctx, now, daemon_reqid, &call);
         self.pending.insert(
             daemon_reqid,
             PendingCall {
@@ -853,7 +863,11 @@ impl CallService {
 
     pub fn poll_timeout(&self) -> Option<Instant> {
         let commits = self.trans3.values().map(|t| t.deadline);
-        commits.chain(self.retry.iter().map(|(due, _)| *due)).min()
+        let retries = self.retry.iter().map(|(due, _)| *due);
+        commits
+            .chain(retries)
+            .chain(self.deferred_fetch_due())
+            .min()
     }
 
     /// Retries requests whose chain was locked; commits past ControlTimeout answer 1
@@ -866,6 +880,7 @@ impl CallService {
         for (_, work) in due {
             self.run_locked(dbs, ctx, now, work);
         }
+        self.release_deferred_fetches(dbs, ctx, now);
         let expired: Vec<u32> = self
             .trans3
             .iter()
@@ -1066,6 +1081,7 @@ pub fn ltdb_store(
     }
 }
 
+mod collapse;
 pub mod stats;
 #[cfg(test)]
 mod tests;

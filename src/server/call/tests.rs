@@ -625,3 +625,5 @@ fn request_for_a_chain_a_client_holds_is_retried_on_the_timer() {
 }
 
 mod stats;
+
+mod collapse;
