@@ -659,6 +659,10 @@ impl DatabaseSet {
                 }
             }
             Op::ScheduleForDeletion => self.control_schedule_for_deletion(data),
+            Op::DbVacuum => {
+                let recovery_active = ctx.recovery_mode != RECOVERY_NORMAL;
+                return self.control_db_vacuum(now, data, recovery_active);
+            }
             Op::VacuumFetch => self.control_vacuum_fetch(data),
             Op::TryDeleteRecords => self.control_try_delete_records(data, &ctx.vnn_map.map),
             Op::EnableSeqnum => {
