@@ -2,7 +2,7 @@
 //! same record traffic on three ctdb-rs nodes and on three stock nodes gives the same
 //! `ctdb dbstatistics` (hop counts, hot keys; latencies normalised) and the same call counters
 //! in `ctdb statistics`; a REGISTER_NOTIFY message reaches listeners on every node when its
-//! client disconnects.
+//! client disconnects; DB_VACUUM answers 0 after a run on both.
 
 use crate::cluster::{Flavour, LocalCluster};
 use ctdb::client::Client;
@@ -127,6 +127,36 @@ fn notification_round(c: &LocalCluster) {
     }
 }
 
+/// DB_VACUUM of the test database on every node: full and fast runs answer 0.
+fn vacuum_on_demand(c: &LocalCluster) -> Vec<i32> {
+    use ctdb::protocol::header::CURRENT_NODE;
+    use ctdb::protocol::opcode::ControlOpcode;
+    use ctdb::protocol::types::DbVacuum;
+    use ctdb::protocol::Marshal;
+    let mut statuses = Vec::new();
+    for pnn in 0..c.nodes {
+        let mut client = Client::connect(&c.node_base(pnn).join("run/ctdbd.socket")).unwrap();
+        for full in [true, false] {
+            let request = DbVacuum {
+                db_id: ctdb::protocol::hash::db_id(DB),
+                full_vacuum_run: full,
+            };
+            let reply = client
+                .control(
+                    CURRENT_NODE,
+                    ControlOpcode::DbVacuum,
+                    0,
+                    0,
+                    request.to_bytes(),
+                    Duration::from_secs(30),
+                )
+                .unwrap();
+            statuses.push(reply.status);
+        }
+    }
+    statuses
+}
+
 #[test]
 fn dbstatistics_and_call_statistics_match_stock_and_notifications_reach_every_node() {
     let mut outputs = Vec::new();
@@ -148,6 +178,7 @@ fn dbstatistics_and_call_statistics_match_stock_and_notifications_reach_every_no
             })
             .collect();
         notification_round(&c);
+        assert_eq!(vacuum_on_demand(&c), vec![0; 6], "{name}: DB_VACUUM");
         outputs.push(per_node);
     }
     let (ours, stock) = (&outputs[0], &outputs[1]);
