@@ -705,13 +705,6 @@ impl Daemon {
         let Some(gone) = self.clients.remove(&client) else {
             return;
         };
-        // `ctdb_client_notify_destructor`: each registered notification goes to every
-        // connected node.
-        for (srvid, data) in gone.notify {
-            log::info!("Sending client notify message for srvid:{srvid}");
-            let m = ReqMessage { srvid, data };
-            self.client_message(now, BROADCAST_CONNECTED, m, &NoHostQueries);
-        }
         let before = self.call_starts.len();
         self.call_starts.retain(|&(c, _), _| c != client);
         let dropped = (before - self.call_starts.len()) as u32;
@@ -728,6 +721,13 @@ impl Daemon {
         self.deferred
             .retain(|_, d| !matches!(d.route, ReplyRoute::Client { client: c, .. } if c == client));
         self.statistics.num_clients = self.clients.len() as u32;
+        // `ctdb_client_notify_destructor`: each registered notification goes to every
+        // connected node (the client's own registrations are gone by now).
+        for (srvid, data) in gone.notify {
+            log::info!("Sending client notify message for srvid:{srvid}");
+            let m = ReqMessage { srvid, data };
+            self.client_message(now, BROADCAST_CONNECTED, m, &NoHostQueries);
+        }
     }
 
     /// One complete frame from a client.

@@ -43,6 +43,8 @@ fn notifications_are_broadcast_when_the_client_goes_away() {
         }),
     };
     d.on_client_frame(now, 2, &register.encode(Padding::Exact), &HOST);
+    // The leaving client listens too; it must not be sent anything once gone.
+    d.on_client_frame(now, 1, &register.encode(Padding::Exact), &HOST);
     drain(&mut d);
     let reg = |d: &mut Daemon, srvid, data: &[u8]| {
         d.on_client_frame(
@@ -103,6 +105,9 @@ fn notifications_are_broadcast_when_the_client_goes_away() {
         })
         .collect();
     assert_eq!(local.len(), 1, "and to local listeners");
+    assert!(effects
+        .iter()
+        .all(|e| !matches!(e, Effect::SendClient { client: 1, .. })));
     assert_eq!(to_peer[0].body, local[0].body);
     // The other client closing sends nothing.
     d.on_client_closed(now, 2);
