@@ -90,15 +90,12 @@ impl DbStats {
         locks.buckets[bucket] = locks.buckets[bucket].saturating_add(1);
     }
 
-    /// Requests of this database now waiting for a held chain.
-    pub fn set_locks_pending(&mut self, pending: u32) {
-        self.locks.num_pending = pending;
-    }
-
     pub fn note_vacuum_run(&mut self, seconds: f64) {
         add_latency(&mut self.vacuum_latency, seconds);
     }
 
+    /// For read-only delegations (`db_ro_delegations`, `db_ro_revokes`); nothing grants them
+    /// yet.
     pub fn note_ro_delegation(&mut self) {
         self.ro_delegations = self.ro_delegations.saturating_add(1);
     }
