@@ -161,6 +161,12 @@ impl Client {
         call: ReqCall,
         timeout: Duration,
     ) -> Result<ReplyCall, ClientError> {
+        let reqid = self.send_call(destnode, call)?;
+        self.wait_call(reqid, timeout)
+    }
+
+    /// Sends a REQ_CALL without waiting; returns its request id for [`Client::wait_call`].
+    pub fn send_call(&mut self, destnode: u32, call: ReqCall) -> Result<u32, ClientError> {
         let reqid = self.alloc_reqid();
         self.send(&Packet {
             generation: 0,
@@ -169,6 +175,11 @@ impl Client {
             reqid,
             body: Body::ReqCall(call),
         })?;
+        Ok(reqid)
+    }
+
+    /// Waits for the REPLY_CALL (or REPLY_ERROR) of a call sent with [`Client::send_call`].
+    pub fn wait_call(&mut self, reqid: u32, timeout: Duration) -> Result<ReplyCall, ClientError> {
         #[allow(clippy::disallowed_methods)] // Client-side timeout, outside any state machine.
         let deadline = Instant::now() + timeout;
         loop {

@@ -2,7 +2,8 @@
 //! same record traffic on three ctdb-rs nodes and on three stock nodes gives the same
 //! `ctdb dbstatistics` (hop counts, hot keys; latencies normalised) and the same call counters
 //! in `ctdb statistics`; a REGISTER_NOTIFY message reaches listeners on every node when its
-//! client disconnects; DB_VACUUM answers 0 after a run on both.
+//! client disconnects; DB_VACUUM answers 0 after a run on both; concurrent fetches of one
+//! remote record by several clients of a node cost one REQ_CALL (fetch collapse).
 
 use crate::cluster::{Flavour, LocalCluster};
 use ctdb::client::Client;
@@ -157,6 +158,59 @@ fn vacuum_on_demand(c: &LocalCluster) -> Vec<i32> {
     statuses
 }
 
+/// REQ_CALLs that nodes received, from the node section of `ctdb statistics`.
+fn node_req_calls(c: &LocalCluster) -> u32 {
+    (0..c.nodes)
+        .map(|pnn| {
+            let text = ok_stdout(c, pnn, &["statistics"]);
+            text.lines()
+                .find(|l| l.trim_start().starts_with("req_call"))
+                .and_then(|l| l.split_whitespace().last())
+                .and_then(|v| v.parse::<u32>().ok())
+                .unwrap_or_else(|| panic!("no req_call in {text}"))
+        })
+        .sum()
+}
+
+/// Several clients of node 1 fetch a record that node 0 (its lmaster) holds, all at once.
+/// With fetch collapse exactly one REQ_CALL leaves node 1, whatever the timing: later calls
+/// either wait for it or find the record already local. Returns the REQ_CALL count.
+fn collapsed_fetches(c: &LocalCluster) -> u32 {
+    use ctdb::protocol::hash;
+    use ctdb::protocol::header::CURRENT_NODE;
+    use ctdb::protocol::packet::{ReqCall, CALL_FLAG_IMMEDIATE_MIGRATION, FETCH_FUNC};
+    const CLIENTS: usize = 6;
+    let key = (0u32..)
+        .map(|i| format!("collapse-{i}"))
+        .find(|k| hash::lmaster(hash::ctdb_hash(k.as_bytes()), &[0, 1, 2]) == Some(0))
+        .unwrap();
+    ok_stdout(c, 0, &["writekey", DB, &key, "shared"]);
+    for pnn in 0..c.nodes {
+        ok_stdout(c, pnn, &["statisticsreset"]);
+    }
+    let socket = c.node_base(1).join("run/ctdbd.socket");
+    let mut clients: Vec<Client> = (0..CLIENTS)
+        .map(|_| Client::connect(&socket).unwrap())
+        .collect();
+    let call = ReqCall {
+        flags: CALL_FLAG_IMMEDIATE_MIGRATION,
+        db_id: hash::db_id(DB),
+        callid: FETCH_FUNC,
+        hopcount: 0,
+        key: key.into_bytes(),
+        calldata: Vec::new(),
+    };
+    let reqids: Vec<u32> = clients
+        .iter_mut()
+        .map(|cl| cl.send_call(CURRENT_NODE, call.clone()).unwrap())
+        .collect();
+    for (cl, reqid) in clients.iter_mut().zip(reqids) {
+        let reply = cl.wait_call(reqid, Duration::from_secs(20)).unwrap();
+        assert_eq!((reply.status, reply.data.as_slice()), (0, &b"shared"[..]));
+    }
+    node_req_calls(c)
+}
+
 #[test]
 fn dbstatistics_and_call_statistics_match_stock_and_notifications_reach_every_node() {
     let mut outputs = Vec::new();
@@ -179,6 +233,11 @@ fn dbstatistics_and_call_statistics_match_stock_and_notifications_reach_every_no
             .collect();
         notification_round(&c);
         assert_eq!(vacuum_on_demand(&c), vec![0; 6], "{name}: DB_VACUUM");
+        assert_eq!(
+            collapsed_fetches(&c),
+            1,
+            "{name}: REQ_CALLs for collapsed fetches"
+        );
         outputs.push(per_node);
     }
     let (ours, stock) = (&outputs[0], &outputs[1]);
