@@ -2317,6 +2317,7 @@ impl Daemon {
             self.dbs
                 .run_due_vacuums(now, recovery_active, &map, &peers, tunables);
             self.run_db_effects(now, &NoHostQueries);
+            self.start_repack();
         }
         let expired: Vec<u32> = self
             .pending

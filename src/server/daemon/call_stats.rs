@@ -1,7 +1,7 @@
 //! Node statistics of record calls (the `total_calls`, `pending_calls` and `call_latency`
 //! bookkeeping of `daemon_request_call_from_client` in `ctdb/server/ctdb_daemon.c`) and client
 //! notifications (`ctdb_control_register_notify`, `ctdb_control_deregister_notify` and
-//! `ctdb_client_notify_destructor`).
+//! `ctdb_client_notify_destructor`), and the repack helper's life cycle.
 
 use super::{ControlResult, Daemon, MAX_NOTIFY_PER_CLIENT};
 use crate::common::clock::Instant;
@@ -13,6 +13,25 @@ use crate::server::database::stats::add_latency;
 use crate::server::effect::{ClientId, Pnn};
 
 impl Daemon {
+    /// Starts a repack helper when a database vacuumed and `RepackLimit` is set.
+    pub(super) fn start_repack(&mut self) {
+        if self.recovery_mode == super::RECOVERY_ACTIVE {
+            return;
+        }
+        let limit = self.tunable("RepackLimit");
+        if let Some(request) = self.dbs.next_repack(limit) {
+            self.effects
+                .push_back(crate::server::effect::Effect::Repack(request));
+        }
+    }
+
+    /// The repack helper of `db_id` exited with `code` (`None`: it did not start or died of a
+    /// signal).
+    pub fn on_repack_done(&mut self, _now: Instant, db_id: u32, code: Option<i32>) {
+        self.dbs.repack_finished(db_id, code);
+        self.start_repack();
+    }
+
     /// A REPLY_CALL goes to a client: the call is no longer pending and its latency counts.
     pub(super) fn client_call_answered(&mut self, now: Instant, client: ClientId, packet: &Packet) {
         if !matches!(packet.body, Body::ReplyCall(_)) {

@@ -54,6 +54,7 @@ mod attach;
 mod detach;
 mod freeze;
 mod ltdb;
+pub mod repack;
 mod seqnum;
 pub mod stats;
 pub mod vacuum;
@@ -392,6 +393,8 @@ pub struct DatabaseSet {
 
     deferred_attaches: Vec<DeferredAttach>,
     next_deferred: u64,
+    /// The database a repack helper works on.
+    repacking: Option<u32>,
 
     traverses: traverse::Traverses,
 
@@ -423,6 +426,7 @@ impl DatabaseSet {
             freeze_retry: None,
             deferred_attaches: Vec::new(),
             next_deferred: 1,
+            repacking: None,
             traverses: traverse::Traverses::default(),
             effects: VecDeque::new(),
         })

@@ -89,6 +89,8 @@ pub struct VacuumState {
     rounds_started: u64,
     /// A DB_VACUUM control waiting for the next run: whether it asked for a full run.
     forced: Option<(bool, DeferredId)>,
+    /// A run happened since the last repack check.
+    pub(super) repack_due: bool,
     pub last_counts: VacuumCounts,
 }
 
@@ -505,6 +507,7 @@ impl DatabaseSet {
             // Stock times its vacuum child; a run here is one step of the loop and takes no
             // time on the core's clock, so each run counts with a latency of zero.
             db.stats.note_vacuum_run(0.0);
+            db.vacuum.repack_due = true;
             if full {
                 db.scan_for_empty_records(pnn, &mut counts);
             }

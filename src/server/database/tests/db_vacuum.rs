@@ -118,3 +118,72 @@ fn db_vacuum_is_refused_for_unknown_persistent_or_recovering_databases() {
         &request_vacuum(volatile, false),
     );
 }
+
+#[test]
+fn a_vacuum_run_makes_the_database_due_for_one_repack_check_at_a_time() {
+    let (_backend, mut dbs) = memory_set(0);
+    let env = Env::new();
+    let a = attach(&mut dbs, &env, ControlOpcode::DbAttach, "a.tdb");
+    let b = attach(&mut dbs, &env, ControlOpcode::DbAttach, "b.tdb");
+    assert_eq!(dbs.next_repack(100), None, "nothing vacuumed yet");
+    vacuum_at(&mut dbs, &env, 10, &[]);
+    assert_eq!(
+        dbs.next_repack(0),
+        None,
+        "RepackLimit 0 switches repacking off"
+    );
+    let first = dbs.next_repack(100).expect("a repack check");
+    assert_eq!(first.limit, 100);
+    assert_eq!(first.args()[0], repack::REPACK_HELPER_ARG);
+    assert_eq!(dbs.repack_running(), Some(first.db_id));
+    assert_eq!(dbs.next_repack(100), None, "one helper at a time");
+    dbs.repack_finished(first.db_id, Some(0));
+    let second = dbs.next_repack(100).expect("the other database");
+    assert_ne!(second.db_id, first.db_id);
+    assert!([a, b].contains(&second.db_id));
+    dbs.repack_finished(second.db_id, None);
+    assert_eq!(dbs.next_repack(100), None, "each run is checked once");
+}
+
+#[test]
+fn the_repack_helper_repacks_only_above_the_limit() {
+    use crate::common::tdb::{Tdb, TdbFlags};
+    use crate::server::database::repack::{run_repack_helper, EXIT_NOT_NEEDED, EXIT_REPACKED};
+    let dir = TempDir::new("repack-helper");
+    let path = dir.config(0).volatile_dir.join("r.tdb");
+    let tdb = Tdb::open(
+        &path,
+        7,
+        TdbFlags::DEFAULT,
+        libc::O_CREAT | libc::O_RDWR,
+        0o600,
+    )
+    .unwrap();
+    for i in 0..50u32 {
+        tdb.store(&i.to_le_bytes(), &[7u8; 100], StoreMode::Replace)
+            .unwrap();
+    }
+    for i in (0..50u32).step_by(2) {
+        tdb.delete(&i.to_le_bytes()).unwrap();
+    }
+    let before = tdb.freelist_size().unwrap();
+    assert!(before > 1, "deletes leave free space: {before}");
+    // libtdb opens a file once per process: the helper runs with the file closed here.
+    drop(tdb);
+    let args = |limit: usize| {
+        vec![
+            path.display().to_string(),
+            "0".to_string(),
+            limit.to_string(),
+        ]
+    };
+    assert_eq!(run_repack_helper(&args(before + 1)), EXIT_NOT_NEEDED);
+    assert_eq!(run_repack_helper(&args(1)), EXIT_REPACKED);
+    let tdb = Tdb::open(&path, 7, TdbFlags::DEFAULT, libc::O_RDWR, 0o600).unwrap();
+    assert!(tdb.freelist_size().unwrap() < before);
+    for i in 0..50u32 {
+        let found = tdb.fetch(&i.to_le_bytes()).unwrap();
+        assert_eq!(found.is_some(), i % 2 == 1, "key {i}");
+    }
+    assert_ne!(run_repack_helper(&["x".to_string()]), EXIT_REPACKED);
+}
