@@ -262,3 +262,43 @@ fn dbstatistics_and_call_statistics_match_stock_and_notifications_reach_every_no
         );
     }
 }
+
+/// With a low `RepackLimit`, the free space deleted records leave is repacked by the helper
+/// after a vacuum run, and the remaining records are intact. One node: every record is its
+/// own, so vacuuming deletes at once.
+#[test]
+fn vacuuming_repacks_through_the_helper() {
+    const REPACK_DB: &str = "repack-test.tdb";
+    let c = LocalCluster::setup("dbstats-repack", Flavour::Ours, 1, "127.0.140", &[]);
+    c.start();
+    c.wait_all_ok(Duration::from_secs(90));
+    ok_stdout(&c, 0, &["setvar", "VacuumInterval", "1"]);
+    ok_stdout(&c, 0, &["setvar", "RepackLimit", "2"]);
+    // Deleted records go straight to the free list instead of staying as dead records.
+    ok_stdout(&c, 0, &["setvar", "DatabaseMaxDead", "0"]);
+    ok_stdout(&c, 0, &["attach", REPACK_DB]);
+    c.wait_for("recovered", Duration::from_secs(90), || {
+        c.ctdb_stdout(0, &["status"])
+            .contains("Recovery mode:NORMAL")
+    });
+    // Every other record goes: free blocks between live records, which libtdb cannot merge.
+    for i in 0..24 {
+        let key = format!("k-{i:02}");
+        ok_stdout(&c, 0, &["writekey", REPACK_DB, &key, &"x".repeat(200)]);
+    }
+    for i in (0..24).step_by(2) {
+        ok_stdout(&c, 0, &["deletekey", REPACK_DB, &format!("k-{i:02}")]);
+    }
+    let log = c.node_base(0).join("log.ctdb");
+    c.wait_for("a repack", Duration::from_secs(60), || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains(&format!("Repacked {REPACK_DB}")))
+    });
+    for i in 0..24 {
+        let out = ok_stdout(&c, 0, &["readkey", REPACK_DB, &format!("k-{i:02}")]);
+        assert_eq!(
+            out.contains(&"x".repeat(200)),
+            i % 2 == 1,
+            "k-{i:02}: {out}"
+        );
+    }
+}
