@@ -605,6 +605,7 @@ impl Daemon {
                     }
                 }
                 DbEffect::TraverseTimedOut => self.bump(|s| s.timeouts.traverse += 1),
+                DbEffect::StopRepack => self.effects.push_back(Effect::StopRepack),
                 DbEffect::Complete { id, reply } => {
                     if let Some(token) = self.db_deferred.remove(&id) {
                         self.finish_deferred(token, db_result(reply));

@@ -227,6 +227,8 @@ pub enum DbEffect {
     },
     /// The reply to a deferred control.
     Complete { id: DeferredId, reply: DbReply },
+    /// Kill the running repack helper (a freeze started, `ctdb_stop_vacuuming`).
+    StopRepack,
     /// Stock sets the recovery mode to ACTIVE here (DB_SET_HEALTHY of an unhealthy database
     /// during STARTUP).
     SetRecoveryModeActive,

@@ -10,7 +10,8 @@
 //! started with [`REPACK_HELPER_ARG`], at most one at a time per node, after a vacuum run of
 //! the database. The helper checks the free list itself and exits with [`EXIT_REPACKED`],
 //! [`EXIT_NOT_NEEDED`] or [`EXIT_FAILED`]. While it works, the daemon's non-blocking chain
-//! and freeze locks simply fail and are retried.
+//! locks simply fail and are retried; a freeze kills it ([`super::DbEffect::StopRepack`]), as
+//! stock's `ctdb_stop_vacuuming` kills the vacuum child.
 
 use super::DatabaseSet;
 use crate::common::tdb::{Tdb, TdbFlags};

@@ -530,6 +530,11 @@ impl<C: Core> Shell<C> {
             }
             Effect::StartRecoverd => self.start_recoverd(now),
             Effect::Repack(request) => self.start_repack(now, request),
+            Effect::StopRepack => {
+                if let Some((child, _)) = &self.repack {
+                    let _ = child.signal(libc::SIGKILL);
+                }
+            }
             Effect::StopRecoverd => {
                 if let Some(child) = &self.recoverd {
                     let _ = child.signal(libc::SIGTERM);

@@ -187,3 +187,24 @@ fn the_repack_helper_repacks_only_above_the_limit() {
     }
     assert_ne!(run_repack_helper(&["x".to_string()]), EXIT_REPACKED);
 }
+
+#[test]
+fn a_freeze_stops_the_repack_helper() {
+    let (_backend, mut dbs) = memory_set(0);
+    let mut env = Env::new();
+    let db_id = attach(&mut dbs, &env, ControlOpcode::DbAttach, "a.tdb");
+    vacuum_at(&mut dbs, &env, 10, &[]);
+    assert!(dbs.next_repack(100).is_some());
+    env.recovery_mode = RECOVERY_ACTIVE;
+    let _ = outcome(
+        &mut dbs,
+        &env,
+        ControlOpcode::DbFreeze,
+        &db_id.to_ne_bytes(),
+    );
+    assert!(effects(&mut dbs).contains(&DbEffect::StopRepack));
+    // The helper's exit ends the repack; a frozen database is not checked again until it ran.
+    dbs.repack_finished(db_id, None);
+    assert_eq!(dbs.repack_running(), None);
+    assert_eq!(dbs.next_repack(100), None);
+}
