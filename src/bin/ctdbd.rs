@@ -16,6 +16,7 @@ use ctdb::common::{public_addresses, sys, tunable};
 use ctdb::protocol::types::capabilities;
 use ctdb::protocol::Timeval;
 use ctdb::server::daemon::{Daemon, DaemonConfig, PublicAddress};
+use ctdb::server::database::repack::REPACK_HELPER_ARG;
 use ctdb::server::database::{DatabaseSet, DbConfig, TdbBackend};
 use ctdb::server::effect::Pnn;
 use ctdb::server::recoverd::{Extensions, RecoverdConfig};
@@ -150,6 +151,11 @@ fn run() -> Result<i32, StartError> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some(RECOVERD_ARG) {
         return run_recoverd(&args[1..]);
+    }
+    if args.first().map(String::as_str) == Some(REPACK_HELPER_ARG) {
+        return Ok(ctdb::server::database::repack::run_repack_helper(
+            &args[1..],
+        ));
     }
     let Some(interactive) = parse_args(&args)? else {
         return Ok(0);

@@ -161,6 +161,12 @@ impl Client {
         call: ReqCall,
         timeout: Duration,
     ) -> Result<ReplyCall, ClientError> {
+        let reqid = self.send_call(destnode, call)?;
+        self.wait_call(reqid, timeout)
+    }
+
+    /// Sends a REQ_CALL without waiting; returns its request id for [`Client::wait_call`].
+    pub fn send_call(&mut self, destnode: u32, call: ReqCall) -> Result<u32, ClientError> {
         let reqid = self.alloc_reqid();
         self.send(&Packet {
             generation: 0,
@@ -169,6 +175,11 @@ impl Client {
             reqid,
             body: Body::ReqCall(call),
         })?;
+        Ok(reqid)
+    }
+
+    /// Waits for the REPLY_CALL (or REPLY_ERROR) of a call sent with [`Client::send_call`].
+    pub fn wait_call(&mut self, reqid: u32, timeout: Duration) -> Result<ReplyCall, ClientError> {
         #[allow(clippy::disallowed_methods)] // Client-side timeout, outside any state machine.
         let deadline = Instant::now() + timeout;
         loop {
@@ -244,6 +255,37 @@ impl Client {
             srvid,
             0,
             Vec::new(),
+            DEFAULT_TIMEOUT,
+        )?;
+        Ok(r.status)
+    }
+
+    /// REGISTER_NOTIFY: when this client disconnects, the daemon sends `data` to `srvid` on
+    /// every connected node.
+    pub fn register_notify(&mut self, srvid: u64, data: &[u8]) -> Result<i32, ClientError> {
+        let notify = crate::protocol::types::NotifyData {
+            srvid,
+            data: data.to_vec(),
+        };
+        let r = self.control(
+            CURRENT_NODE,
+            ControlOpcode::RegisterNotify,
+            0,
+            0,
+            crate::protocol::Marshal::to_bytes(&notify),
+            DEFAULT_TIMEOUT,
+        )?;
+        Ok(r.status)
+    }
+
+    /// DEREGISTER_NOTIFY: forgets a notification registered by this client.
+    pub fn deregister_notify(&mut self, srvid: u64) -> Result<i32, ClientError> {
+        let r = self.control(
+            CURRENT_NODE,
+            ControlOpcode::DeregisterNotify,
+            0,
+            0,
+            srvid.to_ne_bytes().to_vec(),
             DEFAULT_TIMEOUT,
         )?;
         Ok(r.status)

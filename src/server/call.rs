@@ -24,8 +24,12 @@
 //!   (`ctdb_call_resend_db`).
 //! * A REQ_DMASTER that reaches a node which is not the key's lmaster makes stock abort; here
 //!   it is logged and dropped.
-//! * No FetchCollapse or hop-count statistics. Read-only delegations and sticky records live
-//!   in [`readonly`] (their revoke runs in the event loop, not in a child).
+//! * Read-only delegations and sticky records live in [`readonly`] (their revoke runs in the
+//!   event loop, not in a child).
+//!
+//! Fetch collapse (`FetchCollapse`) is in [`collapse`].
+//!
+//! Statistics (hop counts, chain waits, hot keys) are in [`stats`].
 
 use super::database::RECOVERY_NORMAL;
 use super::database::{Database, DatabaseSet, DbContext};
@@ -104,6 +108,12 @@ pub struct CallService {
     out: VecDeque<CallOutput>,
     /// Read-only delegations being revoked and sticky records.
     ro: readonly::ReadonlyState,
+    /// The `now` of the current entry point.
+    now: Instant,
+    counters: stats::CallCounters,
+    /// When retried requests first found their chain held.
+    lock_waits: std::collections::HashMap<stats::WaitKey, Instant>,
+    deferred_fetches: collapse::DeferredFetches,
 }
 
 impl Default for CallService {
@@ -129,6 +139,10 @@ impl CallService {
             waiting: BTreeMap::new(),
             out: VecDeque::new(),
             ro: readonly::ReadonlyState::default(),
+            now: Instant::ZERO,
+            counters: stats::CallCounters::default(),
+            lock_waits: std::collections::HashMap::new(),
+            deferred_fetches: collapse::DeferredFetches::default(),
         }
     }
 
@@ -158,6 +172,7 @@ impl CallService {
             queue.retain(|w| !matches!(w, Waiting::Client { client: c, .. } if *c == client));
         }
         self.ro_on_client_closed(client);
+        self.deferred_fetches.forget_client(client);
     }
 
     /// `daemon_request_call_from_client`: a REQ_CALL from a local client with its `reqid`.
@@ -202,6 +217,7 @@ impl CallService {
     ) {
         self.pnn = dbs.pnn();
         self.ro.now = now;
+        self.now = now;
         let target = match &work {
             Waiting::Client { call, .. } => Some((call.db_id, call.key.clone())),
             Waiting::Node(p) => match &p.body {
@@ -216,8 +232,12 @@ impl CallService {
             if let Some(db) = dbs.get_mut(db_id) {
                 if db.allow_access() {
                     match db.store_mut().chain_try_lock(&key) {
-                        Ok(true) => locked = Some((db_id, key)),
+                        Ok(true) => {
+                            self.note_chain_locked(now, db, &work);
+                            locked = Some((db_id, key));
+                        }
                         Ok(false) => {
+                            self.note_chain_busy(now, &work);
                             self.retry.push((now.saturating_add(CHAIN_RETRY), work));
                             return;
                         }
@@ -241,13 +261,14 @@ impl CallService {
                 }
             }
         }
+        self.release_deferred_fetches(dbs, ctx, now);
     }
 
     fn client_call(
         &mut self,
         dbs: &mut DatabaseSet,
         ctx: &DbContext<'_>,
-        _now: Instant,
+        now: Instant,
         client: ClientId,
         reqid: u32,
         call: ReqCall,
@@ -278,7 +299,10 @@ impl CallService {
                 return;
             }
         };
-        let mut call = call;
+        // Stock: duplicate fetches are collapsed first, then the read-only rules apply.
+        let Some(mut call) = self.defer_duplicate_fetch(ctx, client, reqid, call) else {
+            return;
+        };
         let work = |c: &ReqCall| Waiting::Client {
             client,
             reqid,
@@ -318,6 +342,7 @@ impl CallService {
                 ..readonly::daemon_call(&call)
             }),
         };
+        self.setup_deferred_fetch(ctx, now, daemon_reqid, &call);
         self.pending.insert(
             daemon_reqid,
             PendingCall {
@@ -555,6 +580,7 @@ impl CallService {
             return;
         }
         self.ro_note_hopcount(db, ctx, call);
+        self.note_hop_count(db, call.hopcount);
         let generation = db.generation();
         if packet.srcnode != pnn {
             // We are dmaster: the record moves to the caller.
@@ -760,6 +786,7 @@ impl CallService {
         let Some(pending) = self.pending.remove(&packet.reqid) else {
             return;
         };
+        db.stats_mut().note_migration(self.now, key);
         let run = readonly::daemon_call(&pending.call);
         let result = call_local(db, pnn, ctx, &run, &mut header, data);
         let reply = readonly::client_reply_data(&pending.call, result.data);
@@ -893,7 +920,11 @@ impl CallService {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let commits = self.trans3.values().map(|t| t.deadline);
         let retries = self.retry.iter().map(|(due, _)| *due);
-        commits.chain(retries).chain(self.ro_poll_timeout()).min()
+        commits
+            .chain(retries)
+            .chain(self.ro_poll_timeout())
+            .chain(self.deferred_fetch_due())
+            .min()
     }
 
     /// Retries requests whose chain was locked; commits past ControlTimeout answer 1
@@ -908,6 +939,7 @@ impl CallService {
         for (_, work) in due {
             self.run_locked(dbs, ctx, now, work);
         }
+        self.release_deferred_fetches(dbs, ctx, now);
         let expired: Vec<u32> = self
             .trans3
             .iter()
@@ -1111,7 +1143,9 @@ pub fn ltdb_store(
     }
 }
 
+mod collapse;
 mod readonly;
+pub mod stats;
 use readonly::RoCheck;
 
 #[cfg(test)]

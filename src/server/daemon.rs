@@ -154,7 +154,14 @@ struct Node {
 #[derive(Debug)]
 struct Client {
     pid: i32,
+    /// REGISTER_NOTIFY: (srvid, data) messages broadcast when the client goes away.
+    notify: Vec<(u64, Vec<u8>)>,
 }
+
+/// Bound on REGISTER_NOTIFY entries per client (stock has none).
+const MAX_NOTIFY_PER_CLIENT: usize = 1024;
+/// Bound on client calls whose start time is kept for `call_latency`.
+const MAX_TIMED_CALLS: usize = 65536;
 
 /// Where the reply to a control goes once it is known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -257,6 +264,8 @@ pub struct Daemon {
     dbs: DatabaseSet,
     /// Record calls and migrations in flight (see [`super::call`]).
     calls: CallService,
+    /// Start times of client calls in progress, for `call_latency` and `pending_calls`.
+    call_starts: std::collections::HashMap<(ClientId, u32), Instant>,
     /// Database controls waiting for the database service, and the token of their reply.
     db_deferred: BTreeMap<DeferredId, u64>,
     /// Record migrations started for vacuuming, by the request id the call service answers
@@ -365,6 +374,7 @@ impl Daemon {
             srvids: SrvidRegistry::default(),
             dbs,
             calls: CallService::new(),
+            call_starts: std::collections::HashMap::new(),
             db_deferred: BTreeMap::new(),
             vacuum_calls: BTreeMap::new(),
             next_vacuum_call: 1,
@@ -514,7 +524,7 @@ impl Daemon {
             key,
             calldata: Vec::new(),
         };
-        self.with_calls(|calls, dbs, ctx| {
+        self.with_calls(now, |calls, dbs, ctx| {
             calls.on_client_call(dbs, ctx, now, VACUUM_CLIENT, reqid, call);
         });
     }
@@ -595,6 +605,7 @@ impl Daemon {
                     }
                 }
                 DbEffect::TraverseTimedOut => self.bump(|s| s.timeouts.traverse += 1),
+                DbEffect::StopRepack => self.effects.push_back(Effect::StopRepack),
                 DbEffect::Complete { id, reply } => {
                     if let Some(token) = self.db_deferred.remove(&id) {
                         self.finish_deferred(token, db_result(reply));
@@ -602,7 +613,7 @@ impl Daemon {
                 }
                 DbEffect::SetRecoveryModeActive => self.recovery_mode = RECOVERY_ACTIVE,
                 DbEffect::Thawed { db_id } => {
-                    self.with_calls(|calls, dbs, ctx| calls.on_thawed(dbs, ctx, now, db_id));
+                    self.with_calls(now, |calls, dbs, ctx| calls.on_thawed(dbs, ctx, now, db_id));
                 }
                 DbEffect::Fatal { reason } => {
                     log::error!("Fatal database error: {reason}");
@@ -613,7 +624,11 @@ impl Daemon {
     }
 
     /// Runs `f` on the record call service, then sends what it produced.
-    fn with_calls(&mut self, f: impl FnOnce(&mut CallService, &mut DatabaseSet, &DbContext<'_>)) {
+    fn with_calls(
+        &mut self,
+        now: Instant,
+        f: impl FnOnce(&mut CallService, &mut DatabaseSet, &DbContext<'_>),
+    ) {
         let mut calls = std::mem::take(&mut self.calls);
         self.with_dbs(|dbs, ctx| f(&mut calls, dbs, ctx));
         while let Some(out) = calls.poll_output() {
@@ -625,12 +640,18 @@ impl Daemon {
                         }
                     }
                 }
-                CallOutput::Client { client, packet } => self.send_client_packet(client, &packet),
+                CallOutput::Client { client, packet } => {
+                    self.client_call_answered(now, client, &packet);
+                    self.send_client_packet(client, &packet);
+                }
                 CallOutput::Node { pnn, packet } => self.send_node_packet(pnn, &packet),
                 CallOutput::SetRecoveryModeActive => self.recovery_mode = RECOVERY_ACTIVE,
             }
         }
+        let counters = calls.take_counters();
+        let locks_pending = calls.lock_waits_pending() as u32;
         self.calls = calls;
+        self.add_call_counters(&counters, locks_pending);
     }
 
     pub fn pnn(&self) -> Pnn {
@@ -670,15 +691,25 @@ impl Daemon {
 
     /// A client connected to the unix socket; `pid` from SO_PEERCRED.
     pub fn on_client_connected(&mut self, _now: Instant, client: ClientId, pid: i32) {
-        self.clients.insert(client, Client { pid });
+        self.clients.insert(
+            client,
+            Client {
+                pid,
+                notify: Vec::new(),
+            },
+        );
         self.statistics.num_clients = self.clients.len() as u32;
     }
 
     /// A client's connection closed (EOF, error, or after `CloseClient`).
     pub fn on_client_closed(&mut self, now: Instant, client: ClientId) {
-        if self.clients.remove(&client).is_none() {
+        let Some(gone) = self.clients.remove(&client) else {
             return;
-        }
+        };
+        let before = self.call_starts.len();
+        self.call_starts.retain(|&(c, _), _| c != client);
+        let dropped = (before - self.call_starts.len()) as u32;
+        self.bump(|s| s.pending_calls = s.pending_calls.saturating_sub(dropped));
         self.dbs.on_client_closed(client);
         // The client's traverses end: TRAVERSE_KILL goes out now.
         self.run_db_effects(now, &NoHostQueries);
@@ -691,6 +722,13 @@ impl Daemon {
         self.deferred
             .retain(|_, d| !matches!(d.route, ReplyRoute::Client { client: c, .. } if c == client));
         self.statistics.num_clients = self.clients.len() as u32;
+        // `ctdb_client_notify_destructor`: each registered notification goes to every
+        // connected node (the client's own registrations are gone by now).
+        for (srvid, data) in gone.notify {
+            log::info!("Sending client notify message for srvid:{srvid}");
+            let m = ReqMessage { srvid, data };
+            self.client_message(now, BROADCAST_CONNECTED, m, &NoHostQueries);
+        }
     }
 
     /// One complete frame from a client.
@@ -725,7 +763,14 @@ impl Daemon {
             Body::ReqCall(call) => {
                 self.bump(|s| s.client.req_call += 1);
                 let reqid = packet.reqid;
-                self.with_calls(|calls, dbs, ctx| {
+                self.bump(|s| {
+                    s.total_calls = s.total_calls.wrapping_add(1);
+                    s.pending_calls = s.pending_calls.saturating_add(1);
+                });
+                if self.call_starts.len() < MAX_TIMED_CALLS {
+                    self.call_starts.insert((client, reqid), now);
+                }
+                self.with_calls(now, |calls, dbs, ctx| {
                     calls.on_client_call(dbs, ctx, now, client, reqid, call)
                 });
             }
@@ -1160,7 +1205,7 @@ impl Daemon {
                     self.pending_failed(p.owner, r.status, r.data, &r.errmsg);
                 } else {
                     let reqid = packet.reqid;
-                    self.with_calls(|calls, _, ctx| {
+                    self.with_calls(now, |calls, _, ctx| {
                         calls.on_control_reply(ctx, reqid, r.status);
                     });
                 }
@@ -1181,7 +1226,9 @@ impl Daemon {
                     Body::ReplyDmaster(_) => s.node.reply_dmaster += 1,
                     _ => s.node.reply_error += 1,
                 });
-                self.with_calls(|calls, dbs, ctx| calls.on_node_packet(dbs, ctx, now, packet));
+                self.with_calls(now, |calls, dbs, ctx| {
+                    calls.on_node_packet(dbs, ctx, now, packet)
+                });
             }
             Body::ReqTunnel(_) => self.bump(|s| s.node.req_tunnel += 1),
             Body::Unknown { operation, .. } => {
@@ -1307,7 +1354,7 @@ impl Daemon {
             Op::SetRecmode => self.control_set_recmode(now, &c.data, route),
             Op::StartRecovery => self.control_start_recovery(now, srcnode, route, host),
             Op::EndRecovery => {
-                self.with_calls(|calls, _, ctx| calls.on_recovery_finished(ctx));
+                self.with_calls(now, |calls, _, ctx| calls.on_recovery_finished(ctx));
                 self.control_end_recovery(route)
             }
             Op::UpdateRecord => {
@@ -1520,6 +1567,8 @@ impl Daemon {
                 let found = self.srvids.deregister(c.srvid, client);
                 ControlResult::status(if found { 0 } else { ENOENT })
             }
+            Op::RegisterNotify => self.control_register_notify(c.client_id, srcnode, data),
+            Op::DeregisterNotify => self.control_deregister_notify(c.client_id, srcnode, data),
             Op::EchoData => ControlResult::data(data.to_vec()),
             Op::Shutdown => {
                 log::info!("Received SHUTDOWN command.");
@@ -1778,7 +1827,7 @@ impl Daemon {
             .collect();
         let timeout = Duration::from_secs(u64::from(self.tunable("ControlTimeout").max(1)));
         let mut reply = None;
-        self.with_calls(|calls, dbs, ctx| {
+        self.with_calls(now, |calls, dbs, ctx| {
             reply = calls.trans3_commit(dbs, ctx, now, client, reqid, c, &targets, timeout);
         });
         reply.map(|(status, error)| ControlResult::error(status, &error))
@@ -2253,7 +2302,7 @@ impl Daemon {
             self.next_stat_history = now.saturating_add(Duration::from_secs(interval));
         }
         if self.calls.poll_timeout().is_some_and(|due| now >= due) {
-            self.with_calls(|calls, dbs, ctx| calls.handle_timeout(dbs, ctx, now));
+            self.with_calls(now, |calls, dbs, ctx| calls.handle_timeout(dbs, ctx, now));
         }
         if self.dbs.poll_timeout().is_some_and(|due| now >= due) {
             let congested = |sink: TraverseSink| match sink {
@@ -2280,6 +2329,7 @@ impl Daemon {
             self.dbs
                 .run_due_vacuums(now, recovery_active, &map, &peers, tunables);
             self.run_db_effects(now, &NoHostQueries);
+            self.start_repack();
         }
         let expired: Vec<u32> = self
             .pending
@@ -2441,6 +2491,7 @@ fn client_id_u32(client: ClientId) -> u32 {
     u32::try_from(client).unwrap_or(u32::MAX)
 }
 
+mod call_stats;
 mod ip_failover;
 #[cfg(test)]
 mod tests;

@@ -43,6 +43,12 @@ pub enum Effect {
     StartRecoverd,
     /// Stop the recovery daemon (SIGTERM), as when it stopped answering.
     StopRecoverd,
+    /// Start a repack helper for a database; its exit is reported with
+    /// `Daemon::on_repack_done`.
+    Repack(crate::server::database::repack::RepackRequest),
+    /// Kill the repack helper (SIGKILL, as stock kills its vacuum child when a freeze starts);
+    /// its exit is reported as usual.
+    StopRepack,
     /// Change the process's log level (SET_DEBUG); Samba numeric level.
     SetLogLevel { level: i32 },
     /// Announce a public address on an interface: a gratuitous ARP (IPv4) or an unsolicited

@@ -6,6 +6,7 @@
 mod calls;
 mod cli;
 mod cluster;
+mod dbstats;
 mod eventd;
 mod fetchlock;
 mod golden;
@@ -16,9 +17,9 @@ mod membership;
 mod mixed;
 mod mutex;
 mod netns;
+mod readonly;
 mod reclock;
 mod recovery;
-mod readonly;
 mod recovery_helper;
 mod shell;
 mod smbd;

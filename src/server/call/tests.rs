@@ -626,3 +626,7 @@ fn request_for_a_chain_a_client_holds_is_retried_on_the_timer() {
 
 #[path = "tests_readonly.rs"]
 mod tests_readonly;
+
+mod stats;
+
+mod collapse;

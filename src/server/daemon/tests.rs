@@ -633,3 +633,5 @@ fn monitoring_starts_after_startup_and_tracks_health() {
         );
     }
 }
+
+mod notify;

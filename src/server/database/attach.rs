@@ -236,6 +236,7 @@ impl DatabaseSet {
             readonly_tracking: None,
             seqnum_watch: None,
             vacuum: vacuum::VacuumState::default(),
+            stats: Default::default(),
         });
         Ok(())
     }

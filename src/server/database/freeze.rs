@@ -111,6 +111,9 @@ impl DatabaseSet {
         }
         log::error!("Freeze db: {}", db.name);
         db.freeze_mode = FreezeMode::Pending;
+        if self.repacking.is_some() {
+            self.effects.push_back(DbEffect::StopRepack);
+        }
         self.try_freeze_lock(now, index);
     }
 

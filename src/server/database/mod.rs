@@ -54,7 +54,9 @@ mod attach;
 mod detach;
 mod freeze;
 mod ltdb;
+pub mod repack;
 mod seqnum;
+pub mod stats;
 pub mod vacuum;
 pub use ltdb::lmaster;
 pub mod memory;
@@ -225,6 +227,8 @@ pub enum DbEffect {
     },
     /// The reply to a deferred control.
     Complete { id: DeferredId, reply: DbReply },
+    /// Kill the running repack helper (a freeze started, `ctdb_stop_vacuuming`).
+    StopRepack,
     /// Stock sets the recovery mode to ACTIVE here (DB_SET_HEALTHY of an unhealthy database
     /// during STARTUP).
     SetRecoveryModeActive,
@@ -283,6 +287,8 @@ pub struct Database {
     seqnum_watch: Option<seqnum::SeqnumWatch>,
     /// Delete and fetch queues of a volatile database.
     vacuum: vacuum::VacuumState,
+    /// GET_DB_STATISTICS counters and hot keys.
+    stats: stats::DbStats,
 }
 
 impl Database {
@@ -334,6 +340,14 @@ impl Database {
 
     /// Direct access to the file, for the record-request and vacuuming code. Check
     /// [`Database::allow_access`] first.
+    pub fn stats(&self) -> &stats::DbStats {
+        &self.stats
+    }
+
+    pub fn stats_mut(&mut self) -> &mut stats::DbStats {
+        &mut self.stats
+    }
+
     pub fn store_mut(&mut self) -> &mut dyn DbStore {
         self.store.as_mut()
     }
@@ -398,6 +412,8 @@ pub struct DatabaseSet {
 
     deferred_attaches: Vec<DeferredAttach>,
     next_deferred: u64,
+    /// The database a repack helper works on.
+    repacking: Option<u32>,
 
     traverses: traverse::Traverses,
 
@@ -429,6 +445,7 @@ impl DatabaseSet {
             freeze_retry: None,
             deferred_attaches: Vec::new(),
             next_deferred: 1,
+            repacking: None,
             traverses: traverse::Traverses::default(),
             effects: VecDeque::new(),
         })
@@ -630,6 +647,18 @@ impl DatabaseSet {
                 let db_id = data.get(..4).and_then(exact_u32).unwrap_or_default();
                 self.control_get_db_seqnum(db_id, ctx)
             }
+            Op::GetDbStatistics => {
+                let Some(db_id) = exact_u32(data) else {
+                    return invalid_size(req.opcode, data.len(), 4);
+                };
+                match self.get(db_id) {
+                    Some(db) => DbReply::data(db.stats.to_wire().to_bytes()),
+                    None => {
+                        log::error!("Unknown db_id 0x{db_id:x} in get_db_statistics");
+                        DbReply::fail()
+                    }
+                }
+            }
             Op::DbGetHealth => {
                 let Some(db_id) = exact_u32(data) else {
                     return invalid_size(req.opcode, data.len(), 4);
@@ -653,6 +682,10 @@ impl DatabaseSet {
                 }
             }
             Op::ScheduleForDeletion => self.control_schedule_for_deletion(data),
+            Op::DbVacuum => {
+                let recovery_active = ctx.recovery_mode != RECOVERY_NORMAL;
+                return self.control_db_vacuum(now, data, recovery_active);
+            }
             Op::VacuumFetch => self.control_vacuum_fetch(data),
             Op::TryDeleteRecords => self.control_try_delete_records(data, &ctx.vnn_map.map),
             Op::EnableSeqnum => {

@@ -196,8 +196,13 @@ impl DatabaseSet {
             log::error!("Failed to wipe database for db '{}': {e}", db.name);
             return DbReply::fail();
         }
-        if db.is_volatile() {
-            db.vacuum.clear();
+        let abandoned = if db.is_volatile() {
+            db.vacuum.clear()
+        } else {
+            Vec::new()
+        };
+        for id in abandoned {
+            self.complete(id, DbReply::fail());
         }
         DbReply::status(0)
     }

@@ -2314,3 +2314,5 @@ fn storing_an_empty_record_as_dmaster_queues_it_and_data_unqueues_it() {
         .unwrap();
     assert_eq!(db.vacuum_state().queued(), 0);
 }
+
+mod db_vacuum;

@@ -27,14 +27,14 @@
 //! delete, never a wait — and the queues have explicit limits ([`MAX_QUEUED_PER_DB`]).
 
 use super::storage::ChainStep;
-use super::{Database, DatabaseSet, DbEffect, DbReply};
+use super::{Database, DatabaseSet, DbControlOutcome, DbEffect, DbReply, DeferredId};
 use crate::common::clock::Instant;
 use crate::protocol::hash;
 use crate::protocol::ltdb::{
     LtdbHeader, LTDB_HEADER_LEN, REC_FLAG_MIGRATED_WITH_DATA, REC_RO_FLAGS,
 };
 use crate::protocol::opcode::ControlOpcode;
-use crate::protocol::types::{KeyData, RecBuffer, RecData};
+use crate::protocol::types::{DbVacuum, KeyData, RecBuffer, RecData};
 use crate::protocol::Marshal;
 use crate::server::effect::Pnn;
 use std::collections::{BTreeMap, BTreeSet};
@@ -65,6 +65,8 @@ struct DeleteRound {
     /// By key hash, as stock indexes it; `true` once some node refused the record.
     records: BTreeMap<u32, (Queued, bool)>,
     failed: bool,
+    /// The DB_VACUUM control that started this run, answered when the round ends.
+    waiter: Option<DeferredId>,
 }
 
 /// What one run did, logged like stock's statistics lines.
@@ -91,15 +93,22 @@ pub struct VacuumState {
     rounds_started: u64,
     /// The hash chain a full run's scan continues from (it stopped at a busy lock).
     scan_from: Option<u32>,
+    /// A DB_VACUUM control waiting for the next run: whether it asked for a full run.
+    forced: Option<(bool, DeferredId)>,
+    /// A run happened since the last repack check.
+    pub(super) repack_due: bool,
     pub last_counts: VacuumCounts,
 }
 
 impl VacuumState {
-    /// Forgets both queues (the database was wiped by a recovery).
-    pub fn clear(&mut self) {
+    /// Forgets both queues (the database was wiped by a recovery). Returns the DB_VACUUM
+    /// controls whose run was abandoned; they fail, as stock's killed vacuum child does.
+    pub fn clear(&mut self) -> Vec<DeferredId> {
         self.delete_queue.clear();
         self.fetch_queue.clear();
-        self.round = None;
+        let round = self.round.take().and_then(|r| r.waiter);
+        let forced = self.forced.take().map(|(_, id)| id);
+        round.into_iter().chain(forced).collect()
     }
 
     pub fn queued(&self) -> usize {
@@ -353,6 +362,43 @@ impl DatabaseSet {
         }
     }
 
+    /// DB_VACUUM (`ctdb_control_db_vacuum`): one vacuum run of a volatile database now; the
+    /// reply comes when the run, including its TRY_DELETE_RECORDS round, is over. Refused
+    /// during a recovery, while frozen, and while a run of the database is still going.
+    pub(super) fn control_db_vacuum(
+        &mut self,
+        now: Instant,
+        data: &[u8],
+        recovery_active: bool,
+    ) -> DbControlOutcome {
+        let Ok(request) = DbVacuum::from_bytes_exact(data) else {
+            log::error!("Invalid data in DB_VACUUM");
+            return DbControlOutcome::Reply(DbReply::fail());
+        };
+        let Some(db) = self.get(request.db_id) else {
+            log::error!("Unknown db id 0x{:08x}", request.db_id);
+            return DbControlOutcome::Reply(DbReply::fail());
+        };
+        if !db.is_volatile() {
+            log::error!("Not vacuuming {}: not a volatile database", db.name);
+            return DbControlOutcome::Reply(DbReply::fail());
+        }
+        if recovery_active || db.freeze_mode != super::FreezeMode::None {
+            log::info!("Not vacuuming {} (in recovery or frozen)", db.name);
+            return DbControlOutcome::Reply(DbReply::fail());
+        }
+        if db.vacuum.round.is_some() || db.vacuum.forced.is_some() {
+            log::warn!("Vacuuming collision on {}", db.name);
+            return DbControlOutcome::Reply(DbReply::fail());
+        }
+        let id = self.alloc_deferred();
+        if let Some(db) = self.get_mut(request.db_id) {
+            db.vacuum.forced = Some((request.full_vacuum_run, id));
+            db.vacuum.next_run = Some(now);
+        }
+        DbControlOutcome::Deferred(id)
+    }
+
     /// SCHEDULE_FOR_DELETION from a client (smbd deleting a record).
     pub(super) fn control_schedule_for_deletion(&mut self, data: &[u8]) -> DbReply {
         let Ok(request) = KeyData::from_bytes_exact(data) else {
@@ -441,25 +487,49 @@ impl DatabaseSet {
                 continue;
             }
             db.vacuum.next_run = Some(now.saturating_add(interval(vacuum_interval_s.max(1))));
-            if vacuum_interval_s == 0 {
+            let forced = db.vacuum.forced.take();
+            if vacuum_interval_s == 0 && forced.is_none() {
                 continue;
             }
             if recovery_active || db.freeze_mode != super::FreezeMode::None {
                 log::info!("Not vacuuming {} (in recovery or frozen)", db.name);
+                if let Some((_, id)) = forced {
+                    effects.push(DbEffect::Complete {
+                        id,
+                        reply: DbReply::fail(),
+                    });
+                }
                 continue;
             }
             if db.vacuum.round.is_some() {
                 // The previous round still waits for answers (stock staggers likewise).
+                if let Some((_, id)) = forced {
+                    log::warn!("Vacuuming collision on {}", db.name);
+                    effects.push(DbEffect::Complete {
+                        id,
+                        reply: DbReply::fail(),
+                    });
+                }
                 continue;
             }
             let mut counts = VacuumCounts::default();
-            let full = if db.vacuum.fast_path_count >= fast_path_max {
+            let full = if let Some((full, _)) = forced {
+                // A run asked for by DB_VACUUM leaves the fast-path schedule alone, as stock's
+                // unscheduled child does.
+                full
+            } else if db.vacuum.fast_path_count >= fast_path_max {
                 db.vacuum.fast_path_count = 0;
                 fast_path_max > 0
             } else {
                 false
             };
-            db.vacuum.fast_path_count += 1;
+            if forced.is_none() {
+                db.vacuum.fast_path_count += 1;
+            }
+            // Stock times its vacuum child; a run here is one step of the loop and takes no
+            // time on the core's clock, so each run counts with a latency of zero.
+            db.stats.note_vacuum_run(0.0);
+            db.vacuum.repack_due = true;
             if full || db.vacuum.scan_from.is_some() {
                 db.scan_for_empty_records(pnn, &mut counts);
             }
@@ -541,6 +611,20 @@ impl DatabaseSet {
                         waiting: active_peers.iter().copied().collect(),
                         records: delete_list,
                         failed: false,
+                        waiter: forced.map(|(_, id)| id),
+                    });
+                }
+            }
+            if let Some((_, id)) = forced {
+                if db
+                    .vacuum
+                    .round
+                    .as_ref()
+                    .is_none_or(|r| r.waiter != Some(id))
+                {
+                    effects.push(DbEffect::Complete {
+                        id,
+                        reply: DbReply::status(0),
                     });
                 }
             }
@@ -597,6 +681,16 @@ impl DatabaseSet {
             return;
         }
         let Some(state) = db.vacuum.round.take() else {
+            return;
+        };
+        if let Some(id) = state.waiter {
+            let status = if state.failed { -1 } else { 0 };
+            self.effects.push_back(DbEffect::Complete {
+                id,
+                reply: DbReply::status(status),
+            });
+        }
+        let Some(db) = self.get_mut(db_id) else {
             return;
         };
         if state.failed {

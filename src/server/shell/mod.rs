@@ -61,6 +61,8 @@ pub trait Core {
     fn on_shutdown_request(&mut self, now: Instant);
     fn on_cluster_lock_test(&mut self, now: Instant, token: u64, result: u8, latency_s: f64);
     fn on_recoverd_exited(&mut self, now: Instant);
+    /// A repack helper started for `Effect::Repack` exited (`None`: no exit code).
+    fn on_repack_done(&mut self, _now: Instant, _db_id: u32, _code: Option<i32>) {}
     fn handle_timeout(&mut self, now: Instant);
     /// `handle_timeout` for a core that paces bulk output by the queues' fill levels.
     fn handle_timeout_with_backlog(&mut self, now: Instant, _backlog: &dyn Backlog) {
@@ -100,6 +102,9 @@ impl Core for Daemon {
     }
     fn on_recoverd_exited(&mut self, now: Instant) {
         Daemon::on_recoverd_exited(self, now);
+    }
+    fn on_repack_done(&mut self, now: Instant, db_id: u32, code: Option<i32>) {
+        Daemon::on_repack_done(self, now, db_id, code);
     }
     fn handle_timeout(&mut self, now: Instant) {
         Daemon::handle_timeout(self, now);
@@ -278,6 +283,8 @@ pub struct Shell<C> {
     cluster_mutex_helper: PathBuf,
     recoverd_argv: Option<Vec<String>>,
     recoverd: Option<crate::common::spawn::Child>,
+    /// The running repack helper and its database.
+    repack: Option<(crate::common::spawn::Child, u32)>,
     /// Exit code for a forced exit (EPIPE after stdin EOF, as stock's shutdown uses).
     forced_code: i32,
     exit: Option<(ExitReason, i32)>,
@@ -348,6 +355,7 @@ impl<C: Core> Shell<C> {
             cluster_mutex_helper: parts.cluster_mutex_helper,
             recoverd_argv: parts.recoverd_argv,
             recoverd: None,
+            repack: None,
         })
     }
 
@@ -521,6 +529,12 @@ impl<C: Core> Shell<C> {
                 }
             }
             Effect::StartRecoverd => self.start_recoverd(now),
+            Effect::Repack(request) => self.start_repack(now, request),
+            Effect::StopRepack => {
+                if let Some((child, _)) = &self.repack {
+                    let _ = child.signal(libc::SIGKILL);
+                }
+            }
             Effect::StopRecoverd => {
                 if let Some(child) = &self.recoverd {
                     let _ = child.signal(libc::SIGTERM);
@@ -775,6 +789,17 @@ impl<C: Core> Shell<C> {
                     let pid = pid.as_raw();
                     let is_eventd = self.eventd.as_mut().is_some_and(|e| e.reaped(pid));
                     self.lock_tests.reaped(pid);
+                    if self.repack.as_ref().is_some_and(|(c, _)| c.pid() == pid) {
+                        if let Some((_, db_id)) = self.repack.take() {
+                            let code = match status {
+                                WaitStatus::Exited(_, code) => Some(code),
+                                _ => None,
+                            };
+                            let now = self.clock.now();
+                            self.core.on_repack_done(now, db_id, code);
+                            self.run_effects(now);
+                        }
+                    }
                     if self.recoverd.as_ref().is_some_and(|c| c.pid() == pid) {
                         warn!("Recovery daemon (pid {pid}) exited: {status:?}");
                         self.recoverd = None;
@@ -875,6 +900,34 @@ impl<C: Core> Shell<C> {
 
     /// `ctdb_shutdown_sequence`'s tail: eventd stopped, transport closed, socket and pid
     /// file removed.
+    /// Starts a repack helper: this binary in repack mode (see `database::repack`).
+    fn start_repack(
+        &mut self,
+        now: Instant,
+        request: crate::server::database::repack::RepackRequest,
+    ) {
+        let Some(exe) = self.recoverd_argv.as_ref().and_then(|a| a.first()).cloned() else {
+            self.core.on_repack_done(now, request.db_id, None);
+            return;
+        };
+        let mut argv = vec![exe];
+        argv.extend(request.args());
+        match crate::common::spawn::Spawn::from_argv(&argv).and_then(|s| s.spawn_child()) {
+            Ok(child) => {
+                debug!(
+                    "Started repack helper (pid {}) for {}",
+                    child.pid(),
+                    request.path.display()
+                );
+                self.repack = Some((child, request.db_id));
+            }
+            Err(e) => {
+                error!("Failed to start a repack helper: {e}");
+                self.core.on_repack_done(now, request.db_id, None);
+            }
+        }
+    }
+
     /// Starts the recovery daemon as a client of this daemon.
     fn start_recoverd(&mut self, now: Instant) {
         let Some(argv) = &self.recoverd_argv else {
