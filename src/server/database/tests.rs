@@ -2316,3 +2316,32 @@ fn storing_an_empty_record_as_dmaster_queues_it_and_data_unqueues_it() {
 }
 
 mod db_vacuum;
+
+#[test]
+#[ignore = "measurement, run by hand"]
+fn measure_vacuum_scan_step_hold_time() {
+    let (_dir, mut dbs) = libtdb_set("scan-measure", 0);
+    let env = Env::new();
+    let db_id = attach(&mut dbs, &env, ControlOpcode::DbAttach, "measure.tdb");
+    for i in 0..200_000u32 {
+        let key = format!("k{i}");
+        let data: &[u8] = if i % 2 == 0 { b"" } else { b"some data here" };
+        put(&mut dbs, db_id, key.as_bytes(), header(1, 0, 0), data);
+    }
+    let store = dbs.get_mut(db_id).unwrap().store_mut();
+    let mut chain = 0;
+    let mut worst = std::time::Duration::ZERO;
+    let mut steps = 0;
+    #[allow(clippy::disallowed_methods)]
+    loop {
+        let t = std::time::Instant::now();
+        let step = store.traverse_chains(chain, 4096, &mut |_, _| {}).unwrap();
+        worst = worst.max(t.elapsed());
+        steps += 1;
+        match step {
+            storage::ChainStep::More(c) => chain = c,
+            _ => break,
+        }
+    }
+    eprintln!("MEASURE steps={steps} worst_step={worst:?}");
+}
