@@ -17,6 +17,7 @@ mod membership;
 mod mixed;
 mod mutex;
 mod netns;
+mod ptrans;
 mod readonly;
 mod reclock;
 mod recovery;
