@@ -4,69 +4,44 @@
 use crate::cluster::{our_ctdbd, our_eventd, Flavour, LocalCluster};
 use std::time::Duration;
 
-fn ok_stdout(c: &LocalCluster, pnn: u32, args: &[&str]) -> String {
-    let out = c.ctdb(pnn, args);
-    assert!(
-        out.status.success(),
-        "ctdb {args:?} on node {pnn} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Waits for the attach to reach every node and the recovery it triggers to finish.
-fn wait_recovered(c: &LocalCluster) {
-    c.wait_for(
-        "recovery mode NORMAL everywhere",
-        Duration::from_secs(60),
-        || {
-            (0..c.nodes).all(|n| {
-                let out = c.ctdb(n, &["status"]);
-                String::from_utf8_lossy(&out.stdout).contains("Recovery mode:NORMAL")
-            })
-        },
-    );
-}
-
 #[test]
 fn volatile_record_migrates_between_nodes() {
     let c = LocalCluster::setup("calls", Flavour::Ours, 3, "127.0.95", &[]);
     c.start();
     c.wait_connected(Duration::from_secs(30));
     c.wait_all_ok(Duration::from_secs(60));
-    ok_stdout(&c, 0, &["attach", "test.tdb"]);
+    c.ctdb_ok(0, &["attach", "test.tdb"]);
     c.wait_for(
         "test.tdb attached everywhere",
         Duration::from_secs(30),
         || (0..c.nodes).all(|n| c.ctdb_stdout(n, &["getdbmap"]).contains("test.tdb")),
     );
-    wait_recovered(&c);
+    c.wait_recovered(Duration::from_secs(60));
 
-    ok_stdout(&c, 1, &["writekey", "test.tdb", "k", "v1"]);
-    let read = ok_stdout(&c, 1, &["readkey", "test.tdb", "k"]);
+    c.ctdb_ok(1, &["writekey", "test.tdb", "k", "v1"]);
+    let read = c.ctdb_ok(1, &["readkey", "test.tdb", "k"]);
     assert!(
         read.contains("Data: size:2 ptr:[v1]"),
         "node 1 read {read:?}"
     );
     for pnn in [0, 2] {
-        let read = ok_stdout(&c, pnn, &["readkey", "test.tdb", "k"]);
+        let read = c.ctdb_ok(pnn, &["readkey", "test.tdb", "k"]);
         assert!(
             read.contains("Data: size:2 ptr:[v1]"),
             "node {pnn} read {read:?}"
         );
     }
     // Writing on another node migrates the record there and later readers see the new value.
-    ok_stdout(&c, 2, &["writekey", "test.tdb", "k", "v22"]);
+    c.ctdb_ok(2, &["writekey", "test.tdb", "k", "v22"]);
     for pnn in [1, 0, 2] {
-        let read = ok_stdout(&c, pnn, &["readkey", "test.tdb", "k"]);
+        let read = c.ctdb_ok(pnn, &["readkey", "test.tdb", "k"]);
         assert!(
             read.contains("Data: size:3 ptr:[v22]"),
             "node {pnn} read {read:?}"
         );
     }
-    ok_stdout(&c, 0, &["deletekey", "test.tdb", "k"]);
-    let read = ok_stdout(&c, 1, &["readkey", "test.tdb", "k"]);
+    c.ctdb_ok(0, &["deletekey", "test.tdb", "k"]);
+    let read = c.ctdb_ok(1, &["readkey", "test.tdb", "k"]);
     assert!(
         read.contains("Data: size:0"),
         "node 1 read {read:?} after delete"
@@ -79,23 +54,23 @@ fn persistent_transactions_reach_every_node() {
     c.start();
     c.wait_connected(Duration::from_secs(30));
     c.wait_all_ok(Duration::from_secs(60));
-    ok_stdout(&c, 0, &["attach", "p.tdb", "persistent"]);
+    c.ctdb_ok(0, &["attach", "p.tdb", "persistent"]);
     c.wait_for("p.tdb attached everywhere", Duration::from_secs(30), || {
         (0..c.nodes).all(|n| c.ctdb_stdout(n, &["getdbmap"]).contains("p.tdb"))
     });
-    wait_recovered(&c);
+    c.wait_recovered(Duration::from_secs(60));
 
-    ok_stdout(&c, 1, &["pstore", "p.tdb", "k", "v"]);
+    c.ctdb_ok(1, &["pstore", "p.tdb", "k", "v"]);
     for pnn in 0..3 {
-        assert_eq!(ok_stdout(&c, pnn, &["pfetch", "p.tdb", "k"]).trim(), "v");
+        assert_eq!(c.ctdb_ok(pnn, &["pfetch", "p.tdb", "k"]).trim(), "v");
     }
-    ok_stdout(&c, 2, &["pstore", "p.tdb", "k", "v2"]);
+    c.ctdb_ok(2, &["pstore", "p.tdb", "k", "v2"]);
     for pnn in 0..3 {
-        assert_eq!(ok_stdout(&c, pnn, &["pfetch", "p.tdb", "k"]).trim(), "v2");
+        assert_eq!(c.ctdb_ok(pnn, &["pfetch", "p.tdb", "k"]).trim(), "v2");
     }
-    ok_stdout(&c, 0, &["pdelete", "p.tdb", "k"]);
+    c.ctdb_ok(0, &["pdelete", "p.tdb", "k"]);
     for pnn in 0..3 {
-        assert_eq!(ok_stdout(&c, pnn, &["pfetch", "p.tdb", "k"]).trim(), "");
+        assert_eq!(c.ctdb_ok(pnn, &["pfetch", "p.tdb", "k"]).trim(), "");
     }
 }
 
@@ -111,8 +86,8 @@ fn records_move_between_stock_and_ctdb_rs_nodes() {
     c.start();
     c.wait_connected(Duration::from_secs(30));
     c.wait_all_ok(Duration::from_secs(60));
-    ok_stdout(&c, 0, &["attach", "test.tdb"]);
-    ok_stdout(&c, 0, &["attach", "p.tdb", "persistent"]);
+    c.ctdb_ok(0, &["attach", "test.tdb"]);
+    c.ctdb_ok(0, &["attach", "p.tdb", "persistent"]);
     c.wait_for(
         "databases attached everywhere",
         Duration::from_secs(30),
@@ -123,30 +98,29 @@ fn records_move_between_stock_and_ctdb_rs_nodes() {
             })
         },
     );
-    wait_recovered(&c);
+    c.wait_recovered(Duration::from_secs(60));
 
     // Several keys so that every node is lmaster of some of them.
     let keys = ["a", "b", "c", "d", "e", "f"];
     for (writer, prefix) in [(1, "s"), (2, "o")] {
         for k in keys {
-            ok_stdout(
-                &c,
+            c.ctdb_ok(
                 writer,
                 &["writekey", "test.tdb", k, &format!("{prefix}{k}")],
             );
         }
         for pnn in [2, 0, 1, 2] {
             for k in keys {
-                let read = ok_stdout(&c, pnn, &["readkey", "test.tdb", k]);
+                let read = c.ctdb_ok(pnn, &["readkey", "test.tdb", k]);
                 let want = format!("Data: size:2 ptr:[{prefix}{k}]");
                 assert!(read.contains(&want), "node {pnn} key {k} read {read:?}");
             }
         }
     }
     for (writer, value) in [(2, "fromours"), (0, "fromstock")] {
-        ok_stdout(&c, writer, &["pstore", "p.tdb", "k", value]);
+        c.ctdb_ok(writer, &["pstore", "p.tdb", "k", value]);
         for pnn in 0..3 {
-            assert_eq!(ok_stdout(&c, pnn, &["pfetch", "p.tdb", "k"]).trim(), value);
+            assert_eq!(c.ctdb_ok(pnn, &["pfetch", "p.tdb", "k"]).trim(), value);
         }
     }
 }

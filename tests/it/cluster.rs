@@ -149,6 +149,44 @@ impl LocalCluster {
         String::from_utf8_lossy(&self.ctdb(pnn, args).stdout).into_owned()
     }
 
+    /// Runs the stock `ctdb` CLI against node `pnn` and returns its standard output; a failed
+    /// command fails the test.
+    pub fn ctdb_ok(&self, pnn: u32, args: &[&str]) -> String {
+        let out = self.ctdb(pnn, args);
+        assert!(
+            out.status.success(),
+            "ctdb {args:?} on node {pnn} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Waits until every node reports recovery mode NORMAL (after an attach or a recovery).
+    pub fn wait_recovered(&self, limit: Duration) {
+        self.wait_for("recovery mode NORMAL everywhere", limit, || {
+            (0..self.nodes).all(|n| {
+                self.ctdb_stdout(n, &["status"])
+                    .contains("Recovery mode:NORMAL")
+            })
+        });
+    }
+
+    /// Makes nodes `pnns` of a not yet started cluster run ctdb-rs with our eventd, recovery
+    /// helper and cluster-mutex helper (a mixed cluster when the rest run stock).
+    pub fn run_ours_on(&self, pnns: &[u32]) {
+        let env = format!(
+            "NODE_CTDBD={}\nexport CTDB_EVENTD={}\nexport CTDB_RECOVERY_HELPER={}\nexport CTDB_CLUSTER_MUTEX_HELPER={}\n",
+            our_ctdbd().display(),
+            our_eventd().display(),
+            env!("CARGO_BIN_EXE_ctdb_recovery_helper"),
+            env!("CARGO_BIN_EXE_ctdb_mutex_fcntl_helper"),
+        );
+        for &pnn in pnns {
+            std::fs::write(self.node_base(pnn).join("node.env"), &env).unwrap();
+        }
+    }
+
     /// The flags columns of `ctdb -X nodestatus all` as seen from `pnn`: one row per node,
     /// `(disconnected, unknown, banned, disabled, unhealthy, stopped, inactive)`.
     pub fn node_flags(&self, pnn: u32) -> Vec<Vec<bool>> {

@@ -11,22 +11,11 @@ use std::time::Duration;
 
 const DB: &str = "dbstats-test.tdb";
 
-fn ok_stdout(c: &LocalCluster, pnn: u32, args: &[&str]) -> String {
-    let out = c.ctdb(pnn, args);
-    assert!(
-        out.status.success(),
-        "ctdb {args:?} on node {pnn} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn start(name: &str, flavour: Flavour, prefix: &str) -> LocalCluster {
     let c = LocalCluster::setup(name, flavour, 3, prefix, &[]);
     c.start();
     c.wait_all_ok(Duration::from_secs(90));
-    ok_stdout(&c, 0, &["attach", DB]);
+    c.ctdb_ok(0, &["attach", DB]);
     c.wait_for("the database everywhere", Duration::from_secs(30), || {
         (0..c.nodes).all(|n| c.ctdb_stdout(n, &["getdbmap"]).contains(DB))
     });
@@ -43,12 +32,12 @@ fn start(name: &str, flavour: Flavour, prefix: &str) -> LocalCluster {
 fn traffic(c: &LocalCluster) {
     for round in 0..3 {
         for pnn in [1, 2, 0] {
-            ok_stdout(c, pnn, &["writekey", DB, "hot", &format!("v{round}{pnn}")]);
+            c.ctdb_ok(pnn, &["writekey", DB, "hot", &format!("v{round}{pnn}")]);
         }
     }
-    ok_stdout(c, 2, &["readkey", DB, "hot"]);
-    ok_stdout(c, 1, &["writekey", DB, "cold", "x"]);
-    ok_stdout(c, 2, &["readkey", DB, "cold"]);
+    c.ctdb_ok(2, &["readkey", DB, "hot"]);
+    c.ctdb_ok(1, &["writekey", DB, "cold", "x"]);
+    c.ctdb_ok(2, &["readkey", DB, "cold"]);
 }
 
 /// Latencies and hot-key counts depend on timing; everything else must be equal.
@@ -162,7 +151,7 @@ fn vacuum_on_demand(c: &LocalCluster) -> Vec<i32> {
 fn node_req_calls(c: &LocalCluster) -> u32 {
     (0..c.nodes)
         .map(|pnn| {
-            let text = ok_stdout(c, pnn, &["statistics"]);
+            let text = c.ctdb_ok(pnn, &["statistics"]);
             text.lines()
                 .find(|l| l.trim_start().starts_with("req_call"))
                 .and_then(|l| l.split_whitespace().last())
@@ -184,9 +173,9 @@ fn collapsed_fetches(c: &LocalCluster) -> u32 {
         .map(|i| format!("collapse-{i}"))
         .find(|k| hash::lmaster(hash::ctdb_hash(k.as_bytes()), &[0, 1, 2]) == Some(0))
         .unwrap();
-    ok_stdout(c, 0, &["writekey", DB, &key, "shared"]);
+    c.ctdb_ok(0, &["writekey", DB, &key, "shared"]);
     for pnn in 0..c.nodes {
-        ok_stdout(c, pnn, &["statisticsreset"]);
+        c.ctdb_ok(pnn, &["statisticsreset"]);
     }
     let socket = c.node_base(1).join("run/ctdbd.socket");
     let mut clients: Vec<Client> = (0..CLIENTS)
@@ -220,14 +209,14 @@ fn dbstatistics_and_call_statistics_match_stock_and_notifications_reach_every_no
     ] {
         let c = start(name, flavour, prefix);
         for pnn in 0..c.nodes {
-            ok_stdout(&c, pnn, &["statisticsreset"]);
+            c.ctdb_ok(pnn, &["statisticsreset"]);
         }
         traffic(&c);
         let per_node: Vec<(String, String)> = (0..c.nodes)
             .map(|pnn| {
                 (
-                    ok_stdout(&c, pnn, &["dbstatistics", DB]),
-                    ok_stdout(&c, pnn, &["statistics"]),
+                    c.ctdb_ok(pnn, &["dbstatistics", DB]),
+                    c.ctdb_ok(pnn, &["statistics"]),
                 )
             })
             .collect();
@@ -272,11 +261,11 @@ fn vacuuming_repacks_through_the_helper() {
     let c = LocalCluster::setup("dbstats-repack", Flavour::Ours, 1, "127.0.140", &[]);
     c.start();
     c.wait_all_ok(Duration::from_secs(90));
-    ok_stdout(&c, 0, &["setvar", "VacuumInterval", "1"]);
-    ok_stdout(&c, 0, &["setvar", "RepackLimit", "2"]);
+    c.ctdb_ok(0, &["setvar", "VacuumInterval", "1"]);
+    c.ctdb_ok(0, &["setvar", "RepackLimit", "2"]);
     // Deleted records go straight to the free list instead of staying as dead records.
-    ok_stdout(&c, 0, &["setvar", "DatabaseMaxDead", "0"]);
-    ok_stdout(&c, 0, &["attach", REPACK_DB]);
+    c.ctdb_ok(0, &["setvar", "DatabaseMaxDead", "0"]);
+    c.ctdb_ok(0, &["attach", REPACK_DB]);
     c.wait_for("recovered", Duration::from_secs(90), || {
         c.ctdb_stdout(0, &["status"])
             .contains("Recovery mode:NORMAL")
@@ -284,17 +273,17 @@ fn vacuuming_repacks_through_the_helper() {
     // Every other record goes: free blocks between live records, which libtdb cannot merge.
     for i in 0..24 {
         let key = format!("k-{i:02}");
-        ok_stdout(&c, 0, &["writekey", REPACK_DB, &key, &"x".repeat(200)]);
+        c.ctdb_ok(0, &["writekey", REPACK_DB, &key, &"x".repeat(200)]);
     }
     for i in (0..24).step_by(2) {
-        ok_stdout(&c, 0, &["deletekey", REPACK_DB, &format!("k-{i:02}")]);
+        c.ctdb_ok(0, &["deletekey", REPACK_DB, &format!("k-{i:02}")]);
     }
     let log = c.node_base(0).join("log.ctdb");
     c.wait_for("a repack", Duration::from_secs(60), || {
         std::fs::read_to_string(&log).is_ok_and(|t| t.contains(&format!("Repacked {REPACK_DB}")))
     });
     for i in 0..24 {
-        let out = ok_stdout(&c, 0, &["readkey", REPACK_DB, &format!("k-{i:02}")]);
+        let out = c.ctdb_ok(0, &["readkey", REPACK_DB, &format!("k-{i:02}")]);
         assert_eq!(
             out.contains(&"x".repeat(200)),
             i % 2 == 1,

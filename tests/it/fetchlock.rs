@@ -3,7 +3,7 @@
 //! the record when another node is the dmaster. Run against ctdb-rs, a mixed cluster and
 //! pure stock (which shows the client itself is right).
 
-use crate::cluster::{our_ctdbd, our_eventd, Flavour, LocalCluster};
+use crate::cluster::{Flavour, LocalCluster};
 use ctdb::client::db::DbHandle;
 use ctdb::client::Client;
 use ctdb::tools::bench::fetch_lock::{format_counter, parse_counter};
@@ -118,14 +118,7 @@ fn fetch_lock_on_ctdb_rs_nodes() {
 #[test]
 fn fetch_lock_on_a_mixed_cluster() {
     let c = LocalCluster::setup("fetchlock-mixed", Flavour::Stock, 3, "127.0.126", &[]);
-    let env = format!(
-        "NODE_CTDBD={}\nexport CTDB_EVENTD={}\nexport CTDB_RECOVERY_HELPER={}\nexport CTDB_CLUSTER_MUTEX_HELPER={}\n",
-        our_ctdbd().display(),
-        our_eventd().display(),
-        env!("CARGO_BIN_EXE_ctdb_recovery_helper"),
-        env!("CARGO_BIN_EXE_ctdb_mutex_fcntl_helper"),
-    );
-    std::fs::write(c.node_base(2).join("node.env"), env).unwrap();
+    c.run_ours_on(&[2]);
     c.start();
     c.wait_connected(Duration::from_secs(30));
     c.wait_all_ok(Duration::from_secs(60));

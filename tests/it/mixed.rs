@@ -2,22 +2,13 @@
 //! becomes OK, and a persistent database written through every node is identical everywhere
 //! after a recovery.
 
-use crate::cluster::{our_ctdbd, our_eventd, Flavour, LocalCluster};
+use crate::cluster::{Flavour, LocalCluster};
 use std::time::Duration;
 
 /// A 3-node cluster whose nodes in `ours` run ctdb-rs (with our helpers) and the rest stock.
 fn mixed(name: &str, prefix: &str, ours: &[u32]) -> LocalCluster {
     let c = LocalCluster::setup(name, Flavour::Stock, 3, prefix, &[]);
-    for &pnn in ours {
-        let env = format!(
-            "NODE_CTDBD={}\nexport CTDB_EVENTD={}\nexport CTDB_RECOVERY_HELPER={}\nexport CTDB_CLUSTER_MUTEX_HELPER={}\n",
-            our_ctdbd().display(),
-            our_eventd().display(),
-            env!("CARGO_BIN_EXE_ctdb_recovery_helper"),
-            env!("CARGO_BIN_EXE_ctdb_mutex_fcntl_helper"),
-        );
-        std::fs::write(c.node_base(pnn).join("node.env"), env).unwrap();
-    }
+    c.run_ours_on(ours);
     c.start();
     c.wait_all_ok(Duration::from_secs(60));
     c

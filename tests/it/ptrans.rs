@@ -4,24 +4,13 @@
 //! backwards; at the end every node agrees on every counter. On ctdb-rs nodes and on a mixed
 //! cluster.
 
-use crate::cluster::{our_ctdbd, our_eventd, Flavour, LocalCluster};
+use crate::cluster::{Flavour, LocalCluster};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 const DB: &str = "counters.tdb";
 const ROUNDS: u32 = 12;
-
-fn ok_stdout(c: &LocalCluster, pnn: u32, args: &[&str]) -> String {
-    let out = c.ctdb(pnn, args);
-    assert!(
-        out.status.success(),
-        "ctdb {args:?} on node {pnn} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// The value of `counter-<writer>` as node `pnn` reads it (0 before the first write).
 fn counter(c: &LocalCluster, pnn: u32, writer: u32) -> Option<u32> {
@@ -39,7 +28,7 @@ fn counter(c: &LocalCluster, pnn: u32, writer: u32) -> Option<u32> {
 }
 
 fn counters_never_go_backwards(c: &LocalCluster) {
-    ok_stdout(c, 0, &["attach", DB, "persistent"]);
+    c.ctdb_ok(0, &["attach", DB, "persistent"]);
     c.wait_for("the database everywhere", Duration::from_secs(30), || {
         (0..c.nodes).all(|n| c.ctdb_stdout(n, &["getdbmap"]).contains(DB))
     });
@@ -115,14 +104,14 @@ fn counters_never_go_backwards(c: &LocalCluster) {
                 "node {pnn}, counter-{writer}"
             );
         }
-        let last = ok_stdout(c, pnn, &["pfetch", DB, "last-writer"]);
+        let last = c.ctdb_ok(pnn, &["pfetch", DB, "last-writer"]);
         assert!(
             (0..c.nodes).any(|w| last.trim() == w.to_string()),
             "node {pnn}: last-writer {last:?}"
         );
     }
     // The same after a recovery.
-    ok_stdout(c, 0, &["recover"]);
+    c.ctdb_ok(0, &["recover"]);
     for pnn in 0..c.nodes {
         for writer in 0..c.nodes {
             assert_eq!(counter(c, pnn, writer), Some(ROUNDS), "after recovery");
@@ -142,16 +131,7 @@ fn persistent_transactions_from_every_ctdb_rs_node() {
 fn persistent_transactions_from_every_node_of_a_mixed_cluster() {
     // Node 1 runs stock, nodes 0 and 2 ctdb-rs.
     let c = LocalCluster::setup("ptrans-mixed", Flavour::Stock, 3, "127.0.144", &[]);
-    for pnn in [0, 2] {
-        let env = format!(
-            "NODE_CTDBD={}\nexport CTDB_EVENTD={}\nexport CTDB_RECOVERY_HELPER={}\nexport CTDB_CLUSTER_MUTEX_HELPER={}\n",
-            our_ctdbd().display(),
-            our_eventd().display(),
-            env!("CARGO_BIN_EXE_ctdb_recovery_helper"),
-            env!("CARGO_BIN_EXE_ctdb_mutex_fcntl_helper"),
-        );
-        std::fs::write(c.node_base(pnn).join("node.env"), env).unwrap();
-    }
+    c.run_ours_on(&[0, 2]);
     c.start();
     c.wait_all_ok(Duration::from_secs(60));
     counters_never_go_backwards(&c);

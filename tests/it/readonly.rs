@@ -7,7 +7,7 @@
 //! it before is pinned down there for StickyPindown ms. Our client's `fetch_readonly` gets
 //! read-only copies too, and a reader holding one only delays a write on another node.
 
-use crate::cluster::{our_ctdbd, our_eventd, Flavour, LocalCluster};
+use crate::cluster::{Flavour, LocalCluster};
 use ctdb::client::db::{DbError, DbHandle};
 use ctdb::client::Client;
 use ctdb::protocol::ltdb::REC_RO_HAVE_READONLY;
@@ -16,20 +16,9 @@ use std::time::{Duration, Instant};
 const DB: &str = "readonly-test.tdb";
 const KEY: &str = "ro-key";
 
-fn ok_stdout(c: &LocalCluster, pnn: u32, args: &[&str]) -> String {
-    let out = c.ctdb(pnn, args);
-    assert!(
-        out.status.success(),
-        "ctdb {args:?} on node {pnn} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// The header and data lines `ctdb cattdb` prints for KEY in a node's own file.
 fn local_record(c: &LocalCluster, pnn: u32) -> Option<String> {
-    let out = ok_stdout(c, pnn, &["cattdb", DB]);
+    let out = c.ctdb_ok(pnn, &["cattdb", DB]);
     let start = out.find(&format!("\"{KEY}\""))?;
     let rest = out.get(start..)?;
     let end = rest.get(1..)?.find("key(").map_or(rest.len(), |e| e + 1);
@@ -48,22 +37,22 @@ fn read(c: &LocalCluster, pnn: u32, readonly: bool) -> String {
     if readonly {
         args.push("readonly");
     }
-    ok_stdout(c, pnn, &args)
+    c.ctdb_ok(pnn, &args)
 }
 
 fn delegations_and_revoke(c: &LocalCluster) {
-    ok_stdout(c, 0, &["attach", DB]);
+    c.ctdb_ok(0, &["attach", DB]);
     c.wait_for("the database everywhere", Duration::from_secs(30), || {
         (0..c.nodes).all(|n| c.ctdb_stdout(n, &["getdbmap"]).contains(DB))
     });
     for pnn in 0..c.nodes {
-        ok_stdout(c, pnn, &["setdbreadonly", DB]);
+        c.ctdb_ok(pnn, &["setdbreadonly", DB]);
     }
     c.wait_for("READONLY everywhere", Duration::from_secs(30), || {
         (0..c.nodes).all(|n| c.ctdb_stdout(n, &["getdbmap"]).contains("READONLY"))
     });
 
-    ok_stdout(c, 0, &["writekey", DB, KEY, "value-one"]);
+    c.ctdb_ok(0, &["writekey", DB, KEY, "value-one"]);
     let rec0 = local_record(c, 0).expect("record on node 0");
     assert_eq!(dmaster_of(&rec0), Some(0), "{rec0}");
 
@@ -87,7 +76,7 @@ fn delegations_and_revoke(c: &LocalCluster) {
     assert!(read(c, 2, true).contains("value-one"));
 
     // A write through node 1 revokes both copies, then migrates the record there.
-    ok_stdout(c, 1, &["writekey", DB, KEY, "value-two"]);
+    c.ctdb_ok(1, &["writekey", DB, KEY, "value-two"]);
     let rec1 = local_record(c, 1).unwrap();
     assert_eq!(dmaster_of(&rec1), Some(1), "{rec1}");
     assert!(!rec1.contains("RO_"), "{rec1}");
@@ -108,7 +97,7 @@ fn delegations_and_revoke(c: &LocalCluster) {
     assert!(rec1.contains("RO_HAVE_DELEGATIONS"), "{rec1}");
 
     // Node 1 now revokes the copies on nodes 0 and 2 for a write through node 2.
-    ok_stdout(c, 2, &["writekey", DB, KEY, "value-three"]);
+    c.ctdb_ok(2, &["writekey", DB, KEY, "value-three"]);
     for pnn in [0, 1] {
         let copy = local_record(c, pnn).unwrap();
         assert!(!copy.contains("RO_HAVE_READONLY"), "node {pnn}: {copy}");
@@ -148,16 +137,7 @@ fn readonly_and_sticky_on_stock_nodes() {
 fn readonly_and_sticky_on_a_mixed_cluster() {
     // Node 0 (the first dmaster) runs stock, nodes 1 and 2 ctdb-rs.
     let c = LocalCluster::setup("readonly-mixed", Flavour::Stock, 3, "127.0.137", &[]);
-    for pnn in [1, 2] {
-        let env = format!(
-            "NODE_CTDBD={}\nexport CTDB_EVENTD={}\nexport CTDB_RECOVERY_HELPER={}\nexport CTDB_CLUSTER_MUTEX_HELPER={}\n",
-            our_ctdbd().display(),
-            our_eventd().display(),
-            env!("CARGO_BIN_EXE_ctdb_recovery_helper"),
-            env!("CARGO_BIN_EXE_ctdb_mutex_fcntl_helper"),
-        );
-        std::fs::write(c.node_base(pnn).join("node.env"), env).unwrap();
-    }
+    c.run_ours_on(&[1, 2]);
     c.start();
     c.wait_all_ok(Duration::from_secs(60));
     delegations_and_revoke(&c);
@@ -172,18 +152,14 @@ const PINDOWN_MS: u64 = 3000;
 /// migration, makes the record sticky; when node 0 fetches it back it is pinned down, and
 /// node 2's write waits for the pin-down while node 0's own writes do not.
 fn sticky_record_is_pinned_down(c: &LocalCluster) {
-    ok_stdout(c, 0, &["attach", STICKY_DB]);
+    c.ctdb_ok(0, &["attach", STICKY_DB]);
     c.wait_for("the database everywhere", Duration::from_secs(30), || {
         (0..c.nodes).all(|n| c.ctdb_stdout(n, &["getdbmap"]).contains(STICKY_DB))
     });
     for pnn in 0..c.nodes {
-        ok_stdout(c, pnn, &["setdbsticky", STICKY_DB]);
-        ok_stdout(c, pnn, &["setvar", "HopcountMakeSticky", "0"]);
-        ok_stdout(
-            c,
-            pnn,
-            &["setvar", "StickyPindown", &PINDOWN_MS.to_string()],
-        );
+        c.ctdb_ok(pnn, &["setdbsticky", STICKY_DB]);
+        c.ctdb_ok(pnn, &["setvar", "HopcountMakeSticky", "0"]);
+        c.ctdb_ok(pnn, &["setvar", "StickyPindown", &PINDOWN_MS.to_string()]);
     }
     c.wait_for("STICKY everywhere", Duration::from_secs(30), || {
         (0..c.nodes).all(|n| c.ctdb_stdout(n, &["getdbmap"]).contains("STICKY"))
@@ -191,7 +167,7 @@ fn sticky_record_is_pinned_down(c: &LocalCluster) {
     let write = |pnn: u32, value: &str| {
         #[allow(clippy::disallowed_methods)] // Wall time of a CLI call, outside any state machine.
         let start = Instant::now();
-        ok_stdout(c, pnn, &["writekey", STICKY_DB, "hot", value]);
+        c.ctdb_ok(pnn, &["writekey", STICKY_DB, "hot", value]);
         start.elapsed()
     };
     write(0, "a");
@@ -204,7 +180,7 @@ fn sticky_record_is_pinned_down(c: &LocalCluster) {
         "node 2's write did not wait for the pin-down: {waited:?}"
     );
     for pnn in 0..c.nodes {
-        let got = ok_stdout(c, pnn, &["readkey", STICKY_DB, "hot"]);
+        let got = c.ctdb_ok(pnn, &["readkey", STICKY_DB, "hot"]);
         assert!(got.contains("size:1 ptr:[d]"), "node {pnn}: {got:?}");
     }
 }
@@ -240,7 +216,7 @@ fn client_reads_readonly_copies(c: &LocalCluster) {
     assert!(matches!(copy.store(b"nope"), Err(DbError::ReadOnly)));
 
     std::thread::scope(|scope| {
-        let writer = scope.spawn(|| ok_stdout(c, 2, &["writekey", DB, "client-key", "c2"]));
+        let writer = scope.spawn(|| c.ctdb_ok(2, &["writekey", DB, "client-key", "c2"]));
         std::thread::sleep(Duration::from_millis(1500));
         assert!(
             !writer.is_finished(),
@@ -248,7 +224,7 @@ fn client_reads_readonly_copies(c: &LocalCluster) {
         );
         #[allow(clippy::disallowed_methods)] // Wall time of a CLI call.
         let start = Instant::now();
-        ok_stdout(c, 1, &["status"]);
+        c.ctdb_ok(1, &["status"]);
         let took = start.elapsed();
         assert!(took < Duration::from_secs(3), "node 1 blocked: {took:?}");
         drop(copy);

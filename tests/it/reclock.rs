@@ -6,7 +6,7 @@
 // A sampler thread watches /proc/locks while the test drives the cluster.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
-use crate::cluster::{our_ctdbd, our_eventd, Flavour, LocalCluster};
+use crate::cluster::{Flavour, LocalCluster};
 use nix::sys::signal::Signal;
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::MetadataExt;
@@ -318,16 +318,7 @@ fn two_ctdb_rs_nodes_and_a_stock_node_never_hold_the_lock_at_once() {
     // Nodes 0 and 1 run ctdb-rs with our helpers, node 2 stock ctdbd with stock's helpers;
     // all use the same lock file.
     let c = LocalCluster::setup("reclock-mixed", Flavour::Stock, 3, "127.0.117", &[]);
-    for pnn in [0, 1] {
-        let env = format!(
-            "NODE_CTDBD={}\nexport CTDB_EVENTD={}\nexport CTDB_RECOVERY_HELPER={}\nexport CTDB_CLUSTER_MUTEX_HELPER={}\n",
-            our_ctdbd().display(),
-            our_eventd().display(),
-            env!("CARGO_BIN_EXE_ctdb_recovery_helper"),
-            env!("CARGO_BIN_EXE_ctdb_mutex_fcntl_helper"),
-        );
-        std::fs::write(c.node_base(pnn).join("node.env"), env).unwrap();
-    }
+    c.run_ours_on(&[0, 1]);
     c.start();
     c.wait_all_ok(Duration::from_secs(90));
     let lock = c.dir().join("shared/cluster.lock");

@@ -7,7 +7,7 @@
 //! locks) lives in the clustered volatile databases, so the checks below only pass when
 //! record migration, seqnum propagation and traverse work across the nodes.
 
-use crate::cluster::{our_ctdbd, our_eventd, Flavour, LocalCluster};
+use crate::cluster::{Flavour, LocalCluster};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -266,16 +266,6 @@ fn serve_one_share_through_two_nodes(cluster: &LocalCluster, first_port: u16) {
     assert!(!smbd[0].smbclient("ls").contains("from0.bin"));
 }
 
-fn our_node_env() -> String {
-    format!(
-        "NODE_CTDBD={}\nexport CTDB_EVENTD={}\nexport CTDB_RECOVERY_HELPER={}\nexport CTDB_CLUSTER_MUTEX_HELPER={}\n",
-        our_ctdbd().display(),
-        our_eventd().display(),
-        env!("CARGO_BIN_EXE_ctdb_recovery_helper"),
-        env!("CARGO_BIN_EXE_ctdb_mutex_fcntl_helper"),
-    )
-}
-
 #[test]
 fn clustered_smbd_on_two_ctdb_rs_nodes() {
     let c = LocalCluster::setup("smbd-ours", Flavour::Ours, 2, "127.0.130", &[]);
@@ -288,7 +278,7 @@ fn clustered_smbd_on_two_ctdb_rs_nodes() {
 fn clustered_smbd_on_a_mixed_pair() {
     // Node 0 runs stock ctdbd, node 1 ctdb-rs.
     let c = LocalCluster::setup("smbd-mixed", Flavour::Stock, 2, "127.0.131", &[]);
-    std::fs::write(c.node_base(1).join("node.env"), our_node_env()).unwrap();
+    c.run_ours_on(&[1]);
     c.start();
     c.wait_all_ok(Duration::from_secs(60));
     serve_one_share_through_two_nodes(&c, 14452);

@@ -8,37 +8,13 @@ use ctdb::protocol::{LtdbHeader, Marshal};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-fn run_ok(c: &LocalCluster, pnn: u32, args: &[&str]) -> String {
-    let out = c.ctdb(pnn, args);
-    assert!(
-        out.status.success(),
-        "ctdb {args:?} on node {pnn} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn wait_recovered(c: &LocalCluster) {
-    c.wait_for(
-        "recovery mode NORMAL everywhere",
-        Duration::from_secs(60),
-        || {
-            (0..c.nodes).all(|n| {
-                let out = c.ctdb(n, &["status"]);
-                String::from_utf8_lossy(&out.stdout).contains("Recovery mode:NORMAL")
-            })
-        },
-    );
-}
-
 fn attach_everywhere(c: &LocalCluster, dbs: &[(&str, bool)]) {
     for (name, persistent) in dbs {
         let mut args = vec!["attach", name];
         if *persistent {
             args.push("persistent");
         }
-        run_ok(c, 0, &args);
+        c.ctdb_ok(0, &args);
     }
     c.wait_for(
         "databases attached everywhere",
@@ -50,7 +26,7 @@ fn attach_everywhere(c: &LocalCluster, dbs: &[(&str, bool)]) {
             })
         },
     );
-    wait_recovered(c);
+    c.wait_recovered(Duration::from_secs(60));
 }
 
 /// `catdb` output as key → value (data line), checking that no key appears twice.
@@ -115,16 +91,16 @@ fn catdb_lists_every_record_once_and_database_commands_work() {
         for i in 0..4 {
             let key = format!("k{writer}{i}");
             let value = format!("v{writer}{i}");
-            run_ok(&c, writer, &["writekey", "test.tdb", &key, &value]);
-            run_ok(&c, writer, &["pstore", "p.tdb", &key, &value]);
+            c.ctdb_ok(writer, &["writekey", "test.tdb", &key, &value]);
+            c.ctdb_ok(writer, &["pstore", "p.tdb", &key, &value]);
             expected.insert(key, value);
         }
     }
-    run_ok(&c, 2, &["writekey", "test.tdb", "k00", "moved"]);
+    c.ctdb_ok(2, &["writekey", "test.tdb", "k00", "moved"]);
     expected.insert("k00".into(), "moved".into());
 
     for pnn in 0..3 {
-        let out = run_ok(&c, pnn, &["catdb", "test.tdb"]);
+        let out = c.ctdb_ok(pnn, &["catdb", "test.tdb"]);
         let got = catdb_records(&out);
         assert_eq!(dumped(&out), expected.len(), "node {pnn}: {out}");
         let want: BTreeMap<String, String> = expected
@@ -137,41 +113,41 @@ fn catdb_lists_every_record_once_and_database_commands_work() {
             })
             .collect();
         assert_eq!(got, want, "catdb test.tdb on node {pnn}");
-        let out = run_ok(&c, pnn, &["catdb", "p.tdb"]);
+        let out = c.ctdb_ok(pnn, &["catdb", "p.tdb"]);
         // The persistent database also holds its sequence number record.
         assert_eq!(dumped(&out), 12 + 1, "node {pnn}: {out}");
     }
     // cattdb reads the local file: every record is somewhere.
     let local: usize = (0..3)
-        .map(|pnn| dumped(&run_ok(&c, pnn, &["cattdb", "test.tdb"])))
+        .map(|pnn| dumped(&c.ctdb_ok(pnn, &["cattdb", "test.tdb"])))
         .sum();
     assert!(local >= expected.len());
 
     // backupdb → wipedb → restoredb gives the same content back.
     let backup = c.dir().join("p.backup");
     let backup = backup.to_str().unwrap();
-    let before = sorted_blocks(&run_ok(&c, 1, &["catdb", "p.tdb"]));
-    run_ok(&c, 1, &["backupdb", "p.tdb", backup]);
-    let dump = run_ok(&c, 0, &["dumpdbbackup", backup]);
+    let before = sorted_blocks(&c.ctdb_ok(1, &["catdb", "p.tdb"]));
+    c.ctdb_ok(1, &["backupdb", "p.tdb", backup]);
+    let dump = c.ctdb_ok(0, &["dumpdbbackup", backup]);
     assert!(dump.contains("Dumped 13 record(s)"), "{dump}");
-    run_ok(&c, 0, &["wipedb", "p.tdb"]);
-    wait_recovered(&c);
+    c.ctdb_ok(0, &["wipedb", "p.tdb"]);
+    c.wait_recovered(Duration::from_secs(60));
     for pnn in 0..3 {
-        assert_eq!(dumped(&run_ok(&c, pnn, &["catdb", "p.tdb"])), 0);
+        assert_eq!(dumped(&c.ctdb_ok(pnn, &["catdb", "p.tdb"])), 0);
     }
-    run_ok(&c, 2, &["restoredb", backup]);
-    wait_recovered(&c);
+    c.ctdb_ok(2, &["restoredb", backup]);
+    c.wait_recovered(Duration::from_secs(60));
     for pnn in 0..3 {
-        let after = sorted_blocks(&run_ok(&c, pnn, &["catdb", "p.tdb"]));
+        let after = sorted_blocks(&c.ctdb_ok(pnn, &["catdb", "p.tdb"]));
         assert_eq!(after, before, "restored p.tdb on node {pnn}");
     }
 
     // Flags.
-    run_ok(&c, 0, &["setdbreadonly", "test.tdb"]);
-    run_ok(&c, 0, &["setdbsticky", "test.tdb"]);
+    c.ctdb_ok(0, &["setdbreadonly", "test.tdb"]);
+    c.ctdb_ok(0, &["setdbsticky", "test.tdb"]);
     // As in stock, the flags are set on the node asked only.
     for pnn in 0..3 {
-        let status = run_ok(&c, pnn, &["getdbstatus", "test.tdb"]);
+        let status = c.ctdb_ok(pnn, &["getdbstatus", "test.tdb"]);
         let want = if pnn == 0 { "yes" } else { "no" };
         assert!(
             status.contains(&format!("STICKY: {want}\nREADONLY: {want}")),
@@ -186,11 +162,11 @@ fn catdb_lists_every_record_once_and_database_commands_work() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("Set AllowclientDBAttach=0"));
     for pnn in 0..3 {
-        run_ok(&c, pnn, &["setvar", "AllowClientDBAttach", "0"]);
+        c.ctdb_ok(pnn, &["setvar", "AllowClientDBAttach", "0"]);
     }
     let out = c.ctdb(0, &["detach", "p.tdb"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("Only volatile databases"));
-    run_ok(&c, 0, &["detach", "test.tdb"]);
+    c.ctdb_ok(0, &["detach", "test.tdb"]);
     c.wait_for(
         "test.tdb detached everywhere",
         Duration::from_secs(10),
@@ -264,11 +240,11 @@ fn large_traverse_leaves_the_daemon_responsive() {
     c.start();
     c.wait_connected(Duration::from_secs(30));
     c.wait_all_ok(Duration::from_secs(90));
-    wait_recovered(&c);
+    c.wait_recovered(Duration::from_secs(60));
     attach_everywhere(&c, &[("bigv.tdb", false)]);
     fill_volatile(&c, "bigv.tdb", RECORDS);
     for pnn in 0..3 {
-        let out = run_ok(&c, pnn, &["catdb", "bigv.tdb"]);
+        let out = c.ctdb_ok(pnn, &["catdb", "bigv.tdb"]);
         assert_eq!(
             dumped(&out),
             RECORDS as usize,
@@ -322,7 +298,7 @@ fn large_traverse_leaves_the_daemon_responsive() {
         std::io::Read::read_exact(gone.stdout.as_mut().unwrap(), &mut first).unwrap();
         let _ = gone.kill();
         let _ = gone.wait();
-        run_ok(&c, pnn, &["ping"]);
+        c.ctdb_ok(pnn, &["ping"]);
         let log = c.node_base(pnn).join("log.ctdb");
         c.wait_for(
             "the cancelled traverse logged",
@@ -399,16 +375,16 @@ fn script(c: &LocalCluster) -> Vec<(String, String)> {
     step(&["backupdb", "p.tdb", &backup]);
     step(&["dumpdbbackup", &backup]);
     step(&["wipedb", "p.tdb"]);
-    wait_recovered(c);
+    c.wait_recovered(Duration::from_secs(60));
     step(&["catdb", "p.tdb"]);
     step(&["restoredb", &backup]);
-    wait_recovered(c);
+    c.wait_recovered(Duration::from_secs(60));
     step(&["catdb", "p.tdb"]);
     step(&["detach", "test.tdb"]);
     step(&["catdb", "nosuch.tdb"]);
     step(&["detach", "nosuch.tdb"]);
     for pnn in 0..c.nodes {
-        run_ok(c, pnn, &["setvar", "AllowClientDBAttach", "0"]);
+        c.ctdb_ok(pnn, &["setvar", "AllowClientDBAttach", "0"]);
     }
     step(&["detach", "p.tdb"]);
     // Not test.tdb: detaching a read-only database crashes stock 4.17.12 (a bad talloc free
@@ -459,8 +435,8 @@ fn catdb_across_stock_and_ctdb_rs_nodes() {
     for writer in 0..3u32 {
         for i in 0..3 {
             let key = format!("m{writer}{i}");
-            run_ok(&c, writer, &["writekey", "test.tdb", &key, "v"]);
-            run_ok(&c, writer, &["pstore", "p.tdb", &key, "v"]);
+            c.ctdb_ok(writer, &["writekey", "test.tdb", &key, "v"]);
+            c.ctdb_ok(writer, &["pstore", "p.tdb", &key, "v"]);
             expected.insert(
                 format!("{}) = \"{key}\"", key.len()),
                 "1) = \"v\"".to_string(),
@@ -468,13 +444,13 @@ fn catdb_across_stock_and_ctdb_rs_nodes() {
         }
     }
     for pnn in 0..3 {
-        let out = run_ok(&c, pnn, &["catdb", "test.tdb"]);
+        let out = c.ctdb_ok(pnn, &["catdb", "test.tdb"]);
         assert_eq!(
             catdb_records(&out),
             expected,
             "catdb test.tdb from node {pnn}"
         );
-        let out = run_ok(&c, pnn, &["catdb", "p.tdb"]);
+        let out = c.ctdb_ok(pnn, &["catdb", "p.tdb"]);
         assert_eq!(
             dumped(&out),
             expected.len() + 1,

@@ -3,40 +3,16 @@
 //! recovery — on ctdb-rs nodes and on a mixed cluster (stock and ours exchanging VACUUM_FETCH
 //! and TRY_DELETE_RECORDS).
 
-use crate::cluster::{our_ctdbd, our_eventd, Flavour, LocalCluster};
+use crate::cluster::{Flavour, LocalCluster};
 use std::time::Duration;
 
 const DB: &str = "vacuum-test.tdb";
 const KEYS: u32 = 24;
 
-fn ok_stdout(c: &LocalCluster, pnn: u32, args: &[&str]) -> String {
-    let out = c.ctdb(pnn, args);
-    assert!(
-        out.status.success(),
-        "ctdb {args:?} on node {pnn} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn wait_recovered(c: &LocalCluster) {
-    c.wait_for(
-        "recovery mode NORMAL everywhere",
-        Duration::from_secs(90),
-        || {
-            (0..c.nodes).all(|n| {
-                c.ctdb_stdout(n, &["status"])
-                    .contains("Recovery mode:NORMAL")
-            })
-        },
-    );
-}
-
 /// Keys of the test present in a node's own file (deleted ones included while they wait as
 /// bare headers), from `ctdb cattdb`, which reads the local TDB.
 fn keys_in_file(c: &LocalCluster, pnn: u32) -> Vec<String> {
-    let out = ok_stdout(c, pnn, &["cattdb", DB]);
+    let out = c.ctdb_ok(pnn, &["cattdb", DB]);
     let mut keys: Vec<String> = out
         .lines()
         .filter_map(|l| l.trim().strip_prefix("key(").map(str::to_owned))
@@ -48,7 +24,7 @@ fn keys_in_file(c: &LocalCluster, pnn: u32) -> Vec<String> {
 
 /// Keys the cluster returns through a traverse (`ctdb catdb`).
 fn keys_in_cluster(c: &LocalCluster, pnn: u32) -> Vec<String> {
-    let out = ok_stdout(c, pnn, &["catdb", DB]);
+    let out = c.ctdb_ok(pnn, &["catdb", DB]);
     let mut keys: Vec<String> = out
         .lines()
         .filter_map(|l| l.trim().strip_prefix("key(").map(str::to_owned))
@@ -60,24 +36,24 @@ fn keys_in_cluster(c: &LocalCluster, pnn: u32) -> Vec<String> {
 
 fn deletes_are_vacuumed_and_stay_deleted(c: &LocalCluster) {
     for pnn in 0..c.nodes {
-        ok_stdout(c, pnn, &["setvar", "VacuumInterval", "1"]);
-        ok_stdout(c, pnn, &["setvar", "VacuumFastPathCount", "3"]);
+        c.ctdb_ok(pnn, &["setvar", "VacuumInterval", "1"]);
+        c.ctdb_ok(pnn, &["setvar", "VacuumFastPathCount", "3"]);
     }
-    ok_stdout(c, 0, &["attach", DB]);
+    c.ctdb_ok(0, &["attach", DB]);
     c.wait_for("the database everywhere", Duration::from_secs(30), || {
         (0..c.nodes).all(|n| c.ctdb_stdout(n, &["getdbmap"]).contains(DB))
     });
-    wait_recovered(c);
+    c.wait_recovered(Duration::from_secs(90));
 
     // Every key is written through one node and deleted through the next, so deleted records
     // sit on all kinds of dmaster/lmaster combinations, most of them migrated with data.
     let n = c.nodes;
     for i in 0..KEYS {
         let key = format!("gone-{i:02}");
-        ok_stdout(c, i % n, &["writekey", DB, &key, &format!("value-{i}")]);
-        ok_stdout(c, (i + 1) % n, &["deletekey", DB, &key]);
+        c.ctdb_ok(i % n, &["writekey", DB, &key, &format!("value-{i}")]);
+        c.ctdb_ok((i + 1) % n, &["deletekey", DB, &key]);
     }
-    ok_stdout(c, 1, &["writekey", DB, "kept", "still-here"]);
+    c.ctdb_ok(1, &["writekey", DB, "kept", "still-here"]);
 
     c.wait_for(
         "vacuuming to remove every deleted record from every node's file",
@@ -89,17 +65,17 @@ fn deletes_are_vacuumed_and_stay_deleted(c: &LocalCluster) {
     }
 
     // A recovery (and a node restart before it) brings none of them back.
-    ok_stdout(c, 0, &["recover"]);
-    wait_recovered(c);
+    c.ctdb_ok(0, &["recover"]);
+    c.wait_recovered(Duration::from_secs(90));
     for pnn in 0..n {
         assert_eq!(
             keys_in_cluster(c, pnn),
             vec!["kept".to_owned()],
             "catdb on node {pnn} after the recovery"
         );
-        let read = ok_stdout(c, pnn, &["readkey", DB, "gone-05"]);
+        let read = c.ctdb_ok(pnn, &["readkey", DB, "gone-05"]);
         assert!(read.contains("size:0"), "node {pnn} read {read:?}");
-        let read = ok_stdout(c, pnn, &["readkey", DB, "kept"]);
+        let read = c.ctdb_ok(pnn, &["readkey", DB, "kept"]);
         assert!(read.contains("still-here"), "node {pnn} read {read:?}");
     }
 }
@@ -116,16 +92,7 @@ fn vacuuming_on_ctdb_rs_nodes() {
 fn vacuuming_on_a_mixed_cluster() {
     // Nodes 1 and 2 run ctdb-rs, node 0 stock.
     let c = LocalCluster::setup("vacuum-mixed", Flavour::Stock, 3, "127.0.134", &[]);
-    for pnn in [1, 2] {
-        let env = format!(
-            "NODE_CTDBD={}\nexport CTDB_EVENTD={}\nexport CTDB_RECOVERY_HELPER={}\nexport CTDB_CLUSTER_MUTEX_HELPER={}\n",
-            our_ctdbd().display(),
-            our_eventd().display(),
-            env!("CARGO_BIN_EXE_ctdb_recovery_helper"),
-            env!("CARGO_BIN_EXE_ctdb_mutex_fcntl_helper"),
-        );
-        std::fs::write(c.node_base(pnn).join("node.env"), env).unwrap();
-    }
+    c.run_ours_on(&[1, 2]);
     c.start();
     c.wait_all_ok(Duration::from_secs(60));
     deletes_are_vacuumed_and_stay_deleted(&c);
