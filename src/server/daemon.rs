@@ -676,10 +676,6 @@ impl Daemon {
         self.nodes[self.pnn as usize].flags
     }
 
-    fn tunable(&self, name: &str) -> u32 {
-        self.tunables.get(name).unwrap_or(0)
-    }
-
     fn alloc_reqid(&mut self) -> u32 {
         let id = self.next_reqid;
         self.next_reqid = self.next_reqid.wrapping_add(1).max(1);
@@ -869,7 +865,7 @@ impl Daemon {
             return;
         }
         let reqid = self.alloc_reqid();
-        let timeout_s = u64::from(self.tunable("ControlTimeout").max(1));
+        let timeout_s = u64::from(self.tunables.control_timeout().max(1));
         self.pending.insert(
             reqid,
             PendingControl {
@@ -1240,7 +1236,7 @@ impl Daemon {
     /// Mirrors `ctdb_request_keepalive`: in a cluster of mixed versions the node that started
     /// later leaves.
     fn check_keepalive_version(&mut self, now: Instant, srcnode: Pnn, k: ReqKeepalive) {
-        if self.tunable("AllowMixedVersions") == 1 {
+        if self.tunables.allow_mixed_versions() == 1 {
             return;
         }
         let my_uptime = self.uptime_s(now);
@@ -1268,7 +1264,7 @@ impl Daemon {
 
     /// Mirrors `ctdb_check_for_dead_nodes`.
     fn keepalive_tick(&mut self, now: Instant) {
-        let limit = self.tunable("KeepaliveLimit");
+        let limit = self.tunables.keepalive_limit();
         let uptime = self.uptime_s(now);
         let mut dead = Vec::new();
         let mut send = Vec::new();
@@ -1825,7 +1821,7 @@ impl Daemon {
                     .is_some_and(|n| n.flags & NODE_FLAGS_INACTIVE == 0)
             })
             .collect();
-        let timeout = Duration::from_secs(u64::from(self.tunable("ControlTimeout").max(1)));
+        let timeout = Duration::from_secs(u64::from(self.tunables.control_timeout().max(1)));
         let mut reply = None;
         self.with_calls(now, |calls, dbs, ctx| {
             reply = calls.trans3_commit(dbs, ctx, now, client, reqid, c, &targets, timeout);
@@ -1928,7 +1924,7 @@ impl Daemon {
             };
             return 0;
         }
-        if self.tunable("EnableBans") == 0 {
+        if self.tunables.enable_bans() == 0 {
             log::error!("Bans are disabled - ignoring ban of node {}", ban.pnn);
             return 0;
         }
@@ -2000,7 +1996,7 @@ impl Daemon {
         let id = self.next_event_id;
         self.next_event_id += 1;
         self.events.insert(id, purpose);
-        let timeout_s = self.tunable("EventScriptTimeout");
+        let timeout_s = self.tunables.script_timeout();
         self.effects.push_back(Effect::RunEvent {
             id,
             event: event.to_string(),
@@ -2033,7 +2029,7 @@ impl Daemon {
                     return;
                 }
                 self.effects.push_back(Effect::StartTransport);
-                let interval = u64::from(self.tunable("KeepaliveInterval").max(1));
+                let interval = u64::from(self.tunables.keepalive_interval().max(1));
                 self.next_keepalive = Some(now.saturating_add(Duration::from_secs(interval)));
                 self.set_runstate(Runstate::Setup);
                 let _ = self.run_event(EventPurpose::Setup, "setup", Vec::new());
@@ -2112,7 +2108,7 @@ impl Daemon {
         let Some(last) = self.last_recd_ping else {
             return;
         };
-        let period = Duration::from_secs(u64::from(self.tunable("RecdPingTimeout").max(1)));
+        let period = Duration::from_secs(u64::from(self.tunables.recd_ping_timeout().max(1)));
         if now.saturating_since(last) < period {
             return;
         }
@@ -2122,7 +2118,7 @@ impl Daemon {
             "Recovery daemon ping timeout. Count : {}",
             self.recd_ping_misses
         );
-        if self.recd_ping_misses >= self.tunable("RecdFailCount") && self.recoverd_running {
+        if self.recd_ping_misses >= self.tunables.recd_ping_failcount() && self.recoverd_running {
             log::error!("Final timeout for recovery daemon ping. Restarting recovery daemon");
             self.effects.push_back(Effect::StopRecoverd);
         }
@@ -2130,7 +2126,7 @@ impl Daemon {
 
     fn recd_ping_due(&self) -> Option<Instant> {
         let last = self.last_recd_ping?;
-        let period = Duration::from_secs(u64::from(self.tunable("RecdPingTimeout").max(1)));
+        let period = Duration::from_secs(u64::from(self.tunables.recd_ping_timeout().max(1)));
         Some(last.saturating_add(period))
     }
 
@@ -2143,7 +2139,7 @@ impl Daemon {
             return;
         }
         if !self.config.test_mode {
-            let settle = Duration::from_secs(u64::from(self.tunable("RerecoveryTimeout")) + 3);
+            let settle = Duration::from_secs(u64::from(self.tunables.rerecovery_timeout()) + 3);
             let finished = self.last_recovery_finished_at.unwrap_or(Instant::ZERO);
             if now.saturating_since(finished) < settle {
                 return;
@@ -2179,7 +2175,7 @@ impl Daemon {
             change_health = false;
         } else if result == ETIMEDOUT {
             self.monitor.timeouts_in_a_row += 1;
-            let limit = self.tunable("MonitorTimeoutCount");
+            let limit = self.tunables.monitor_timeout_count();
             if self.monitor.timeouts_in_a_row >= limit {
                 log::error!("Maximum monitor timeout count {limit} reached. Making node unhealthy");
             } else {
@@ -2200,7 +2196,7 @@ impl Daemon {
             }
         }
         let this_interval = self.monitor.next_interval_s;
-        let max = u64::from(self.tunable("MonitorInterval").max(1));
+        let max = u64::from(self.tunables.monitor_interval().max(1));
         self.monitor.next_interval_s = (this_interval * 2).min(max);
         self.monitor.due = Some(now.saturating_add(Duration::from_secs(this_interval)));
         if self.own_flags() != old_flags {
@@ -2266,7 +2262,7 @@ impl Daemon {
         if let Some(due) = self.next_keepalive {
             if now >= due {
                 self.keepalive_tick(now);
-                let interval = u64::from(self.tunable("KeepaliveInterval").max(1));
+                let interval = u64::from(self.tunables.keepalive_interval().max(1));
                 self.next_keepalive = Some(now.saturating_add(Duration::from_secs(interval)));
             }
         }
@@ -2298,7 +2294,7 @@ impl Daemon {
         self.failover_timeout(now);
         if now >= self.next_stat_history {
             self.stat_history_tick(now);
-            let interval = u64::from(self.tunable("StatHistoryInterval").max(1));
+            let interval = u64::from(self.tunables.stat_history_interval().max(1));
             self.next_stat_history = now.saturating_add(Duration::from_secs(interval));
         }
         if self.calls.poll_timeout().is_some_and(|due| now >= due) {
@@ -2323,8 +2319,8 @@ impl Daemon {
             let recovery_active = self.recovery_mode == RECOVERY_ACTIVE;
             let map = self.vnn_map.map.clone();
             let tunables = (
-                self.tunable("VacuumInterval"),
-                self.tunable("VacuumFastPathCount"),
+                self.tunables.vacuum_interval(),
+                self.tunables.vacuum_fast_path_count(),
             );
             self.dbs
                 .run_due_vacuums(now, recovery_active, &map, &peers, tunables);

@@ -18,7 +18,7 @@ impl Daemon {
         if self.recovery_mode == super::RECOVERY_ACTIVE {
             return;
         }
-        let limit = self.tunable("RepackLimit");
+        let limit = self.tunables.repack_limit();
         if let Some(request) = self.dbs.next_repack(limit) {
             self.effects
                 .push_back(crate::server::effect::Effect::Repack(request));

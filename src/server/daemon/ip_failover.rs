@@ -21,8 +21,8 @@ impl Daemon {
             running: self.runstate == super::Runstate::Running,
             flags: self.own_flags(),
             recovery_active: self.recovery_mode == RECOVERY_ACTIVE,
-            tickle_update_interval: self.tunable("TickleUpdateInterval").max(1),
-            recovery_drop_all_ips: self.tunable("RecoveryDropAllIPs"),
+            tickle_update_interval: self.tunables.tickle_update_interval().max(1),
+            recovery_drop_all_ips: self.tunables.recovery_drop_all_ips(),
         }
     }
 
@@ -59,7 +59,7 @@ impl Daemon {
             Outcome::BanSelf => {
                 let ban = BanState {
                     pnn: self.pnn,
-                    time: self.tunable("RecoveryBanPeriod"),
+                    time: self.tunables.recovery_ban_period(),
                 };
                 self.set_ban_state(now, ban);
                 ControlResult::status(-1)

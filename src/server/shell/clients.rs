@@ -8,7 +8,9 @@
 //! queue limit is disconnected.
 
 use super::frames::{self, FrameError, FrameReader};
-use super::queue::{read_bounded, QueueLimits, ReadOutcome, WriteQueue};
+use super::queue::{
+    read_bounded, QueueLimits, ReadMode, ReadOutcome, WriteQueue, READ_SCRATCH_BYTES,
+};
 use crate::common::clock::Instant;
 use crate::common::sys;
 use crate::server::effect::ClientId;
@@ -67,6 +69,8 @@ pub struct Clients {
     limits: ClientLimits,
     /// Accepting fails for lack of resources (EMFILE...): logged once, not on every retry.
     accept_failing: bool,
+    /// The read buffer every client read uses.
+    scratch: Vec<u8>,
 }
 
 impl Clients {
@@ -78,6 +82,7 @@ impl Clients {
             euid: nix::unistd::geteuid().as_raw(),
             limits,
             accept_failing: false,
+            scratch: vec![0; READ_SCRATCH_BYTES],
         }
     }
 
@@ -164,14 +169,21 @@ impl Clients {
 
     /// Reads what the client has sent (bounded); frames are taken with
     /// [`Clients::next_frame`].
-    pub fn read(&mut self, id: ClientId, now: Instant) -> Result<ReadOutcome, String> {
+    pub fn read(
+        &mut self,
+        id: ClientId,
+        now: Instant,
+        mode: ReadMode,
+    ) -> Result<ReadOutcome, String> {
         let budget = self.limits.read_budget;
         let Some(client) = self.conns.get_mut(&id) else {
             return Ok(ReadOutcome::Drained);
         };
         let reader = &mut client.reader;
-        let outcome = read_bounded(&mut client.stream, budget, |b| reader.feed(b))
-            .map_err(|e| format!("read error: {e}"))?;
+        let outcome = read_bounded(&mut client.stream, budget, mode, &mut self.scratch, |b| {
+            reader.feed(b)
+        })
+        .map_err(|e| format!("read error: {e}"))?;
         if client.reader.buffered() == 0 {
             client.partial_since = None;
         } else if client.partial_since.is_none() {

@@ -6,7 +6,7 @@
 //! the pipe open for the rest of its life, so EOF on our end means eventd has died (and ctdbd
 //! exits). Requests go over the socket as `RUN` packets for the `legacy` component.
 
-use super::queue::{read_bounded, QueueLimits, ReadOutcome, WriteQueue};
+use super::queue::{read_bounded, QueueLimits, ReadMode, ReadOutcome, WriteQueue};
 use crate::common::clock::MonotonicClock;
 use crate::common::spawn::{self, Child, Spawn};
 use crate::protocol::event::{EventPacket, EventReply, EventRequest, FrameBuffer, RunRequest};
@@ -275,7 +275,11 @@ impl Eventd {
         }
         if readable && lost.is_none() {
             let frames = &mut conn.frames;
-            match read_bounded(&mut conn.stream, usize::MAX, |b| frames.extend(b)) {
+            let mut scratch = [0u8; 4096];
+            let wait = ReadMode::UntilWouldBlock;
+            match read_bounded(&mut conn.stream, usize::MAX, wait, &mut scratch, |b| {
+                frames.extend(b)
+            }) {
                 Ok(ReadOutcome::Eof) => lost = Some("connection closed".into()),
                 Ok(_) => {}
                 Err(e) => lost = Some(format!("read error: {e}")),

@@ -32,7 +32,7 @@ use mio::{Events, Interest, Poll, Token};
 use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use queue::{QueueLimits, ReadOutcome};
+use queue::{QueueLimits, ReadMode, ReadOutcome};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
@@ -382,9 +382,15 @@ impl<C: Core> Shell<C> {
             }
             let now = self.clock.now();
             for event in events.iter() {
-                let readable = event.is_readable() || event.is_read_closed() || event.is_error();
+                let hangup = event.is_read_closed() || event.is_error();
+                let readable = event.is_readable() || hangup;
                 let writable = event.is_writable() || event.is_write_closed();
-                self.dispatch(now, event.token(), readable, writable);
+                let mode = if hangup {
+                    ReadMode::UntilWouldBlock
+                } else {
+                    ReadMode::UntilShortRead
+                };
+                self.dispatch(now, event.token(), readable, writable, mode);
                 if self.exit.is_some() {
                     break;
                 }
@@ -393,7 +399,7 @@ impl<C: Core> Shell<C> {
                 break;
             }
             for token in std::mem::take(&mut self.revisit) {
-                self.dispatch(now, token, true, false);
+                self.dispatch(now, token, true, false, ReadMode::UntilWouldBlock);
             }
             self.handle_shell_timers(now);
             for (token, result, latency) in
@@ -433,7 +439,14 @@ impl<C: Core> Shell<C> {
         .map(|deadline| until(now, deadline))
     }
 
-    fn dispatch(&mut self, now: Instant, token: Token, readable: bool, writable: bool) {
+    fn dispatch(
+        &mut self,
+        now: Instant,
+        token: Token,
+        readable: bool,
+        writable: bool,
+        mode: ReadMode,
+    ) {
         match token {
             clients::LISTENER_TOKEN => self.accept_clients(now),
             SIGNAL_TOKEN => self.handle_signals(now),
@@ -444,13 +457,13 @@ impl<C: Core> Shell<C> {
             other => {
                 if let Some((dir, pnn)) = tcp::classify(other) {
                     match dir {
-                        LinkDir::Incoming => self.node_incoming_ready(now, pnn),
+                        LinkDir::Incoming => self.node_incoming_ready(now, pnn, mode),
                         LinkDir::Outgoing => {
                             self.node_outgoing_ready(now, pnn, readable, writable);
                         }
                     }
                 } else if let Some(id) = clients::client_of(other) {
-                    self.client_ready(now, id, readable, writable);
+                    self.client_ready(now, id, readable, writable, mode);
                 } else if let Some(id) = lock_test::test_of(other) {
                     if let Some((token, result, latency)) =
                         self.lock_tests.on_ready(self.poll.registry(), id, now)
@@ -597,7 +610,14 @@ impl<C: Core> Shell<C> {
         }
     }
 
-    fn client_ready(&mut self, now: Instant, id: ClientId, readable: bool, writable: bool) {
+    fn client_ready(
+        &mut self,
+        now: Instant,
+        id: ClientId,
+        readable: bool,
+        writable: bool,
+        mode: ReadMode,
+    ) {
         if writable {
             if let Err(reason) = self.clients.flush(id) {
                 self.drop_client(now, id, &reason);
@@ -607,7 +627,7 @@ impl<C: Core> Shell<C> {
         if !readable {
             return;
         }
-        let outcome = self.clients.read(id, now);
+        let outcome = self.clients.read(id, now, mode);
         loop {
             match self.clients.next_frame(id) {
                 ClientFrame::None => break,
@@ -671,11 +691,11 @@ impl<C: Core> Shell<C> {
         self.core.on_node_disconnected(now, pnn);
     }
 
-    fn node_incoming_ready(&mut self, now: Instant, pnn: Pnn) {
+    fn node_incoming_ready(&mut self, now: Instant, pnn: Pnn, mode: ReadMode) {
         let Some(link) = self.transport.incoming_id(pnn) else {
             return;
         };
-        let outcome = self.transport.read_incoming(pnn, now);
+        let outcome = self.transport.read_incoming(pnn, now, mode);
         loop {
             if self.transport.incoming_id(pnn) != Some(link) {
                 return;

@@ -115,21 +115,40 @@ pub enum ReadOutcome {
     Eof,
 }
 
-/// Reads from `src` into `sink` until `WouldBlock`, EOF, or `budget` bytes. Bytes read before an
-/// EOF or error are still handed to `sink`.
+/// How far [`read_bounded`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadMode {
+    /// Until `WouldBlock` (or EOF): needed when the peer may have closed, since the hang-up
+    /// raises no further edge once this readiness event is consumed.
+    UntilWouldBlock,
+    /// Stop as soon as a read returns less than the buffer holds: the socket was empty at that
+    /// moment, and any byte (or hang-up) arriving later raises a new edge-triggered event. This
+    /// saves the extra `recv` that only returns `EAGAIN` on every wake-up of a busy link.
+    UntilShortRead,
+}
+
+/// Reads from `src` into `sink` until `WouldBlock`, EOF, a short read (with
+/// [`ReadMode::UntilShortRead`]), or `budget` bytes, using `scratch` as the read buffer (a
+/// buffer kept by the caller, so it is not cleared on every call). Bytes read before an EOF
+/// or error are still handed to `sink`.
 pub fn read_bounded(
     src: &mut impl Read,
     budget: usize,
+    mode: ReadMode,
+    scratch: &mut [u8],
     mut sink: impl FnMut(&[u8]),
 ) -> io::Result<ReadOutcome> {
-    let mut buf = [0u8; 16 * 1024];
+    debug_assert!(!scratch.is_empty());
     let mut total = 0usize;
     while total < budget {
-        match src.read(&mut buf) {
+        match src.read(scratch) {
             Ok(0) => return Ok(ReadOutcome::Eof),
             Ok(n) => {
                 total += n;
-                sink(buf.get(..n).unwrap_or_default());
+                sink(scratch.get(..n).unwrap_or_default());
+                if n < scratch.len() && mode == ReadMode::UntilShortRead {
+                    return Ok(ReadOutcome::Drained);
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(ReadOutcome::Drained),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -138,6 +157,9 @@ pub fn read_bounded(
     }
     Ok(ReadOutcome::BudgetSpent)
 }
+
+/// Size of the read buffers of client and node links.
+pub const READ_SCRATCH_BYTES: usize = 16 * 1024;
 
 #[cfg(test)]
 mod tests {
@@ -215,10 +237,77 @@ mod tests {
         let data = vec![7u8; 40_000];
         let mut src = &data[..];
         let mut got = Vec::new();
-        let outcome = read_bounded(&mut src, 20_000, |b| got.extend_from_slice(b)).unwrap();
+        let mut scratch = vec![0u8; READ_SCRATCH_BYTES];
+        let wait = ReadMode::UntilWouldBlock;
+        let outcome = read_bounded(&mut src, 20_000, wait, &mut scratch, |b| {
+            got.extend_from_slice(b)
+        })
+        .unwrap();
         assert_eq!(outcome, ReadOutcome::BudgetSpent);
-        let outcome = read_bounded(&mut src, 1 << 20, |b| got.extend_from_slice(b)).unwrap();
+        let outcome = read_bounded(&mut src, 1 << 20, wait, &mut scratch, |b| {
+            got.extend_from_slice(b)
+        })
+        .unwrap();
         assert_eq!(outcome, ReadOutcome::Eof);
         assert_eq!(got, data);
+    }
+
+    /// A source that hands out at most `chunk` bytes per read, then `WouldBlock` when empty,
+    /// counting the reads.
+    struct Chunked {
+        data: Vec<u8>,
+        chunk: usize,
+        reads: usize,
+    }
+
+    impl Read for Chunked {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.reads += 1;
+            if self.data.is_empty() {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(self.chunk).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data.drain(..n);
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn short_read_mode_skips_the_read_that_would_block() {
+        let mut scratch = vec![0u8; 64];
+        for (mode, reads) in [
+            (ReadMode::UntilShortRead, 1),
+            (ReadMode::UntilWouldBlock, 2),
+        ] {
+            let mut src = Chunked {
+                data: vec![1; 10],
+                chunk: 100,
+                reads: 0,
+            };
+            let mut got = Vec::new();
+            let outcome = read_bounded(&mut src, 1 << 20, mode, &mut scratch, |b| {
+                got.extend_from_slice(b)
+            })
+            .unwrap();
+            assert_eq!(outcome, ReadOutcome::Drained);
+            assert_eq!((got.len(), src.reads), (10, reads), "{mode:?}");
+        }
+        // Full reads keep going in either mode: only a short one ends the call early.
+        let mut src = Chunked {
+            data: vec![2; 200],
+            chunk: 64,
+            reads: 0,
+        };
+        let mut got = Vec::new();
+        read_bounded(
+            &mut src,
+            1 << 20,
+            ReadMode::UntilShortRead,
+            &mut scratch,
+            |b| got.extend_from_slice(b),
+        )
+        .unwrap();
+        assert_eq!((got.len(), src.reads), (200, 4));
     }
 }

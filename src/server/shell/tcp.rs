@@ -7,7 +7,9 @@
 //! what it reports into calls on the core.
 
 use super::frames::{self, FrameError, FrameReader};
-use super::queue::{read_bounded, QueueFull, QueueLimits, ReadOutcome, WriteQueue};
+use super::queue::{
+    read_bounded, QueueFull, QueueLimits, ReadMode, ReadOutcome, WriteQueue, READ_SCRATCH_BYTES,
+};
 use crate::common::clock::Instant;
 use crate::server::effect::Pnn;
 use log::{debug, error, trace, warn};
@@ -163,6 +165,8 @@ pub struct Transport {
     limits: TransportLimits,
     /// Accepting fails for lack of resources: logged once, not on every retry.
     accept_failing: bool,
+    /// The read buffer every incoming-link read uses.
+    scratch: Vec<u8>,
 }
 
 /// Token of the node listener (chosen by the shell).
@@ -206,6 +210,7 @@ impl Transport {
             next_link_id: 1,
             limits,
             accept_failing: false,
+            scratch: vec![0; READ_SCRATCH_BYTES],
         })
     }
 
@@ -326,14 +331,36 @@ impl Transport {
 
     /// Reads what the incoming link from `pnn` has (bounded). Frames are taken with
     /// [`Transport::next_incoming_frame`].
-    pub fn read_incoming(&mut self, pnn: Pnn, now: Instant) -> Result<ReadOutcome, String> {
+    pub fn read_incoming(
+        &mut self,
+        pnn: Pnn,
+        now: Instant,
+        mode: ReadMode,
+    ) -> Result<ReadOutcome, String> {
         let budget = self.limits.read_budget;
+        // Lent out for the read: the link borrows the rest of the transport meanwhile.
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let result = self.read_incoming_into(pnn, now, mode, budget, &mut scratch);
+        self.scratch = scratch;
+        result
+    }
+
+    fn read_incoming_into(
+        &mut self,
+        pnn: Pnn,
+        now: Instant,
+        mode: ReadMode,
+        budget: usize,
+        scratch: &mut [u8],
+    ) -> Result<ReadOutcome, String> {
         let Some(link) = self.peer_mut(pnn).and_then(|p| p.incoming.as_mut()) else {
             return Ok(ReadOutcome::Drained);
         };
         let reader = &mut link.reader;
-        let outcome = read_bounded(&mut link.stream, budget, |bytes| reader.feed(bytes))
-            .map_err(|e| format!("read error: {e}"))?;
+        let outcome = read_bounded(&mut link.stream, budget, mode, scratch, |bytes| {
+            reader.feed(bytes)
+        })
+        .map_err(|e| format!("read error: {e}"))?;
         if link.reader.buffered() == 0 {
             link.partial_since = None;
         } else if link.partial_since.is_none() {
