@@ -527,6 +527,26 @@ fn a_client_that_does_not_read_is_dropped_at_the_queue_limit() {
     drop(hog);
 }
 
+/// Replies that do not fit the socket wait in the client's queue; the shell asks for
+/// writability only then, and must still deliver every byte once the client reads again.
+#[test]
+fn a_slow_reader_still_receives_every_queued_reply() {
+    let shell = start_shell("slowread", 0, &[Some(ip(61))], test_limits());
+    let mut slow = shell.client();
+    slow.assert_served(1);
+    // 48 replies of 64 KiB: far more than a unix socket buffers, well under the queue limit.
+    slow.send(&frame(OP_FLOOD, 0, 48, &[], true));
+    sleep(300);
+    let mut floods = 0;
+    while floods < 48 {
+        let f = slow.recv().expect("queued replies stopped coming");
+        if op_of(&f) == OP_FLOOD {
+            floods += 1;
+        }
+    }
+    slow.assert_served(2);
+}
+
 #[test]
 fn core_close_and_client_eof_are_each_reported_once() {
     let shell = start_shell("close", 0, &[Some(ip(5))], test_limits());

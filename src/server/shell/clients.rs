@@ -48,6 +48,9 @@ struct Client {
     queue: WriteQueue,
     pid: i32,
     partial_since: Option<Instant>,
+    /// Registered for writability: only while the queue holds bytes the socket refused, or
+    /// every read of a reply by the client would wake the loop for nothing.
+    write_interest: bool,
 }
 
 /// What the next frame of a client is.
@@ -71,6 +74,8 @@ pub struct Clients {
     accept_failing: bool,
     /// The read buffer every client read uses.
     scratch: Vec<u8>,
+    /// For switching a client's write interest on and off (set by [`Clients::register`]).
+    registry: Option<Registry>,
 }
 
 impl Clients {
@@ -83,11 +88,14 @@ impl Clients {
             limits,
             accept_failing: false,
             scratch: vec![0; READ_SCRATCH_BYTES],
+            registry: None,
         }
     }
 
     pub fn register(&mut self, registry: &Registry) -> io::Result<()> {
-        registry.register(&mut self.listener, LISTENER_TOKEN, Interest::READABLE)
+        registry.register(&mut self.listener, LISTENER_TOKEN, Interest::READABLE)?;
+        self.registry = Some(registry.try_clone()?);
+        Ok(())
     }
 
     pub fn exists(&self, id: ClientId) -> bool {
@@ -143,11 +151,7 @@ impl Clients {
                 continue;
             }
             let id = self.next_id;
-            if let Err(e) = registry.register(
-                &mut stream,
-                client_token(id),
-                Interest::READABLE | Interest::WRITABLE,
-            ) {
+            if let Err(e) = registry.register(&mut stream, client_token(id), Interest::READABLE) {
                 error!("Failed to register client: {e}");
                 continue;
             }
@@ -161,6 +165,7 @@ impl Clients {
                     queue: WriteQueue::new(self.limits.queue),
                     pid: cred.pid,
                     partial_since: None,
+                    write_interest: false,
                 },
             );
             accepted.push((id, cred.pid));
@@ -230,7 +235,26 @@ impl Clients {
         client
             .queue
             .flush(&mut client.stream)
-            .map_err(|e| format!("write error: {e}"))
+            .map_err(|e| format!("write error: {e}"))?;
+        Self::update_interest(self.registry.as_ref(), id, client)
+    }
+
+    fn update_interest(
+        registry: Option<&Registry>,
+        id: ClientId,
+        client: &mut Client,
+    ) -> Result<(), String> {
+        let Some(registry) = registry else {
+            return Ok(());
+        };
+        super::tcp::update_write_interest(
+            registry,
+            &mut client.stream,
+            client_token(id),
+            &client.queue,
+            &mut client.write_interest,
+        )
+        .map_err(|e| format!("registering for writability: {e}"))
     }
 
     /// Bytes queued for the client and not yet written (0 for an unknown client).
@@ -249,7 +273,8 @@ impl Clients {
         client
             .queue
             .flush(&mut client.stream)
-            .map_err(|e| format!("write error: {e}"))
+            .map_err(|e| format!("write error: {e}"))?;
+        Self::update_interest(self.registry.as_ref(), id, client)
     }
 
     /// Closes a client; false if it was already gone.

@@ -125,6 +125,9 @@ enum OutState {
     Up {
         stream: TcpStream,
         queue: WriteQueue,
+        /// Registered for writability: only while the queue holds bytes the socket refused.
+        /// Kept off otherwise, or every ACK from the peer would wake the loop for nothing.
+        write_interest: bool,
     },
 }
 
@@ -167,6 +170,9 @@ pub struct Transport {
     accept_failing: bool,
     /// The read buffer every incoming-link read uses.
     scratch: Vec<u8>,
+    /// For switching an outgoing link's write interest on and off as its queue fills and
+    /// drains (set by [`Transport::start`]).
+    registry: Option<Registry>,
 }
 
 /// Token of the node listener (chosen by the shell).
@@ -211,6 +217,7 @@ impl Transport {
             limits,
             accept_failing: false,
             scratch: vec![0; READ_SCRATCH_BYTES],
+            registry: None,
         })
     }
 
@@ -228,6 +235,7 @@ impl Transport {
             return Ok(());
         }
         registry.register(&mut self.listener, LISTENER_TOKEN, Interest::READABLE)?;
+        self.registry = Some(registry.try_clone()?);
         self.started = true;
         for peer in self.peers.iter_mut().flatten() {
             peer.outgoing = OutState::Idle { retry_at: now };
@@ -425,10 +433,24 @@ impl Transport {
                         warn!("Failed to set TCP_NODELAY on fd - {e}");
                     }
                     set_keepalive(&stream);
+                    let mut stream = stream;
+                    // Connected: from now on only a refused write needs writability events.
+                    let write_interest = match registry.reregister(
+                        &mut stream,
+                        out_token(pnn),
+                        Interest::READABLE,
+                    ) {
+                        Ok(()) => false,
+                        Err(e) => {
+                            warn!("Failed to update interest of node {pnn} link: {e}");
+                            true
+                        }
+                    };
                     debug!("Outgoing connection to node {pnn} is up");
                     peer.outgoing = OutState::Up {
                         stream,
                         queue: WriteQueue::new(queue_limits),
+                        write_interest,
                     };
                     if peer.incoming.is_some() {
                         LinkEvent::Connected
@@ -437,7 +459,11 @@ impl Transport {
                     }
                 }
             },
-            OutState::Up { stream, queue } => {
+            OutState::Up {
+                stream,
+                queue,
+                write_interest,
+            } => {
                 if readable {
                     // The peer never writes on this connection: data or EOF means it is gone.
                     let mut probe = [0u8; 64];
@@ -457,6 +483,11 @@ impl Transport {
                         return LinkEvent::Dead(format!("write error: {e}"));
                     }
                 }
+                if let Err(e) =
+                    update_write_interest(registry, stream, out_token(pnn), queue, write_interest)
+                {
+                    return LinkEvent::Dead(format!("outgoing connection: {e}"));
+                }
                 LinkEvent::Quiet
             }
         }
@@ -465,17 +496,31 @@ impl Transport {
     /// `SendNode`: queues a frame on the outgoing link; silently dropped when it is not up.
     /// A write error or a full queue is returned: the node is then dead.
     pub fn send(&mut self, pnn: Pnn, frame: Vec<u8>) -> Result<(), String> {
-        let Some(peer) = self.peer_mut(pnn) else {
+        let Some(peer) = peer_in(&mut self.peers, pnn) else {
             return Ok(());
         };
-        let OutState::Up { stream, queue } = &mut peer.outgoing else {
+        let OutState::Up {
+            stream,
+            queue,
+            write_interest,
+        } = &mut peer.outgoing
+        else {
             trace!("No outgoing connection to node {pnn}, dropping packet");
             return Ok(());
         };
         queue.push(frame).map_err(|QueueFull { bytes, frames }| {
             format!("output queue full ({bytes} bytes in {frames} frames)")
         })?;
-        queue.flush(stream).map_err(|e| format!("write error: {e}"))
+        queue
+            .flush(stream)
+            .map_err(|e| format!("write error: {e}"))?;
+        match &self.registry {
+            Some(registry) => {
+                update_write_interest(registry, stream, out_token(pnn), queue, write_interest)
+                    .map_err(|e| format!("registering for writability: {e}"))
+            }
+            None => Ok(()),
+        }
     }
 
     /// Tears down both directions and schedules a reconnect at `now` (`ctdb_tcp_restart`).
@@ -596,6 +641,28 @@ enum ConnectProgress {
     Pending,
     Done,
     Failed(io::Error),
+}
+
+/// Registers `source` for writability exactly while `queue` holds unwritten bytes. Turning the
+/// interest on re-arms the edge, so a socket that became writable meanwhile still reports it.
+pub(super) fn update_write_interest(
+    registry: &Registry,
+    source: &mut impl mio::event::Source,
+    token: Token,
+    queue: &WriteQueue,
+    write_interest: &mut bool,
+) -> io::Result<()> {
+    let want = !queue.is_empty();
+    if want != *write_interest {
+        let interest = if want {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        registry.reregister(source, token, interest)?;
+        *write_interest = want;
+    }
+    Ok(())
 }
 
 fn connect_result(stream: &TcpStream) -> ConnectProgress {
