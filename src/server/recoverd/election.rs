@@ -298,7 +298,24 @@ impl Recoverd {
         self.start_lock_take(waiter);
     }
 
-    fn start_lock_take(&mut self, waiter: LockWaiter) {
+    /// Whether the [`Extensions::startup_lock_probe`] may run now: nobody is known to lead, no
+    /// election or lock take runs, this node can lead, and every node of the map is connected
+    /// (an election with nodes still joining would be followed by another recovery, which the
+    /// rerecovery timeout holds off for seconds).
+    pub(super) fn startup_probe_due(&self) -> bool {
+        self.cluster_lock_enabled()
+            && self.leader == UNKNOWN_PNN
+            && !self.election_in_progress
+            && !self.force_election_pending
+            && self.lock == LockState::None
+            && self.can_be_leader()
+            && !self.nodemap_nodes().is_empty()
+            && self.nodemap_nodes().iter().all(|n| {
+                n.flags & node_flags::DELETED != 0 || n.flags & node_flags::DISCONNECTED == 0
+            })
+    }
+
+    pub(super) fn start_lock_take(&mut self, waiter: LockWaiter) {
         let id = self.next_lock_id;
         self.next_lock_id += 1;
         self.lock = LockState::Taking { id, waiter };
@@ -382,6 +399,23 @@ impl Recoverd {
                     log::warn!("Took cluster lock, leader={}", self.leader);
                 }
                 self.election_in_progress = false;
+            }
+            LockWaiter::StartupProbe => {
+                if !locked {
+                    log::info!("Cluster lock is held elsewhere: waiting for the leader");
+                    return;
+                }
+                if self.leader != UNKNOWN_PNN && self.leader != self.pnn {
+                    // Announced while the take ran, yet the lock was free: that node does not
+                    // hold it, and only the holder can lead.
+                    log::warn!(
+                        "Took the cluster lock although node {} was announced leader",
+                        self.leader
+                    );
+                }
+                // Run the election the holder is bound to win now.
+                self.leader_broadcast_timeout_at = None;
+                self.force_election(now);
             }
             LockWaiter::ElectionTimeout => {
                 if !locked {

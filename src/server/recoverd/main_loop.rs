@@ -12,7 +12,7 @@
 //! Step numbers below refer to the main-loop walk-through in the digest (§3.5).
 
 use super::{
-    Effect, HelperKind, Outcome, Pnn, Purpose, Recoverd, RecoverdHost, CAP_LMASTER,
+    Effect, HelperKind, LockWaiter, Outcome, Pnn, Purpose, Recoverd, RecoverdHost, CAP_LMASTER,
     RECOVERY_ACTIVE, RECOVERY_NORMAL, TAKEOVER_RUN_DISABLE_S,
 };
 use crate::common::clock::Instant;
@@ -359,6 +359,12 @@ impl Recoverd {
             self.leader_broadcast_timeout_at = None;
             self.force_election(now);
             return self.end_cycle(now);
+        }
+
+        if self.startup_probe_pending && self.startup_probe_due() {
+            self.startup_probe_pending = false;
+            log::info!("All nodes connected and no leader known: trying the cluster lock now");
+            self.start_lock_take(LockWaiter::StartupProbe);
         }
 
         if self.ban_misbehaving_nodes(now) {

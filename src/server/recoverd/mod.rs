@@ -136,6 +136,11 @@ pub struct Extensions {
     /// changes, instead of at the next once-a-second pass (a dead node's addresses move and a
     /// leader's death is noticed up to a second sooner; the pass itself is stock's).
     pub wake_on_link_change: bool,
+    /// Cold start with a cluster lock: once every node of the map is connected and no leader
+    /// has been heard of, try the lock at once instead of waiting for the leader timeout (5 s).
+    /// Whoever holds the lock leads, so getting it starts the election that makes us leader,
+    /// and failing it (somebody leads already) changes nothing.
+    pub startup_lock_probe: bool,
 }
 
 impl Extensions {
@@ -145,6 +150,7 @@ impl Extensions {
         lock_holder_leads: false,
         leader_timeout_restarts_after_election: false,
         wake_on_link_change: false,
+        startup_lock_probe: false,
     };
 }
 
@@ -156,6 +162,7 @@ impl Default for Extensions {
             lock_holder_leads: true,
             leader_timeout_restarts_after_election: true,
             wake_on_link_change: true,
+            startup_lock_probe: true,
         }
     }
 }
@@ -359,6 +366,8 @@ struct PendingControl {
 enum LockWaiter {
     /// `cluster_lock_election`.
     Election,
+    /// [`Extensions::startup_lock_probe`].
+    StartupProbe,
     /// The end of an ELECTION-message election.
     ElectionTimeout,
 }
@@ -432,6 +441,8 @@ pub struct Recoverd {
     next_cycle_at: Option<Instant>,
 
     rng_state: u64,
+    /// [`Extensions::startup_lock_probe`] has not been tried yet.
+    startup_probe_pending: bool,
     exited: bool,
     stats: RecoverdStats,
     effects: VecDeque<Effect>,
@@ -495,6 +506,8 @@ impl Recoverd {
             next_cycle_id: 1,
             next_cycle_at: Some(now),
             rng_state: config.seed,
+            startup_probe_pending: config.extensions.startup_lock_probe
+                && config.cluster_lock.is_some(),
             exited: false,
             stats: RecoverdStats::default(),
             effects,

@@ -988,6 +988,58 @@ fn extension_link_change_runs_the_main_loop_at_once() {
     }
 }
 
+/// Cold start with a cluster lock: once every node is connected, a node that has heard of no
+/// leader tries the lock in its first loop instead of after the 5 s leader timeout, and
+/// holding it runs the election it wins.
+#[test]
+fn extension_startup_lock_probe_elects_the_holder_at_once() {
+    let first_take = |h: &Harness| {
+        h.others.iter().find_map(|e| match e {
+            Effect::TakeClusterLock { id, .. } => Some(*id),
+            _ => None,
+        })
+    };
+    for (extensions, expect) in [(Extensions::default(), true), (Extensions::STOCK, false)] {
+        let mut c = config(1, true);
+        c.extensions = extensions;
+        let mut h = Harness::new(c);
+        h.run_for(Duration::from_millis(100));
+        assert_eq!(first_take(&h).is_some(), expect, "{extensions:?}");
+        if let Some(id) = first_take(&h) {
+            h.rd.on_cluster_lock(h.now, id, ClusterLockEvent::Taken { latency: 0.0 }, &h.host);
+            h.pump();
+            h.run_for(Duration::from_millis(100));
+            assert_eq!(h.rd.leader(), 1);
+            assert_eq!(h.rd.stats().elections_started, 1);
+        }
+    }
+
+    // Contention (somebody leads already) changes nothing; the probe is not repeated.
+    let mut c = config(1, true);
+    c.extensions = Extensions::default();
+    let mut h = Harness::new(c);
+    h.run_for(Duration::from_millis(100));
+    let id = first_take(&h).expect("probe");
+    h.rd.on_cluster_lock(h.now, id, ClusterLockEvent::Contention, &h.host);
+    h.pump();
+    h.clear();
+    h.run_for(Duration::from_secs(3));
+    assert_eq!(h.rd.leader(), UNKNOWN_PNN);
+    assert_eq!(h.rd.stats().elections_started, 0);
+    assert!(first_take(&h).is_none(), "probed twice: {:?}", h.others);
+
+    // With a node still disconnected the probe waits.
+    let mut c = config(1, true);
+    c.extensions = Extensions::default();
+    let mut h = Harness::new(c);
+    h.flags[2] = node_flags::DISCONNECTED;
+    h.run_for(Duration::from_secs(2));
+    assert!(first_take(&h).is_none(), "{:?}", h.others);
+    h.flags[2] = 0;
+    h.run_for(Duration::from_secs(1));
+    assert!(first_take(&h).is_some());
+}
+
 #[test]
 fn extension_lock_holder_ignores_stale_leader_broadcasts() {
     for (extensions, expect_leader) in [(Extensions::default(), 1), (Extensions::STOCK, 0)] {
