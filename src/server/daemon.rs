@@ -1119,6 +1119,16 @@ impl Daemon {
         });
     }
 
+    /// Wakes our recovery daemon when a client set recovery mode ACTIVE (see
+    /// `srvid::CTDB_RS_RECMODE_ACTIVE`; only a leading recovery daemon acts on it); a local
+    /// message only.
+    fn tell_recoverd_recmode_active(&mut self) {
+        self.deliver_to_clients(&ReqMessage {
+            srvid: crate::protocol::srvid::CTDB_RS_RECMODE_ACTIVE,
+            data: Vec::new(),
+        });
+    }
+
     /// A connection to `pnn` failed or closed (either direction).
     pub fn on_node_disconnected(&mut self, _now: Instant, pnn: Pnn) {
         self.node_dead(pnn);
@@ -1680,6 +1690,9 @@ impl Daemon {
         if recmode != RECOVERY_NORMAL {
             self.recovery_mode = RECOVERY_ACTIVE;
             self.failover_recovery_mode(now, true);
+            if matches!(route, ReplyRoute::Client { .. }) {
+                self.tell_recoverd_recmode_active();
+            }
             return Some(ControlResult::status(0));
         }
         // Stock stops the deferred release of all addresses before anything can fail.

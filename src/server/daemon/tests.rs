@@ -635,3 +635,57 @@ fn monitoring_starts_after_startup_and_tracks_health() {
 }
 
 mod notify;
+
+#[test]
+fn a_client_setting_recovery_mode_active_wakes_the_local_recovery_daemon() {
+    let mut d = started(0);
+    let now = Instant::ZERO;
+    d.on_client_connected(now, 1, 10);
+    d.on_client_connected(now, 2, 11);
+    let register = control(ControlOpcode::RegisterSrvid, CURRENT_NODE, 1, vec![]);
+    let mut register = Packet::pull(&register).unwrap();
+    if let Body::ReqControl(c) = &mut register.body {
+        c.srvid = crate::protocol::srvid::CTDB_RS_RECMODE_ACTIVE;
+    }
+    d.on_client_frame(now, 2, &register.encode(Padding::Exact), &HOST);
+    drain(&mut d);
+    let set_recmode = |mode: u32, reqid| {
+        control(
+            ControlOpcode::SetRecmode,
+            CURRENT_NODE,
+            reqid,
+            mode.to_ne_bytes().to_vec(),
+        )
+    };
+    let woken = |effects: &[Effect]| {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::SendClient { client: 2, frame } => Packet::pull(frame).ok(),
+                _ => None,
+            })
+            .filter(|p| {
+                matches!(&p.body, Body::ReqMessage(m) if m.srvid == crate::protocol::srvid::CTDB_RS_RECMODE_ACTIVE)
+            })
+            .count()
+    };
+    // Start-up leaves the node in recovery; NORMAL needs the cluster lock test.
+    d.on_client_frame(now, 1, &set_recmode(RECOVERY_NORMAL, 2), &HOST);
+    let effects = drain(&mut d);
+    assert_eq!(woken(&effects), 0);
+    if let Some(token) = effects.iter().find_map(|e| match e {
+        Effect::TestClusterLock { token, .. } => Some(*token),
+        _ => None,
+    }) {
+        d.on_cluster_lock_test(now, token, b'1', 0.0);
+    }
+    let effects = drain(&mut d);
+    assert_eq!(d.recovery_mode, RECOVERY_NORMAL, "{effects:?}");
+    d.on_client_frame(now, 1, &set_recmode(RECOVERY_ACTIVE, 3), &HOST);
+    let effects = drain(&mut d);
+    assert_eq!(client_replies(&effects, 1)[0].1.status, 0);
+    assert_eq!(woken(&effects), 1);
+    // Already ACTIVE: nothing changes, nobody is woken.
+    d.on_client_frame(now, 1, &set_recmode(RECOVERY_ACTIVE, 4), &HOST);
+    assert_eq!(woken(&drain(&mut d)), 0);
+}

@@ -136,6 +136,11 @@ pub struct Extensions {
     /// changes, instead of at the next once-a-second pass (a dead node's addresses move and a
     /// leader's death is noticed up to a second sooner; the pass itself is stock's).
     pub wake_on_link_change: bool,
+    /// Listen on [`srvid::CTDB_RS_RECMODE_ACTIVE`]: when a client sets our node's recovery
+    /// mode to ACTIVE and we lead, the main loop runs at once and starts the recovery, instead
+    /// of finding the mode at its next once-a-second pass. A loop already running is left
+    /// alone (it is the recovery itself, or an election, whose helper sets the mode too).
+    pub wake_on_recmode_active: bool,
 }
 
 impl Extensions {
@@ -145,6 +150,7 @@ impl Extensions {
         lock_holder_leads: false,
         leader_timeout_restarts_after_election: false,
         wake_on_link_change: false,
+        wake_on_recmode_active: false,
     };
 }
 
@@ -156,6 +162,7 @@ impl Default for Extensions {
             lock_holder_leads: true,
             leader_timeout_restarts_after_election: true,
             wake_on_link_change: true,
+            wake_on_recmode_active: true,
         }
     }
 }
@@ -448,6 +455,11 @@ impl Recoverd {
         if config.extensions.wake_on_link_change {
             effects.push_back(Effect::RegisterSrvid {
                 srvid: srvid::CTDB_RS_LINK_CHANGE,
+            });
+        }
+        if config.extensions.wake_on_recmode_active {
+            effects.push_back(Effect::RegisterSrvid {
+                srvid: srvid::CTDB_RS_RECMODE_ACTIVE,
             });
         }
         Recoverd {
@@ -1077,6 +1089,12 @@ impl Recoverd {
             srvid::LEADER => self.leader_message(now, data),
             srvid::CTDB_RS_LINK_CHANGE if self.config.extensions.wake_on_link_change => {
                 self.wake_main_loop(now);
+            }
+            srvid::CTDB_RS_RECMODE_ACTIVE if self.config.extensions.wake_on_recmode_active => {
+                if self.is_leader() && self.cycle.is_none() {
+                    log::info!("Recovery mode set to ACTIVE by a client: checking the cluster now");
+                    self.wake_main_loop(now);
+                }
             }
             other => log::info!("Message for unexpected srvid 0x{other:x} ignored"),
         }
