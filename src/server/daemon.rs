@@ -17,7 +17,8 @@ use super::takeover::{FailoverConfig, Takeover};
 use crate::common::clock::Instant;
 use crate::common::tunable::{self, Tunables};
 use crate::protocol::header::{
-    BROADCAST_ACTIVE, BROADCAST_ALL, BROADCAST_CONNECTED, CURRENT_NODE, INVALID_GENERATION,
+    Operation, ReqHeader, BROADCAST_ACTIVE, BROADCAST_ALL, BROADCAST_CONNECTED, CURRENT_NODE,
+    HEADER_LEN, INVALID_GENERATION,
 };
 use crate::protocol::opcode::ControlOpcode;
 use crate::protocol::packet::{
@@ -534,11 +535,10 @@ impl Daemon {
         while let Some(effect) = self.dbs.poll_effect() {
             match effect {
                 DbEffect::SendMessage { pnn, srvid, data } => {
-                    let m = ReqMessage { srvid, data };
                     if pnn == self.pnn {
-                        self.deliver_message(now, &m, host);
+                        self.deliver_message(now, srvid, &data, host);
                     } else {
-                        self.send_node_message(pnn, &m);
+                        self.send_node_message_owned(pnn, ReqMessage { srvid, data });
                     }
                 }
                 DbEffect::BroadcastControl { opcode, data } => {
@@ -740,6 +740,13 @@ impl Daemon {
         host: &dyn Host,
     ) {
         if !self.clients.contains_key(&client) {
+            return;
+        }
+        if self.take_push_frame(now, frame, true, host).is_some() {
+            self.bump(|s| {
+                s.client_packets_recv += 1;
+                s.client.req_message += 1;
+            });
             return;
         }
         let packet = match Packet::pull(frame) {
@@ -964,32 +971,67 @@ impl Daemon {
         if is_broadcast_dest(destnode) {
             for pnn in self.broadcast_targets(destnode) {
                 if pnn == self.pnn {
-                    self.deliver_message(now, &m, host);
+                    self.deliver_message(now, m.srvid, &m.data, host);
                 } else {
                     self.send_node_message(pnn, &m);
                 }
             }
         } else if destnode == self.pnn {
-            self.deliver_message(now, &m, host);
+            self.deliver_message(now, m.srvid, &m.data, host);
         } else if self
             .nodes
             .get(destnode as usize)
             .is_some_and(|n| n.flags & (NODE_FLAGS_DISCONNECTED | NODE_FLAGS_DELETED) == 0)
         {
-            self.send_node_message(destnode, &m);
+            self.send_node_message_owned(destnode, m);
         } else {
             log::info!("Dropping message to disconnected or unknown node {destnode}");
         }
     }
 
     /// Hands a message to every local client registered for its srvid (or for all srvids).
-    fn deliver_message(&mut self, now: Instant, m: &ReqMessage, host: &dyn Host) {
+    fn deliver_message(&mut self, now: Instant, srvid: u64, data: &[u8], host: &dyn Host) {
         // DB_PUSH registers its srvid inside the daemon, ahead of clients.
-        let claimed = self.with_dbs(|dbs, ctx| dbs.on_message(m.srvid, &m.data, ctx));
+        let claimed = self.with_dbs(|dbs, ctx| dbs.on_message(srvid, data, ctx));
         if claimed {
             self.run_db_effects(now, host);
         }
-        self.deliver_to_clients(m);
+        if !self.srvids.targets(srvid).is_empty() {
+            self.deliver_to_clients(&ReqMessage {
+                srvid,
+                data: data.to_vec(),
+            });
+        }
+    }
+
+    /// A REQ_MESSAGE frame for this node whose srvid a DB push waits for: the records are
+    /// stored straight from the received frame (a push buffer is up to `RecBufferSizeLimit`
+    /// bytes; decoding it into a [`Packet`] would copy it first). `None` when the frame is
+    /// anything else, to be decoded as usual.
+    fn take_push_frame(
+        &mut self,
+        now: Instant,
+        frame: &[u8],
+        local_dest: bool,
+        host: &dyn Host,
+    ) -> Option<()> {
+        let (header, _) = ReqHeader::pull(frame).ok()?;
+        if header.operation != Operation::ReqMessage || header.verify().is_err() {
+            return None;
+        }
+        let local = header.destnode == self.pnn || (local_dest && header.destnode == CURRENT_NODE);
+        if !local {
+            return None;
+        }
+        let body = frame.get(HEADER_LEN..header.length as usize)?;
+        let srvid = u64::from_ne_bytes(body.get(..8)?.try_into().ok()?);
+        let datalen = u32::from_ne_bytes(body.get(8..12)?.try_into().ok()?) as usize;
+        let data = body.get(12..12usize.checked_add(datalen)?)?;
+        if !self.dbs.push_waits_for(srvid) {
+            return None;
+        }
+        self.deliver_message(now, srvid, data, host);
+        Some(())
     }
 
     fn deliver_to_clients(&mut self, m: &ReqMessage) {
@@ -1080,12 +1122,17 @@ impl Daemon {
     }
 
     fn send_node_message(&mut self, pnn: Pnn, m: &ReqMessage) {
+        self.send_node_message_owned(pnn, m.clone());
+    }
+
+    /// [`Daemon::send_node_message`] for a message that goes to one node only (no copy).
+    fn send_node_message_owned(&mut self, pnn: Pnn, m: ReqMessage) {
         let packet = Packet {
             generation: self.vnn_map.generation,
             destnode: pnn,
             srcnode: self.pnn,
             reqid: 0,
-            body: Body::ReqMessage(m.clone()),
+            body: Body::ReqMessage(m),
         };
         self.send_node_packet(pnn, &packet);
     }
@@ -1178,6 +1225,16 @@ impl Daemon {
 
     /// One complete, already length/magic/version-checked frame from `pnn`'s incoming link.
     pub fn on_node_frame(&mut self, now: Instant, pnn: Pnn, frame: &[u8], host: &dyn Host) {
+        if self.take_push_frame(now, frame, false, host).is_some() {
+            if let Some(node) = self.nodes.get_mut(pnn as usize) {
+                node.rx_cnt = node.rx_cnt.saturating_add(1);
+            }
+            self.bump(|s| {
+                s.node_packets_recv += 1;
+                s.node.req_message += 1;
+            });
+            return;
+        }
         let packet = match Packet::pull(frame) {
             Ok(p) => p,
             Err(e) => {
@@ -1222,7 +1279,7 @@ impl Daemon {
             }
             Body::ReqMessage(m) => {
                 self.bump(|s| s.node.req_message += 1);
-                self.deliver_message(now, &m, host);
+                self.deliver_message(now, m.srvid, &m.data, host);
             }
             Body::ReqCall(_)
             | Body::ReplyCall(_)

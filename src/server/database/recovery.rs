@@ -384,6 +384,13 @@ impl DatabaseSet {
         DbReply::data(push.num_records.to_ne_bytes().to_vec())
     }
 
+    /// Whether a DB push started with `srvid` is waiting for record buffers.
+    pub fn push_waits_for(&self, srvid: u64) -> bool {
+        self.dbs
+            .iter()
+            .any(|db| db.push.is_some_and(|push| push.srvid == srvid))
+    }
+
     /// A REQ_MESSAGE for this node (from a client or another node). Returns whether a DB push
     /// was waiting for `srvid`; the daemon still delivers the message to any client registered
     /// for it, as stock's single srvid table does.
