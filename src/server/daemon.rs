@@ -536,7 +536,7 @@ impl Daemon {
             match effect {
                 DbEffect::SendMessage { pnn, srvid, data } => {
                     if pnn == self.pnn {
-                        self.deliver_message(now, srvid, &data, host);
+                        self.deliver_message(now, ReqMessage { srvid, data }, host);
                     } else {
                         self.send_node_message_owned(pnn, ReqMessage { srvid, data });
                     }
@@ -971,13 +971,13 @@ impl Daemon {
         if is_broadcast_dest(destnode) {
             for pnn in self.broadcast_targets(destnode) {
                 if pnn == self.pnn {
-                    self.deliver_message(now, m.srvid, &m.data, host);
+                    self.deliver_message_ref(now, m.srvid, &m.data, host);
                 } else {
                     self.send_node_message(pnn, &m);
                 }
             }
         } else if destnode == self.pnn {
-            self.deliver_message(now, m.srvid, &m.data, host);
+            self.deliver_message(now, m, host);
         } else if self
             .nodes
             .get(destnode as usize)
@@ -990,17 +990,27 @@ impl Daemon {
     }
 
     /// Hands a message to every local client registered for its srvid (or for all srvids).
-    fn deliver_message(&mut self, now: Instant, srvid: u64, data: &[u8], host: &dyn Host) {
-        // DB_PUSH registers its srvid inside the daemon, ahead of clients.
-        let claimed = self.with_dbs(|dbs, ctx| dbs.on_message(srvid, data, ctx));
-        if claimed {
-            self.run_db_effects(now, host);
-        }
+    fn deliver_message(&mut self, now: Instant, m: ReqMessage, host: &dyn Host) {
+        self.deliver_to_databases(now, m.srvid, &m.data, host);
+        self.deliver_to_clients_owned(m);
+    }
+
+    /// [`Daemon::deliver_message`] of a borrowed payload, copied only for clients.
+    fn deliver_message_ref(&mut self, now: Instant, srvid: u64, data: &[u8], host: &dyn Host) {
+        self.deliver_to_databases(now, srvid, data, host);
         if !self.srvids.targets(srvid).is_empty() {
-            self.deliver_to_clients(&ReqMessage {
+            self.deliver_to_clients_owned(ReqMessage {
                 srvid,
                 data: data.to_vec(),
             });
+        }
+    }
+
+    /// DB_PUSH registers its srvid inside the daemon, ahead of clients.
+    fn deliver_to_databases(&mut self, now: Instant, srvid: u64, data: &[u8], host: &dyn Host) {
+        let claimed = self.with_dbs(|dbs, ctx| dbs.on_message(srvid, data, ctx));
+        if claimed {
+            self.run_db_effects(now, host);
         }
     }
 
@@ -1030,22 +1040,36 @@ impl Daemon {
         if !self.dbs.push_waits_for(srvid) {
             return None;
         }
-        self.deliver_message(now, srvid, data, host);
+        self.deliver_message_ref(now, srvid, data, host);
         Some(())
     }
 
     fn deliver_to_clients(&mut self, m: &ReqMessage) {
-        let targets = self.srvids.targets(m.srvid);
+        if !self.srvids.targets(m.srvid).is_empty() {
+            self.deliver_to_clients_owned(m.clone());
+        }
+    }
+
+    /// [`Daemon::deliver_to_clients`] that moves the message into the last client's packet
+    /// (a DB_PULL buffer on its way to the recovery helper is copied only when encoded).
+    fn deliver_to_clients_owned(&mut self, m: ReqMessage) {
+        let mut targets = self.srvids.targets(m.srvid);
+        let Some(last) = targets.pop() else {
+            return;
+        };
+        let packet_of = |daemon: &Self, m: ReqMessage| Packet {
+            generation: daemon.vnn_map.generation,
+            destnode: 0,
+            srcnode: daemon.pnn,
+            reqid: 0,
+            body: Body::ReqMessage(m),
+        };
         for client in targets {
-            let packet = Packet {
-                generation: self.vnn_map.generation,
-                destnode: 0,
-                srcnode: self.pnn,
-                reqid: 0,
-                body: Body::ReqMessage(m.clone()),
-            };
+            let packet = packet_of(self, m.clone());
             self.send_client_packet(client, &packet);
         }
+        let packet = packet_of(self, m);
+        self.send_client_packet(last, &packet);
     }
 
     fn reply_client_control(
@@ -1279,7 +1303,7 @@ impl Daemon {
             }
             Body::ReqMessage(m) => {
                 self.bump(|s| s.node.req_message += 1);
-                self.deliver_message(now, m.srvid, &m.data, host);
+                self.deliver_message(now, m, host);
             }
             Body::ReqCall(_)
             | Body::ReplyCall(_)
