@@ -770,7 +770,20 @@ impl Tdb {
         parts: &[&[u8]],
         mode: StoreMode,
     ) -> Result<(), TdbError> {
-        let bufs: Vec<TdbData> = parts.iter().map(|part| datum(part)).collect();
+        // The daemon stores `header ‖ data` for every record of a recovery: no allocation for
+        // the few parts callers pass.
+        const INLINE_PARTS: usize = 4;
+        let mut inline = [datum(&[]); INLINE_PARTS];
+        let heap: Vec<TdbData>;
+        let bufs: &[TdbData] = if parts.len() <= INLINE_PARTS {
+            for (slot, part) in inline.iter_mut().zip(parts) {
+                *slot = datum(part);
+            }
+            &inline[..parts.len()]
+        } else {
+            heap = parts.iter().map(|part| datum(part)).collect();
+            &heap
+        };
         let count = c_int::try_from(bufs.len())
             .map_err(|_| TdbError::invalid("tdb_storev", self.name_lossy(), "too many parts"))?;
         // SAFETY: live context; `bufs` holds `count` valid `TDB_DATA`s borrowing `parts`, all

@@ -60,6 +60,10 @@ pub const DISABLE_IP_CHECK: u64 = 0xFC00_0000_0000_0000;
 /// up or went down (payload: the PNN), so that the main loop looks at the node map at once
 /// instead of at its next once-a-second pass. Inside CTDB's reserved range, unused by 4.17.
 pub const CTDB_RS_LINK_CHANGE: u64 = 0xF0E0_0000_0000_0000;
+/// ctdb-rs only, never on the wire: a client (such as `ctdb recover`) set this node's recovery
+/// mode to ACTIVE; ctdbd tells its own recovery daemon, which, when it leads, runs its main loop
+/// at once instead of at its next once-a-second pass. No payload.
+pub const CTDB_RS_RECMODE_ACTIVE: u64 = 0xF0E0_0000_0000_0001;
 
 /// The top 8 bits select a reserved range.
 pub const RANGE_MASK: u64 = 0xFF00_0000_0000_0000;

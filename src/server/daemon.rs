@@ -17,7 +17,8 @@ use super::takeover::{FailoverConfig, Takeover};
 use crate::common::clock::Instant;
 use crate::common::tunable::{self, Tunables};
 use crate::protocol::header::{
-    BROADCAST_ACTIVE, BROADCAST_ALL, BROADCAST_CONNECTED, CURRENT_NODE, INVALID_GENERATION,
+    Operation, ReqHeader, BROADCAST_ACTIVE, BROADCAST_ALL, BROADCAST_CONNECTED, CURRENT_NODE,
+    HEADER_LEN, INVALID_GENERATION,
 };
 use crate::protocol::opcode::ControlOpcode;
 use crate::protocol::packet::{
@@ -534,11 +535,10 @@ impl Daemon {
         while let Some(effect) = self.dbs.poll_effect() {
             match effect {
                 DbEffect::SendMessage { pnn, srvid, data } => {
-                    let m = ReqMessage { srvid, data };
                     if pnn == self.pnn {
-                        self.deliver_message(now, &m, host);
+                        self.deliver_message(now, ReqMessage { srvid, data }, host);
                     } else {
-                        self.send_node_message(pnn, &m);
+                        self.send_node_message_owned(pnn, ReqMessage { srvid, data });
                     }
                 }
                 DbEffect::BroadcastControl { opcode, data } => {
@@ -736,6 +736,13 @@ impl Daemon {
         host: &dyn Host,
     ) {
         if !self.clients.contains_key(&client) {
+            return;
+        }
+        if self.take_push_frame(now, frame, true, host).is_some() {
+            self.bump(|s| {
+                s.client_packets_recv += 1;
+                s.client.req_message += 1;
+            });
             return;
         }
         let packet = match Packet::pull(frame) {
@@ -960,46 +967,105 @@ impl Daemon {
         if is_broadcast_dest(destnode) {
             for pnn in self.broadcast_targets(destnode) {
                 if pnn == self.pnn {
-                    self.deliver_message(now, &m, host);
+                    self.deliver_message_ref(now, m.srvid, &m.data, host);
                 } else {
                     self.send_node_message(pnn, &m);
                 }
             }
         } else if destnode == self.pnn {
-            self.deliver_message(now, &m, host);
+            self.deliver_message(now, m, host);
         } else if self
             .nodes
             .get(destnode as usize)
             .is_some_and(|n| n.flags & (NODE_FLAGS_DISCONNECTED | NODE_FLAGS_DELETED) == 0)
         {
-            self.send_node_message(destnode, &m);
+            self.send_node_message_owned(destnode, m);
         } else {
             log::info!("Dropping message to disconnected or unknown node {destnode}");
         }
     }
 
     /// Hands a message to every local client registered for its srvid (or for all srvids).
-    fn deliver_message(&mut self, now: Instant, m: &ReqMessage, host: &dyn Host) {
-        // DB_PUSH registers its srvid inside the daemon, ahead of clients.
-        let claimed = self.with_dbs(|dbs, ctx| dbs.on_message(m.srvid, &m.data, ctx));
+    fn deliver_message(&mut self, now: Instant, m: ReqMessage, host: &dyn Host) {
+        self.deliver_to_databases(now, m.srvid, &m.data, host);
+        self.deliver_to_clients_owned(m);
+    }
+
+    /// [`Daemon::deliver_message`] of a borrowed payload, copied only for clients.
+    fn deliver_message_ref(&mut self, now: Instant, srvid: u64, data: &[u8], host: &dyn Host) {
+        self.deliver_to_databases(now, srvid, data, host);
+        if !self.srvids.targets(srvid).is_empty() {
+            self.deliver_to_clients_owned(ReqMessage {
+                srvid,
+                data: data.to_vec(),
+            });
+        }
+    }
+
+    /// DB_PUSH registers its srvid inside the daemon, ahead of clients.
+    fn deliver_to_databases(&mut self, now: Instant, srvid: u64, data: &[u8], host: &dyn Host) {
+        let claimed = self.with_dbs(|dbs, ctx| dbs.on_message(srvid, data, ctx));
         if claimed {
             self.run_db_effects(now, host);
         }
-        self.deliver_to_clients(m);
+    }
+
+    /// A REQ_MESSAGE frame for this node whose srvid a DB push waits for: the records are
+    /// stored straight from the received frame (a push buffer is up to `RecBufferSizeLimit`
+    /// bytes; decoding it into a [`Packet`] would copy it first). `None` when the frame is
+    /// anything else, to be decoded as usual.
+    fn take_push_frame(
+        &mut self,
+        now: Instant,
+        frame: &[u8],
+        local_dest: bool,
+        host: &dyn Host,
+    ) -> Option<()> {
+        let (header, _) = ReqHeader::pull(frame).ok()?;
+        if header.operation != Operation::ReqMessage || header.verify().is_err() {
+            return None;
+        }
+        let local = header.destnode == self.pnn || (local_dest && header.destnode == CURRENT_NODE);
+        if !local {
+            return None;
+        }
+        let body = frame.get(HEADER_LEN..header.length as usize)?;
+        let srvid = u64::from_ne_bytes(body.get(..8)?.try_into().ok()?);
+        let datalen = u32::from_ne_bytes(body.get(8..12)?.try_into().ok()?) as usize;
+        let data = body.get(12..12usize.checked_add(datalen)?)?;
+        if !self.dbs.push_waits_for(srvid) {
+            return None;
+        }
+        self.deliver_message_ref(now, srvid, data, host);
+        Some(())
     }
 
     fn deliver_to_clients(&mut self, m: &ReqMessage) {
-        let targets = self.srvids.targets(m.srvid);
+        if !self.srvids.targets(m.srvid).is_empty() {
+            self.deliver_to_clients_owned(m.clone());
+        }
+    }
+
+    /// [`Daemon::deliver_to_clients`] that moves the message into the last client's packet
+    /// (a DB_PULL buffer on its way to the recovery helper is copied only when encoded).
+    fn deliver_to_clients_owned(&mut self, m: ReqMessage) {
+        let mut targets = self.srvids.targets(m.srvid);
+        let Some(last) = targets.pop() else {
+            return;
+        };
+        let packet_of = |daemon: &Self, m: ReqMessage| Packet {
+            generation: daemon.vnn_map.generation,
+            destnode: 0,
+            srcnode: daemon.pnn,
+            reqid: 0,
+            body: Body::ReqMessage(m),
+        };
         for client in targets {
-            let packet = Packet {
-                generation: self.vnn_map.generation,
-                destnode: 0,
-                srcnode: self.pnn,
-                reqid: 0,
-                body: Body::ReqMessage(m.clone()),
-            };
+            let packet = packet_of(self, m.clone());
             self.send_client_packet(client, &packet);
         }
+        let packet = packet_of(self, m);
+        self.send_client_packet(last, &packet);
     }
 
     fn reply_client_control(
@@ -1076,12 +1142,17 @@ impl Daemon {
     }
 
     fn send_node_message(&mut self, pnn: Pnn, m: &ReqMessage) {
+        self.send_node_message_owned(pnn, m.clone());
+    }
+
+    /// [`Daemon::send_node_message`] for a message that goes to one node only (no copy).
+    fn send_node_message_owned(&mut self, pnn: Pnn, m: ReqMessage) {
         let packet = Packet {
             generation: self.vnn_map.generation,
             destnode: pnn,
             srcnode: self.pnn,
             reqid: 0,
-            body: Body::ReqMessage(m.clone()),
+            body: Body::ReqMessage(m),
         };
         self.send_node_packet(pnn, &packet);
     }
@@ -1112,6 +1183,16 @@ impl Daemon {
         self.deliver_to_clients(&ReqMessage {
             srvid: crate::protocol::srvid::CTDB_RS_LINK_CHANGE,
             data: pnn.to_ne_bytes().to_vec(),
+        });
+    }
+
+    /// Wakes our recovery daemon when a client set recovery mode ACTIVE (see
+    /// `srvid::CTDB_RS_RECMODE_ACTIVE`; only a leading recovery daemon acts on it); a local
+    /// message only.
+    fn tell_recoverd_recmode_active(&mut self) {
+        self.deliver_to_clients(&ReqMessage {
+            srvid: crate::protocol::srvid::CTDB_RS_RECMODE_ACTIVE,
+            data: Vec::new(),
         });
     }
 
@@ -1164,6 +1245,16 @@ impl Daemon {
 
     /// One complete, already length/magic/version-checked frame from `pnn`'s incoming link.
     pub fn on_node_frame(&mut self, now: Instant, pnn: Pnn, frame: &[u8], host: &dyn Host) {
+        if self.take_push_frame(now, frame, false, host).is_some() {
+            if let Some(node) = self.nodes.get_mut(pnn as usize) {
+                node.rx_cnt = node.rx_cnt.saturating_add(1);
+            }
+            self.bump(|s| {
+                s.node_packets_recv += 1;
+                s.node.req_message += 1;
+            });
+            return;
+        }
         let packet = match Packet::pull(frame) {
             Ok(p) => p,
             Err(e) => {
@@ -1208,7 +1299,7 @@ impl Daemon {
             }
             Body::ReqMessage(m) => {
                 self.bump(|s| s.node.req_message += 1);
-                self.deliver_message(now, &m, host);
+                self.deliver_message(now, m, host);
             }
             Body::ReqCall(_)
             | Body::ReplyCall(_)
@@ -1676,6 +1767,9 @@ impl Daemon {
         if recmode != RECOVERY_NORMAL {
             self.recovery_mode = RECOVERY_ACTIVE;
             self.failover_recovery_mode(now, true);
+            if matches!(route, ReplyRoute::Client { .. }) {
+                self.tell_recoverd_recmode_active();
+            }
             return Some(ControlResult::status(0));
         }
         // Stock stops the deferred release of all addresses before anything can fail.

@@ -635,3 +635,161 @@ fn monitoring_starts_after_startup_and_tracks_health() {
 }
 
 mod notify;
+
+#[test]
+fn a_client_setting_recovery_mode_active_wakes_the_local_recovery_daemon() {
+    let mut d = started(0);
+    let now = Instant::ZERO;
+    d.on_client_connected(now, 1, 10);
+    d.on_client_connected(now, 2, 11);
+    let register = control(ControlOpcode::RegisterSrvid, CURRENT_NODE, 1, vec![]);
+    let mut register = Packet::pull(&register).unwrap();
+    if let Body::ReqControl(c) = &mut register.body {
+        c.srvid = crate::protocol::srvid::CTDB_RS_RECMODE_ACTIVE;
+    }
+    d.on_client_frame(now, 2, &register.encode(Padding::Exact), &HOST);
+    drain(&mut d);
+    let set_recmode = |mode: u32, reqid| {
+        control(
+            ControlOpcode::SetRecmode,
+            CURRENT_NODE,
+            reqid,
+            mode.to_ne_bytes().to_vec(),
+        )
+    };
+    let woken = |effects: &[Effect]| {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::SendClient { client: 2, frame } => Packet::pull(frame).ok(),
+                _ => None,
+            })
+            .filter(|p| {
+                matches!(&p.body, Body::ReqMessage(m) if m.srvid == crate::protocol::srvid::CTDB_RS_RECMODE_ACTIVE)
+            })
+            .count()
+    };
+    // Start-up leaves the node in recovery; NORMAL needs the cluster lock test.
+    d.on_client_frame(now, 1, &set_recmode(RECOVERY_NORMAL, 2), &HOST);
+    let effects = drain(&mut d);
+    assert_eq!(woken(&effects), 0);
+    if let Some(token) = effects.iter().find_map(|e| match e {
+        Effect::TestClusterLock { token, .. } => Some(*token),
+        _ => None,
+    }) {
+        d.on_cluster_lock_test(now, token, b'1', 0.0);
+    }
+    let effects = drain(&mut d);
+    assert_eq!(d.recovery_mode, RECOVERY_NORMAL, "{effects:?}");
+    d.on_client_frame(now, 1, &set_recmode(RECOVERY_ACTIVE, 3), &HOST);
+    let effects = drain(&mut d);
+    assert_eq!(client_replies(&effects, 1)[0].1.status, 0);
+    assert_eq!(woken(&effects), 1);
+    // Already ACTIVE: nothing changes, nobody is woken.
+    d.on_client_frame(now, 1, &set_recmode(RECOVERY_ACTIVE, 4), &HOST);
+    assert_eq!(woken(&drain(&mut d)), 0);
+}
+
+/// DB push buffers arrive from another node and from a local client (the recovery helper on
+/// this node); both are stored, a client registered for the same srvid still gets them, and a
+/// message for another srvid is not taken by the push.
+#[test]
+fn db_push_buffers_from_nodes_and_clients_are_stored() {
+    use crate::protocol::ltdb::LtdbHeader;
+    use crate::protocol::types::{PulldbExt, RecBuffer, RecData, Transdb};
+    const PUSH_SRVID: u64 = 0xF600_0000_0000_0007;
+    let mut d = started(0);
+    let now = Instant::ZERO;
+    d.on_node_connected(now, 1);
+    d.on_client_connected(now, 1, 10);
+    d.on_client_connected(now, 2, 11);
+    let mut reqid = 100;
+    let mut call = |d: &mut Daemon, opcode, data: Vec<u8>| {
+        reqid += 1;
+        d.on_client_frame(now, 1, &control(opcode, CURRENT_NODE, reqid, data), &HOST);
+        let replies = client_replies(&drain(d), 1);
+        assert_eq!(replies.len(), 1, "{opcode:?}");
+        assert_eq!(replies[0].1.status, 0, "{opcode:?}");
+        replies[0].1.data.clone()
+    };
+    let mut name = b"push.tdb".to_vec();
+    name.push(0);
+    // The recovery helper's attach, allowed while the node recovers.
+    let mut attach =
+        Packet::pull(&control(ControlOpcode::DbAttach, CURRENT_NODE, 2, name)).unwrap();
+    if let Body::ReqControl(c) = &mut attach.body {
+        c.flags = crate::protocol::control::CTRL_FLAG_ATTACH_RECOVERY;
+    }
+    d.on_client_frame(now, 1, &attach.encode(Padding::Exact), &HOST);
+    let replies = client_replies(&drain(&mut d), 1);
+    assert_eq!(replies[0].1.status, 0);
+    let db_id = u32::from_ne_bytes(replies[0].1.data[..4].try_into().unwrap());
+    call(
+        &mut d,
+        ControlOpcode::DbFreeze,
+        db_id.to_ne_bytes().to_vec(),
+    );
+    let transdb = Transdb { db_id, tid: 9 }.to_bytes();
+    call(&mut d, ControlOpcode::DbTransactionStart, transdb.clone());
+    call(&mut d, ControlOpcode::WipeDatabase, transdb.clone());
+    let pulldb = PulldbExt {
+        db_id,
+        lmaster: 0,
+        srvid: PUSH_SRVID,
+    };
+    call(&mut d, ControlOpcode::DbPushStart, pulldb.to_bytes());
+    // Client 2 listens on the push srvid too, as any client may.
+    let mut register = Packet::pull(&control(
+        ControlOpcode::RegisterSrvid,
+        CURRENT_NODE,
+        1,
+        vec![],
+    ))
+    .unwrap();
+    if let Body::ReqControl(c) = &mut register.body {
+        c.srvid = PUSH_SRVID;
+    }
+    d.on_client_frame(now, 2, &register.encode(Padding::Exact), &HOST);
+    drain(&mut d);
+
+    let header = LtdbHeader {
+        rsn: 2,
+        dmaster: 0,
+        reserved1: 0,
+        flags: 0,
+    };
+    let buffer = |keys: &[&[u8]]| RecBuffer {
+        db_id,
+        records: keys
+            .iter()
+            .map(|k| RecData::with_header(0, &header, k, b"value"))
+            .collect(),
+    };
+    let message = |destnode, srvid, buffer: &RecBuffer| Packet {
+        generation: 0,
+        destnode,
+        srcnode: 1,
+        reqid: 0,
+        body: Body::ReqMessage(ReqMessage {
+            srvid,
+            data: buffer.to_bytes(),
+        }),
+    };
+    let from_node = message(0, PUSH_SRVID, &buffer(&[b"a", b"b"]));
+    d.on_node_frame(now, 1, &from_node.encode(Padding::Daemon), &HOST);
+    let from_client = message(CURRENT_NODE, PUSH_SRVID, &buffer(&[b"c"]));
+    d.on_client_frame(now, 1, &from_client.encode(Padding::Align8), &HOST);
+    let other = message(0, PUSH_SRVID + 1, &buffer(&[b"x"]));
+    d.on_node_frame(now, 1, &other.encode(Padding::Daemon), &HOST);
+    let delivered = drain(&mut d)
+        .iter()
+        .filter(|e| matches!(e, Effect::SendClient { client: 2, .. }))
+        .count();
+    assert_eq!(delivered, 2, "the registered client got both push buffers");
+    let stored = call(
+        &mut d,
+        ControlOpcode::DbPushConfirm,
+        db_id.to_ne_bytes().to_vec(),
+    );
+    assert_eq!(stored, 3u32.to_ne_bytes());
+}

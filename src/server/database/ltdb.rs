@@ -11,6 +11,17 @@ use crate::protocol::ltdb::{
 };
 use crate::protocol::Marshal;
 
+/// The 24 bytes of `header` as stored in front of a record's data, without a heap allocation
+/// (one per stored record adds up in a recovery).
+pub(super) fn header_bytes(header: &LtdbHeader) -> [u8; LTDB_HEADER_LEN] {
+    let mut out = [0u8; LTDB_HEADER_LEN];
+    out[..8].copy_from_slice(&header.rsn.to_ne_bytes());
+    out[8..12].copy_from_slice(&header.dmaster.to_ne_bytes());
+    out[12..16].copy_from_slice(&header.reserved1.to_ne_bytes());
+    out[16..20].copy_from_slice(&header.flags.to_ne_bytes());
+    out
+}
+
 /// `ctdb_lmaster`. Stock divides by the map size; with an empty map no node is lmaster.
 pub fn lmaster(ctx: &DbContext<'_>, key: &[u8]) -> u32 {
     hash::lmaster(hash::ctdb_hash(key), &ctx.vnn_map.map).unwrap_or(u32::MAX)
@@ -43,7 +54,7 @@ impl Database {
         data: &[u8],
     ) -> Result<(), TdbError> {
         if !self.is_volatile() {
-            return self.store.store(key, &[&header.to_bytes(), data]);
+            return self.store.store(key, &[&header_bytes(header), data]);
         }
         let lmaster = lmaster(ctx, key);
         let flags = header.flags;
@@ -69,7 +80,7 @@ impl Database {
         // Both flags only steer the decision above and never reach the file.
         header.flags &= !(REC_FLAG_VACUUM_MIGRATED | REC_FLAG_AUTOMATIC);
         let result = if keep {
-            self.store.store(key, &[&header.to_bytes(), data])
+            self.store.store(key, &[&header_bytes(header), data])
         } else {
             self.store.delete(key)
         };

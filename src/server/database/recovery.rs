@@ -5,49 +5,113 @@
 use super::{
     DatabaseSet, DbContext, DbControlOutcome, DbEffect, DbReply, DbRequest, FreezeMode, PushState,
 };
-use crate::protocol::ltdb::REC_RO_FLAGS;
+use crate::protocol::basic::{PullError, Reader};
+use crate::protocol::ltdb::LtdbHeader;
+use crate::protocol::ltdb::{LTDB_HEADER_LEN, REC_RO_FLAGS};
 use crate::protocol::opcode::ControlOpcode;
-use crate::protocol::types::{PulldbExt, RecBuffer, RecData, Transdb};
+use crate::protocol::types::{PulldbExt, Transdb, REC_DATA_HEADER_LEN};
 use crate::protocol::Marshal;
 
-/// A buffer of pulled records (`ctdb_marshall_buffer`), encoded as it grows.
+/// A buffer of pulled records (`ctdb_marshall_buffer`), encoded in place as it grows: the
+/// 8-byte head (db_id, count) first, the count filled in by [`PullBuffer::finish`]. Each record
+/// is copied once, from the traverse straight into the message.
 struct PullBuffer {
-    db_id: u32,
     count: u32,
-    records: Vec<u8>,
+    bytes: Vec<u8>,
 }
 
 impl PullBuffer {
-    fn new(db_id: u32) -> Self {
-        PullBuffer {
-            db_id,
-            count: 0,
-            records: Vec::new(),
-        }
+    fn new(db_id: u32, capacity: usize) -> Self {
+        let mut bytes = Vec::with_capacity(capacity);
+        bytes.extend_from_slice(&db_id.to_ne_bytes());
+        bytes.extend_from_slice(&0u32.to_ne_bytes());
+        PullBuffer { count: 0, bytes }
     }
 
     /// Size as `talloc_get_size` sees it: the 8-byte head and the records.
     fn size(&self) -> usize {
-        8 + self.records.len()
+        self.bytes.len()
     }
 
+    /// Appends one `ctdb_rec_data` (reqid 0), as `RecData::push` encodes it.
     fn add(&mut self, key: &[u8], value: &[u8]) {
-        RecData {
-            reqid: 0,
-            key: key.to_vec(),
-            data: value.to_vec(),
+        let length = REC_DATA_HEADER_LEN + key.len() + value.len();
+        let out = &mut self.bytes;
+        out.reserve(length);
+        for word in [length, 0, key.len(), value.len()] {
+            out.extend_from_slice(&u32::try_from(word).unwrap_or(u32::MAX).to_ne_bytes());
         }
-        .push(&mut self.records);
+        out.extend_from_slice(key);
+        out.extend_from_slice(value);
         self.count += 1;
     }
 
-    fn finish(self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.size());
-        out.extend_from_slice(&self.db_id.to_ne_bytes());
-        out.extend_from_slice(&self.count.to_ne_bytes());
-        out.extend_from_slice(&self.records);
-        out
+    fn finish(mut self) -> Vec<u8> {
+        if let Some(count) = self.bytes.get_mut(4..8) {
+            count.copy_from_slice(&self.count.to_ne_bytes());
+        }
+        self.bytes
     }
+}
+
+/// The records of a `ctdb_marshall_buffer` as borrowed (key, data) slices, checked with the
+/// rules of `RecBuffer::pull` before anything is handed out, so that a malformed buffer is
+/// rejected as a whole without copying a valid one.
+struct RecordsView<'a> {
+    db_id: u32,
+    count: u32,
+    records: &'a [u8],
+}
+
+impl<'a> RecordsView<'a> {
+    fn parse(buf: &'a [u8]) -> Result<Self, PullError> {
+        let mut r = Reader::new(buf);
+        let db_id = r.u32()?;
+        let count = r.u32()?;
+        let view = RecordsView {
+            db_id,
+            count,
+            records: buf.get(r.pos()..).unwrap_or(&[]),
+        };
+        for record in view.iter() {
+            record?;
+        }
+        Ok(view)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = Result<(&'a [u8], &'a [u8]), PullError>> + 'a {
+        let mut r = Reader::new(self.records);
+        let mut left = self.count;
+        std::iter::from_fn(move || {
+            if left == 0 {
+                return None;
+            }
+            left -= 1;
+            let record = next_record(&mut r);
+            if record.is_err() {
+                left = 0;
+            }
+            Some(record)
+        })
+    }
+}
+
+/// The next `ctdb_rec_data` as (key, data); the rules are `RecData::pull`'s.
+fn next_record<'a>(r: &mut Reader<'a>) -> Result<(&'a [u8], &'a [u8]), PullError> {
+    let length = r.u32()? as usize;
+    let _reqid = r.u32()?;
+    let keylen = r.u32()? as usize;
+    let datalen = r.u32()? as usize;
+    let expected = REC_DATA_HEADER_LEN
+        .checked_add(keylen)
+        .and_then(|n| n.checked_add(datalen));
+    if expected != Some(length) {
+        return Err(PullError::BadLength {
+            what: "rec_data length",
+            value: length,
+        });
+    }
+    Ok((r.bytes(keylen)?, r.bytes(datalen)?))
 }
 
 impl DatabaseSet {
@@ -231,11 +295,13 @@ impl DatabaseSet {
                 return DbReply::fail();
             }
             let db_id = db.db_id;
-            let mut buffer = PullBuffer::new(db_id);
+            // Room for the limit and a typical record beyond it, so a buffer never regrows.
+            let capacity = limit.saturating_add(1024);
+            let mut buffer = PullBuffer::new(db_id, capacity);
             let traversed = db.store.traverse_read(&mut |key, value| {
                 buffer.add(key, value);
                 if buffer.size() >= limit {
-                    let full = std::mem::replace(&mut buffer, PullBuffer::new(db_id));
+                    let full = std::mem::replace(&mut buffer, PullBuffer::new(db_id, capacity));
                     num_records += full.count;
                     messages.push(full.finish());
                 }
@@ -318,6 +384,13 @@ impl DatabaseSet {
         DbReply::data(push.num_records.to_ne_bytes().to_vec())
     }
 
+    /// Whether a DB push started with `srvid` is waiting for record buffers.
+    pub fn push_waits_for(&self, srvid: u64) -> bool {
+        self.dbs
+            .iter()
+            .any(|db| db.push.is_some_and(|push| push.srvid == srvid))
+    }
+
     /// A REQ_MESSAGE for this node (from a client or another node). Returns whether a DB push
     /// was waiting for `srvid`; the daemon still delivers the message to any client registered
     /// for it, as stock's single srvid table does.
@@ -335,32 +408,31 @@ impl DatabaseSet {
             if push.failed {
                 continue;
             }
-            match RecBuffer::pull(data) {
-                Ok((buffer, _)) => {
+            match RecordsView::parse(data) {
+                Ok(buffer) => {
                     log::info!(
                         "starting push of {} records for dbid 0x{:x}",
-                        buffer.records.len(),
+                        buffer.count,
                         buffer.db_id
                     );
                     let mut ok = true;
-                    for rec in &buffer.records {
-                        let Some(mut header) = rec.header() else {
+                    for (key, data) in buffer.iter().flatten() {
+                        let Ok((mut header, _)) = LtdbHeader::pull(data) else {
                             log::error!("bad ltdb record");
                             ok = false;
                             break;
                         };
                         // A recovery revokes every read-only delegation.
                         header.flags &= !REC_RO_FLAGS;
-                        if let Err(e) = db.ltdb_store(pnn, ctx, &rec.key, &header, rec.value()) {
+                        let value = data.get(LTDB_HEADER_LEN..).unwrap_or(&[]);
+                        if let Err(e) = db.ltdb_store_updating(pnn, ctx, key, &mut header, value) {
                             log::error!("Unable to store record: {e}");
                             ok = false;
                             break;
                         }
                     }
                     if ok {
-                        push.num_records = push
-                            .num_records
-                            .wrapping_add(u32::try_from(buffer.records.len()).unwrap_or(u32::MAX));
+                        push.num_records = push.num_records.wrapping_add(buffer.count);
                     } else {
                         push.failed = true;
                     }

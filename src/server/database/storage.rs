@@ -184,6 +184,7 @@ impl StorageBackend for TdbBackend {
             tdb,
             state: FreezeState::Thawed,
             marked: false,
+            wiped: false,
         }))
     }
 
@@ -217,6 +218,10 @@ pub struct TdbStore {
     state: FreezeState,
     /// `ctdb_lockdb_mark` in effect (count 2 plus the transaction-lock mark).
     marked: bool,
+    /// The open recovery transaction wiped the database: it holds only what was stored since,
+    /// so a store first tries `TDB_INSERT`, which skips libtdb's search for an old copy to
+    /// update in place and its delete of one (a recovery pushes each key once per node).
+    wiped: bool,
 }
 
 impl fmt::Debug for TdbStore {
@@ -225,6 +230,7 @@ impl fmt::Debug for TdbStore {
             .field("path", &self.tdb.name_lossy())
             .field("state", &self.state)
             .field("marked", &self.marked)
+            .field("wiped", &self.wiped)
             .finish()
     }
 }
@@ -260,6 +266,7 @@ impl TdbStore {
     /// Cancels the recovery transaction with `TDB_NOLOCK`; libtdb releases its bookkeeping
     /// (count 0, marks gone), so the count is put back to 1 with a mark.
     fn cancel_recovery_transaction(&mut self) -> Result<(), TdbError> {
+        self.wiped = false;
         let result = self
             .tdb
             .with_flags(TdbFlags::NOLOCK, Tdb::transaction_cancel);
@@ -288,6 +295,13 @@ impl DbStore for TdbStore {
     }
 
     fn store(&mut self, key: &[u8], parts: &[&[u8]]) -> Result<(), TdbError> {
+        if self.wiped {
+            // A key stored twice since the wipe (a helper that pushes duplicates) is replaced.
+            match self.tdb.store_parts(key, parts, StoreMode::Insert) {
+                Err(e) if e.code == TdbErrorCode::Exists => {}
+                done => return done,
+            }
+        }
         self.tdb.store_parts(key, parts, StoreMode::Replace)
     }
 
@@ -373,7 +387,10 @@ impl DbStore for TdbStore {
     }
 
     fn wipe_all(&mut self) -> Result<(), TdbError> {
-        self.tdb.wipe_all()
+        self.tdb.wipe_all()?;
+        // Outside the recovery transaction other processes may store at any time.
+        self.wiped = self.state == FreezeState::FrozenInTransaction;
+        Ok(())
     }
 
     fn check_integrity(&mut self) -> Result<(), TdbError> {
@@ -463,6 +480,7 @@ impl DbStore for TdbStore {
         if self.state != FreezeState::FrozenInTransaction {
             return Err(self.not_frozen("tdb_transaction_commit"));
         }
+        self.wiped = false;
         let result = self
             .tdb
             .with_flags(TdbFlags::NOLOCK, Tdb::transaction_commit);

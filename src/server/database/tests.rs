@@ -2,8 +2,8 @@ use super::*;
 use crate::common::tdb::{self, StoreMode, Tdb};
 use crate::protocol::hash;
 use crate::protocol::ltdb::{
-    LtdbHeader, REC_FLAG_AUTOMATIC, REC_FLAG_MIGRATED_WITH_DATA, REC_RO_HAVE_DELEGATIONS,
-    REC_RO_HAVE_READONLY,
+    LtdbHeader, LTDB_HEADER_LEN, REC_FLAG_AUTOMATIC, REC_FLAG_MIGRATED_WITH_DATA,
+    REC_RO_HAVE_DELEGATIONS, REC_RO_HAVE_READONLY,
 };
 use crate::protocol::packet::CTRL_FLAG_ATTACH_RECOVERY;
 use crate::protocol::types::{node_flags, PulldbExt, RecBuffer, RecData, Transdb};
@@ -2344,4 +2344,165 @@ fn measure_vacuum_scan_step_hold_time() {
         }
     }
     eprintln!("MEASURE steps={steps} worst_step={worst:?}");
+}
+
+/// After WIPE_DATABASE the recovery transaction stores pushed records with `TDB_INSERT`; a key
+/// pushed twice (a helper that sends duplicates) still ends with the last copy, and a record
+/// stored before the wipe is gone.
+#[test]
+fn pushes_after_a_wipe_insert_and_fall_back_to_replace_for_duplicates() {
+    let (_dir, mut dbs) = libtdb_set("push-insert", 0);
+    let env = Env::new();
+    let db_id = attach(&mut dbs, &env, ControlOpcode::DbAttach, "ins.tdb");
+    let id = db_id.to_ne_bytes();
+    put(&mut dbs, db_id, b"old", header(3, 1, 0), b"before the wipe");
+    assert_eq!(ok(&mut dbs, &env, ControlOpcode::DbFreeze, &id), b"");
+    ok(
+        &mut dbs,
+        &env,
+        ControlOpcode::DbTransactionStart,
+        &transdb(db_id, TID),
+    );
+    ok(
+        &mut dbs,
+        &env,
+        ControlOpcode::WipeDatabase,
+        &transdb(db_id, TID),
+    );
+    ok(
+        &mut dbs,
+        &env,
+        ControlOpcode::DbPushStart,
+        &pulldb(db_id, PUSH_SRVID),
+    );
+    let first: &[(&[u8], LtdbHeader, &[u8])] = &[
+        (b"a", header(5, 1, 0), b"first a"),
+        (b"b", header(5, 1, 0), b"only b"),
+        (b"a", header(6, 1, 0), b"second a, longer than the first"),
+    ];
+    let second: &[(&[u8], LtdbHeader, &[u8])] = &[(b"a", header(7, 1, 0), b"third a")];
+    assert!(dbs.on_message(PUSH_SRVID, &rec_buffer(db_id, first), &env.ctx()));
+    assert!(dbs.on_message(PUSH_SRVID, &rec_buffer(db_id, second), &env.ctx()));
+    let confirmed = ok(&mut dbs, &env, ControlOpcode::DbPushConfirm, &id);
+    assert_eq!(u32_of(&confirmed), 4);
+    ok(
+        &mut dbs,
+        &env,
+        ControlOpcode::DbTransactionCommit,
+        &transdb(db_id, TID),
+    );
+    let store = dbs.get_mut(db_id).unwrap().store_mut();
+    let a = store.fetch(b"a").unwrap().unwrap();
+    assert_eq!(&a[LTDB_HEADER_LEN..], b"third a");
+    assert_eq!(LtdbHeader::pull(&a).unwrap().0.rsn, 7);
+    let b = store.fetch(b"b").unwrap().unwrap();
+    assert_eq!(&b[LTDB_HEADER_LEN..], b"only b");
+    assert_eq!(store.fetch(b"old").unwrap(), None);
+    assert_eq!(store.check_integrity(), Ok(()));
+    ok(&mut dbs, &env, ControlOpcode::DbThaw, &id);
+
+    // After the commit, stores replace again (no wipe in effect outside the transaction).
+    put(&mut dbs, db_id, b"a", header(9, 1, 0), b"client a");
+    let a = dbs.get_mut(db_id).unwrap().store_mut().fetch(b"a").unwrap();
+    assert_eq!(&a.unwrap()[LTDB_HEADER_LEN..], b"client a");
+}
+
+/// A push buffer is checked whole before anything is stored: a truncated or inconsistent one
+/// stores nothing and fails the push; one whose record lacks an ltdb header stores the records
+/// before it, as stock does.
+#[test]
+fn malformed_push_buffers_fail_the_push() {
+    type Spoil = fn(Vec<u8>) -> Vec<u8>;
+    let cases: [(&str, Spoil); 3] = [
+        ("truncated", |mut b| {
+            b.truncate(b.len() - 1);
+            b
+        }),
+        ("record length", |mut b| {
+            // The first record's length word no longer matches its key and data lengths.
+            b[8] ^= 1;
+            b
+        }),
+        ("count beyond the records", |mut b| {
+            b[4] = 3;
+            b
+        }),
+    ];
+    for (what, spoil) in cases {
+        let (_backend, mut dbs) = memory_set(0);
+        let env = Env::new();
+        let db_id = attach(&mut dbs, &env, ControlOpcode::DbAttach, "bad.tdb");
+        let id = db_id.to_ne_bytes();
+        ok(&mut dbs, &env, ControlOpcode::DbFreeze, &id);
+        ok(
+            &mut dbs,
+            &env,
+            ControlOpcode::DbTransactionStart,
+            &transdb(db_id, TID),
+        );
+        ok(
+            &mut dbs,
+            &env,
+            ControlOpcode::DbPushStart,
+            &pulldb(db_id, PUSH_SRVID),
+        );
+        let records: &[(&[u8], LtdbHeader, &[u8])] = &[
+            (b"x", header(1, 0, 0), b"x data"),
+            (b"y", header(1, 0, 0), b"y data"),
+        ];
+        let buffer = spoil(rec_buffer(db_id, records));
+        assert!(dbs.on_message(PUSH_SRVID, &buffer, &env.ctx()), "{what}");
+        let good = rec_buffer(db_id, &records[..1]);
+        assert!(dbs.on_message(PUSH_SRVID, &good, &env.ctx()), "{what}");
+        let confirmed = ok(&mut dbs, &env, ControlOpcode::DbPushConfirm, &id);
+        assert_eq!(
+            u32_of(&confirmed),
+            0,
+            "{what}: a failed push counts nothing"
+        );
+        assert!(
+            !has(&mut dbs, db_id, b"y"),
+            "{what}: nothing of a malformed buffer is stored"
+        );
+    }
+
+    // A record too short for its ltdb header: the ones before it are stored.
+    let (_backend, mut dbs) = memory_set(0);
+    let env = Env::new();
+    let db_id = attach(&mut dbs, &env, ControlOpcode::DbAttach, "short.tdb");
+    let id = db_id.to_ne_bytes();
+    ok(&mut dbs, &env, ControlOpcode::DbFreeze, &id);
+    ok(
+        &mut dbs,
+        &env,
+        ControlOpcode::DbTransactionStart,
+        &transdb(db_id, TID),
+    );
+    ok(
+        &mut dbs,
+        &env,
+        ControlOpcode::DbPushStart,
+        &pulldb(db_id, PUSH_SRVID),
+    );
+    let buffer = RecBuffer {
+        db_id,
+        records: vec![
+            RecData::with_header(0, &header(1, 0, 0), b"kept", b"v"),
+            RecData {
+                reqid: 0,
+                key: b"short".to_vec(),
+                data: vec![0; LTDB_HEADER_LEN - 1],
+            },
+            RecData::with_header(0, &header(1, 0, 0), b"after", b"v"),
+        ],
+    }
+    .to_bytes();
+    assert!(dbs.on_message(PUSH_SRVID, &buffer, &env.ctx()));
+    assert_eq!(
+        u32_of(&ok(&mut dbs, &env, ControlOpcode::DbPushConfirm, &id)),
+        0
+    );
+    assert!(has(&mut dbs, db_id, b"kept"));
+    assert!(!has(&mut dbs, db_id, b"short"));
+    assert!(!has(&mut dbs, db_id, b"after"));
 }

@@ -141,6 +141,11 @@ pub struct Extensions {
     /// Whoever holds the lock leads, so getting it starts the election that makes us leader,
     /// and failing it (somebody leads already) changes nothing.
     pub startup_lock_probe: bool,
+    /// Listen on [`srvid::CTDB_RS_RECMODE_ACTIVE`]: when a client sets our node's recovery
+    /// mode to ACTIVE and we lead, the main loop runs at once and starts the recovery, instead
+    /// of finding the mode at its next once-a-second pass. A loop already running is left
+    /// alone (it is the recovery itself, or an election, whose helper sets the mode too).
+    pub wake_on_recmode_active: bool,
 }
 
 impl Extensions {
@@ -151,6 +156,7 @@ impl Extensions {
         leader_timeout_restarts_after_election: false,
         wake_on_link_change: false,
         startup_lock_probe: false,
+        wake_on_recmode_active: false,
     };
 }
 
@@ -163,6 +169,7 @@ impl Default for Extensions {
             leader_timeout_restarts_after_election: true,
             wake_on_link_change: true,
             startup_lock_probe: true,
+            wake_on_recmode_active: true,
         }
     }
 }
@@ -459,6 +466,11 @@ impl Recoverd {
         if config.extensions.wake_on_link_change {
             effects.push_back(Effect::RegisterSrvid {
                 srvid: srvid::CTDB_RS_LINK_CHANGE,
+            });
+        }
+        if config.extensions.wake_on_recmode_active {
+            effects.push_back(Effect::RegisterSrvid {
+                srvid: srvid::CTDB_RS_RECMODE_ACTIVE,
             });
         }
         Recoverd {
@@ -1090,6 +1102,12 @@ impl Recoverd {
             srvid::LEADER => self.leader_message(now, data),
             srvid::CTDB_RS_LINK_CHANGE if self.config.extensions.wake_on_link_change => {
                 self.wake_main_loop(now);
+            }
+            srvid::CTDB_RS_RECMODE_ACTIVE if self.config.extensions.wake_on_recmode_active => {
+                if self.is_leader() && self.cycle.is_none() {
+                    log::info!("Recovery mode set to ACTIVE by a client: checking the cluster now");
+                    self.wake_main_loop(now);
+                }
             }
             other => log::info!("Message for unexpected srvid 0x{other:x} ignored"),
         }

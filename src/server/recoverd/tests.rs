@@ -1041,6 +1041,43 @@ fn extension_startup_lock_probe_elects_the_holder_at_once() {
 }
 
 #[test]
+fn extension_recmode_active_wakes_the_leader_at_once() {
+    let recovery_started = |h: &Harness| {
+        h.others
+            .iter()
+            .any(|e| matches!(e, Effect::StartRecoveryHelper { .. }))
+    };
+    for (extensions, expect) in [(Extensions::default(), true), (Extensions::STOCK, false)] {
+        let mut c = config(0, false);
+        c.extensions = extensions;
+        let mut h = Harness::new(c);
+        h.become_leader();
+        h.run_for(Duration::from_millis(300));
+        h.recmode = RECOVERY_ACTIVE;
+        h.message(srvid::CTDB_RS_RECMODE_ACTIVE, &[]);
+        h.clear();
+        h.run_for(Duration::from_millis(100));
+        assert_eq!(recovery_started(&h), expect, "{extensions:?}");
+        // Either way the next regular pass recovers.
+        h.run_for(Duration::from_secs(1));
+        assert!(recovery_started(&h), "{extensions:?}");
+    }
+
+    // A node that does not lead leaves it to the leader's recovery daemon.
+    let mut c = config(1, false);
+    c.extensions = Extensions::default();
+    let mut h = Harness::new(c);
+    h.run_for(Duration::ZERO);
+    h.message(srvid::LEADER, &0u32.to_ne_bytes());
+    h.run_for(Duration::from_millis(300));
+    h.recmode = RECOVERY_ACTIVE;
+    h.clear();
+    h.message(srvid::CTDB_RS_RECMODE_ACTIVE, &[]);
+    h.run_for(Duration::from_millis(100));
+    assert!(h.sent.is_empty(), "{:?}", h.sent_opcodes());
+}
+
+#[test]
 fn extension_lock_holder_ignores_stale_leader_broadcasts() {
     for (extensions, expect_leader) in [(Extensions::default(), 1), (Extensions::STOCK, 0)] {
         let mut c = config(1, true);
