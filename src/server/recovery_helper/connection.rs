@@ -64,8 +64,8 @@ fn errno_of(e: &std::io::Error) -> i32 {
     e.raw_os_error().unwrap_or(libc::EIO)
 }
 
-/// A srvid whose messages are wanted, and where they go.
-type Collector<'a> = (u64, &'a mut dyn FnMut(&[u8]));
+/// The srvids whose messages are wanted, and where they go (with the srvid's index).
+type Collector<'a> = (&'a [u64], &'a mut dyn FnMut(usize, &[u8]));
 
 /// A live connection to the local daemon.
 pub struct DaemonConnection {
@@ -250,9 +250,9 @@ impl DaemonConnection {
                     }
                 }
                 Body::ReqMessage(message) => {
-                    if let Some((srvid, sink)) = collect.as_mut() {
-                        if message.srvid == *srvid {
-                            sink(&message.data);
+                    if let Some((srvids, sink)) = collect.as_mut() {
+                        if let Some(index) = srvids.iter().position(|&s| s == message.srvid) {
+                            sink(index, &message.data);
                         }
                     }
                 }
@@ -291,8 +291,21 @@ impl Transport for DaemonConnection {
         srvid: u64,
         sink: &mut dyn FnMut(&[u8]),
     ) -> Result<Outcome, Disconnected> {
-        let mut multi = self.exchange(&[pnn], request, Some((srvid, sink)))?;
+        let srvids = [srvid];
+        let mut indexed = |_: usize, data: &[u8]| sink(data);
+        let mut multi = self.exchange(&[pnn], request, Some((&srvids, &mut indexed)))?;
         Ok(multi.outcomes.pop().unwrap_or(Err(libc::EIO)))
+    }
+
+    fn controls_collecting(
+        &mut self,
+        requests: &[(u32, Request)],
+        srvids: &[u64],
+        sink: &mut dyn FnMut(usize, &[u8]),
+    ) -> Result<Vec<Outcome>, Disconnected> {
+        let requests: Vec<(u32, &Request)> = requests.iter().map(|(pnn, r)| (*pnn, r)).collect();
+        let (outcomes, _) = self.exchange_batch(&requests, Some((srvids, sink)))?;
+        Ok(outcomes)
     }
 
     fn control_batch(
