@@ -9,6 +9,11 @@
 //! the traffic (and of the log lines after the "recover database" ones, which are all
 //! logged up front as stock logs them when it starts the parallel recoveries) differs.
 //!
+//! Two more are [`Extensions`], on by default and off with `CTDB_RS_RECOVERY_STOCK=1`: a
+//! volatile database is pulled from all nodes at once, and its records are pushed only to
+//! their lmaster under the new vnn map (see `ARCHITECTURE.md`, "The recovery helper merges in
+//! memory ..."). Without them, the traffic per database is stock's.
+//!
 //! Two stock quirks are kept because they decide who gets ban credits or how records look:
 //! the GET_DBNAME check blames the i-th node of the recovery's node list rather than the i-th
 //! node holding the database, and replicated databases get their records' dmaster rewritten
