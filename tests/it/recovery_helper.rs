@@ -39,16 +39,16 @@ const STOCK_SWITCH: &str = "export CTDB_RS_RECOVERY_STOCK=1\n";
 
 impl Scenario {
     fn start(name: &str, prefix: &str, helper: &Path) -> Self {
-        Self::start_with(name, prefix, helper, "")
+        Self::start_with(name, Flavour::Stock, prefix, helper, "")
     }
 
     /// Our helper behaving like stock's.
     fn start_stock_mode(name: &str, prefix: &str) -> Self {
-        Self::start_with(name, prefix, &our_helper(), STOCK_SWITCH)
+        Self::start_with(name, Flavour::Stock, prefix, &our_helper(), STOCK_SWITCH)
     }
 
-    fn start_with(name: &str, prefix: &str, helper: &Path, env: &str) -> Self {
-        let cluster = LocalCluster::setup(name, Flavour::Stock, 3, prefix, &[]);
+    fn start_with(name: &str, flavour: Flavour, prefix: &str, helper: &Path, env: &str) -> Self {
+        let cluster = LocalCluster::setup(name, flavour, 3, prefix, &[]);
         let wrapper = cluster.dir().join("recovery-helper");
         std::fs::write(
             &wrapper,
@@ -665,5 +665,45 @@ fn our_partitioned_recovery_serves_the_same_records_as_stocks() {
                 "node {reader} after node {pnn} wrote: {out}"
             );
         }
+    }
+}
+
+/// The same with ctdb-rs daemons: the records end up once, at their lmaster, with the values
+/// the recovery rules demand, and every node reads them.
+#[test]
+fn our_partitioned_recovery_with_our_daemons() {
+    let ours = Scenario::start_with(
+        "rechelper-part-rs",
+        Flavour::Ours,
+        "127.0.152",
+        &our_helper(),
+        "",
+    );
+    ours.populate();
+    ours.recover();
+    let got: BTreeMap<String, String> = partitioned_contents(&ours, "vol.tdb")
+        .into_iter()
+        .map(|(k, (_, _, v))| (String::from_utf8_lossy(&k).into_owned(), v))
+        .collect();
+    let expected: BTreeMap<String, String> = [
+        ("v-high", "n1"),
+        ("v-single", "only"),
+        ("v-tie-a", "second"),
+        ("v-tie-b", "first"),
+        ("w-1", "two"),
+        ("w-2", "zero"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(got, expected);
+    for pnn in 0..3 {
+        let out = ours.ctdb_ok(pnn, &["readkey", "vol.tdb", "w-1"]);
+        assert!(out.contains("ptr:[two]"), "readkey on node {pnn}: {out}");
+        let gone = ours.ctdb_ok(pnn, &["readkey", "vol.tdb", "v-gone"]);
+        assert!(
+            gone.contains("size:0"),
+            "deleted record on node {pnn}: {gone}"
+        );
     }
 }

@@ -101,7 +101,7 @@ pub fn main(argv_os: &[OsString]) -> i32 {
         }
     });
 
-    let extensions = Extensions::from_env(env.get(recovery::ENV_STOCK).and_then(|v| v.to_str()));
+    let extensions = Extensions::from_env(|name| env.get(name).and_then(|v| v.to_str()));
     let ok = run(&socket, args.generation, extensions, Some(reopen));
     if !ok {
         return 1;

@@ -9,9 +9,9 @@
 //! the traffic (and of the log lines after the "recover database" ones, which are all
 //! logged up front as stock logs them when it starts the parallel recoveries) differs.
 //!
-//! Two more are [`Extensions`], on by default and off with `CTDB_RS_RECOVERY_STOCK=1`: a
-//! volatile database is pulled from all nodes at once, and its records are pushed only to
-//! their lmaster under the new vnn map (see `ARCHITECTURE.md`, "The recovery helper merges in
+//! Two more are [`Extensions`] (off with `CTDB_RS_RECOVERY_STOCK=1`): a volatile database's
+//! records are pushed only to their lmaster under the new vnn map (on by default), and it can
+//! be pulled from all nodes at once (off by default, `CTDB_RS_RECOVERY_CONCURRENT_PULLS=1`) (see `ARCHITECTURE.md`, "The recovery helper merges in
 //! memory ..."). Without them, the traffic per database is stock's.
 //!
 //! Two stock quirks are kept because they decide who gets ban credits or how records look:
@@ -64,13 +64,18 @@ type Step<T> = Result<Result<T, i32>, Disconnected>;
 /// [`Extensions::from_env`]).
 pub const ENV_STOCK: &str = "CTDB_RS_RECOVERY_STOCK";
 
-/// This helper's deliberate departures from stock's recovery, each on by default;
-/// [`Extensions::STOCK`] turns them off (for comparisons with stock's helper).
+/// The environment variable that turns [`Extensions::concurrent_pulls`] on.
+pub const ENV_CONCURRENT_PULLS: &str = "CTDB_RS_RECOVERY_CONCURRENT_PULLS";
+
+/// This helper's deliberate departures from stock's recovery; [`Extensions::STOCK`] has
+/// them all off (for comparisons with stock's helper).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Extensions {
     /// A volatile database is pulled from every node at once instead of one node after the
     /// other. The merge gives the same result in any arrival order (see
-    /// [`super::recdb::replaces`]).
+    /// [`super::recdb::replaces`]). Off by default: ctdb-rs's daemon closes a client whose
+    /// output queue passes 64 MiB, and three nodes' records arriving at once can fill it
+    /// faster than the daemon writes them to us (seen with 1M records on two cores).
     pub concurrent_pulls: bool,
     /// The records of a volatile (neither persistent nor replicated) database go only to
     /// their lmaster under the new vnn map, as its dmaster, instead of to every node with
@@ -86,18 +91,22 @@ impl Extensions {
         partitioned_push: false,
     };
 
-    /// [`Extensions::STOCK`] when [`ENV_STOCK`] is set to `1`, `yes` or `true`, else the
-    /// default.
-    pub fn from_env(value: Option<&str>) -> Self {
-        match value.map(str::trim) {
-            Some(v)
-                if ["1", "yes", "true"]
+    /// [`Extensions::STOCK`] when [`ENV_STOCK`] is set to `1`, `yes` or `true`; else the
+    /// default, with the concurrent pulls on if [`ENV_CONCURRENT_PULLS`] is set that way.
+    pub fn from_env<'a>(var: impl Fn(&str) -> Option<&'a str>) -> Self {
+        let set = |name: &str| {
+            var(name).is_some_and(|v| {
+                ["1", "yes", "true"]
                     .iter()
-                    .any(|t| v.eq_ignore_ascii_case(t)) =>
-            {
-                Extensions::STOCK
-            }
-            _ => Extensions::default(),
+                    .any(|t| v.trim().eq_ignore_ascii_case(t))
+            })
+        };
+        if set(ENV_STOCK) {
+            return Extensions::STOCK;
+        }
+        Extensions {
+            concurrent_pulls: set(ENV_CONCURRENT_PULLS),
+            ..Extensions::default()
         }
     }
 }
@@ -105,7 +114,7 @@ impl Extensions {
 impl Default for Extensions {
     fn default() -> Self {
         Extensions {
-            concurrent_pulls: true,
+            concurrent_pulls: false,
             partitioned_push: true,
         }
     }

@@ -23,10 +23,14 @@ fn stock_params() -> RecoveryParams {
     }
 }
 
+/// Every extension on.
 fn ours_params() -> RecoveryParams {
     RecoveryParams {
         generation: GENERATION,
-        extensions: Extensions::default(),
+        extensions: Extensions {
+            concurrent_pulls: true,
+            ..Extensions::default()
+        },
     }
 }
 
@@ -712,10 +716,20 @@ fn our_persistent_and_replicated_recoveries_are_stocks() {
 
 #[test]
 fn the_stock_switch() {
-    assert_eq!(Extensions::from_env(None), Extensions::default());
-    assert_eq!(Extensions::from_env(Some("no")), Extensions::default());
+    use super::recovery::{ENV_CONCURRENT_PULLS, ENV_STOCK};
+    let from = |vars: &[(&'static str, &'static str)]| {
+        let vars = vars.to_vec();
+        Extensions::from_env(move |name| vars.iter().find(|(n, _)| *n == name).map(|(_, v)| *v))
+    };
+    assert_eq!(from(&[]), Extensions::default());
+    assert_eq!(from(&[(ENV_STOCK, "no")]), Extensions::default());
     for on in ["1", "yes", "TRUE"] {
-        assert_eq!(Extensions::from_env(Some(on)), Extensions::STOCK);
+        assert_eq!(from(&[(ENV_STOCK, on)]), Extensions::STOCK);
+        assert_eq!(
+            from(&[(ENV_STOCK, on), (ENV_CONCURRENT_PULLS, "1")]),
+            Extensions::STOCK
+        );
     }
-    assert!(Extensions::default().partitioned_push && Extensions::default().concurrent_pulls);
+    assert!(Extensions::default().partitioned_push && !Extensions::default().concurrent_pulls);
+    assert!(from(&[(ENV_CONCURRENT_PULLS, "yes")]).concurrent_pulls);
 }
