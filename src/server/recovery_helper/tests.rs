@@ -70,17 +70,20 @@ fn the_copy(cluster: &FakeCluster, name: &str) -> BTreeMap<Vec<u8>, Vec<u8>> {
 
 #[test]
 fn volatile_databases_keep_the_highest_rsn_copy_of_each_key() {
-    volatile_recoveries(false);
+    volatile_recoveries(Extensions::STOCK);
 }
 
 /// With the extensions: pulled concurrently (arriving interleaved), merged to the same
 /// result, and each record pushed only to its lmaster, which becomes its dmaster.
 #[test]
 fn our_volatile_recovery_leaves_each_record_once_at_its_lmaster() {
-    volatile_recoveries(true);
+    volatile_recoveries(ours_params().extensions);
+    // The default: pulled one node after the other, pushed partitioned.
+    volatile_recoveries(Extensions::default());
 }
 
-fn volatile_recoveries(ours: bool) {
+fn volatile_recoveries(extensions: Extensions) {
+    let ours = extensions.partitioned_push;
     for seed in crate::testing::seeds(40) {
         let mut rng = Prng::new(seed);
         let nodes = 1 + rng.below(4) as u32;
@@ -118,11 +121,11 @@ fn volatile_recoveries(ours: bool) {
                 }
             }
         }
-        if ours {
-            run_ours(&mut cluster).unwrap_or_else(|e| panic!("seed {seed}: {e:?}"));
-        } else {
-            run(&mut cluster).unwrap_or_else(|e| panic!("seed {seed}: {e:?}"));
-        }
+        let params = RecoveryParams {
+            generation: GENERATION,
+            extensions,
+        };
+        recover(&mut cluster, &params).unwrap_or_else(|e| panic!("seed {seed}: {e:?}"));
         let vnnmap: Vec<u32> = (0..nodes).collect();
         let dmaster_of = |key: &[u8]| {
             if ours {
