@@ -6,6 +6,11 @@
 //! cluster's leader), which are also checked against what the recovery rules demand:
 //! highest RSN per volatile key (ties as stock breaks them), deleted records gone, the
 //! persistent database taken whole from the node with the highest sequence number.
+//!
+//! Those comparisons run our helper with its extensions off (`CTDB_RS_RECOVERY_STOCK=1`).
+//! With them on (the default), a volatile database's records end up only at their lmaster;
+//! [`our_partitioned_recovery_serves_the_same_records_as_stocks`] checks that result, and
+//! that the cluster serves exactly what a stock-helper recovery serves.
 
 use crate::cluster::{Flavour, LocalCluster};
 use ctdb::common::tdb::{Tdb, TdbFlags, Traverse};
@@ -29,9 +34,21 @@ struct Scenario {
     leader: u32,
 }
 
+/// `node.env` lines that turn our helper's extensions off.
+const STOCK_SWITCH: &str = "export CTDB_RS_RECOVERY_STOCK=1\n";
+
 impl Scenario {
     fn start(name: &str, prefix: &str, helper: &Path) -> Self {
-        let cluster = LocalCluster::setup(name, Flavour::Stock, 3, prefix, &[]);
+        Self::start_with(name, Flavour::Stock, prefix, helper, "")
+    }
+
+    /// Our helper behaving like stock's.
+    fn start_stock_mode(name: &str, prefix: &str) -> Self {
+        Self::start_with(name, Flavour::Stock, prefix, &our_helper(), STOCK_SWITCH)
+    }
+
+    fn start_with(name: &str, flavour: Flavour, prefix: &str, helper: &Path, env: &str) -> Self {
+        let cluster = LocalCluster::setup(name, flavour, 3, prefix, &[]);
         let wrapper = cluster.dir().join("recovery-helper");
         std::fs::write(
             &wrapper,
@@ -50,7 +67,7 @@ impl Scenario {
         for pnn in 0..3 {
             std::fs::write(
                 cluster.node_base(pnn).join("node.env"),
-                format!("export CTDB_RECOVERY_HELPER={}\n", wrapper.display()),
+                format!("export CTDB_RECOVERY_HELPER={}\n{env}", wrapper.display()),
             )
             .unwrap();
         }
@@ -323,7 +340,7 @@ fn scenario_pnn(pnn: u32, scenario: &Scenario) -> String {
 
 #[test]
 fn our_helper_recovers_a_stock_cluster_exactly_like_stocks() {
-    let ours = Scenario::start("rechelper-ours", "127.0.101", &our_helper());
+    let ours = Scenario::start_stock_mode("rechelper-ours", "127.0.101");
     let stock = Scenario::start("rechelper-stock", "127.0.102", Path::new(STOCK_HELPER));
     // Our helper already did the start-up recovery.
     assert!(ours.helper_runs() >= 1);
@@ -353,6 +370,7 @@ fn our_helper_recovers_a_stock_cluster_exactly_like_stocks() {
     // (a host-order int 0) goes to the given fd, the generation becomes the vnn map's.
     let base = ours.cluster.node_base(ours.leader);
     let out = Command::new(our_helper())
+        .env("CTDB_RS_RECOVERY_STOCK", "1")
         .args([
             "1",
             base.join("run/ctdbd.socket").to_str().unwrap(),
@@ -498,4 +516,194 @@ fn a_node_that_cannot_freeze_gets_banned_like_with_stocks_helper() {
     };
     assert_eq!(failed_run(&logs[0]), failed_run(&logs[1]));
     assert!(failed_run(&logs[0]).contains(&"0 of 1 databases recovered".to_string()));
+}
+
+/// `ctdb catdb` through `pnn`: the (key, value) pairs listed, as a set (stock lists a record
+/// once per node that holds a copy with data).
+fn catdb(
+    scenario: &Scenario,
+    pnn: u32,
+    name: &str,
+) -> std::collections::BTreeSet<(String, String)> {
+    let out = scenario.ctdb_ok(pnn, &["catdb", name]);
+    let mut pairs = std::collections::BTreeSet::new();
+    let mut key = None;
+    for line in out.lines() {
+        if line.starts_with("key(") {
+            key = line.split_once(" = ").map(|(_, k)| k.to_string());
+        } else if line.starts_with("data(") {
+            if let (Some(k), Some((_, v))) = (key.take(), line.split_once(" = ")) {
+                pairs.insert((k, v.to_string()));
+            }
+        }
+    }
+    pairs
+}
+
+/// The vnn map's lmasters in hash order, from `ctdb status`.
+fn vnnmap(scenario: &Scenario) -> Vec<u32> {
+    scenario
+        .ctdb_ok(scenario.leader, &["status"])
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("hash:"))
+        .filter_map(|rest| rest.split_once("lmaster:")?.1.trim().parse().ok())
+        .collect()
+}
+
+/// Every node's volatile records with data, each key on exactly one node, which must be its
+/// lmaster and name itself as dmaster. Key → (node, rsn, value).
+fn partitioned_contents(scenario: &Scenario, name: &str) -> BTreeMap<Vec<u8>, (u32, u64, String)> {
+    let map = vnnmap(scenario);
+    assert_eq!(map.len(), 3, "vnnmap {map:?}");
+    let mut all = BTreeMap::new();
+    for pnn in 0..3 {
+        for (key, record) in read_all(&scenario.db_path(pnn, name), u32::MAX) {
+            assert!(
+                !record.value.is_empty(),
+                "{}: an empty record on node {pnn}",
+                String::from_utf8_lossy(&key)
+            );
+            let lmaster =
+                ctdb::protocol::hash::lmaster(ctdb::protocol::hash::ctdb_hash(&key), &map).unwrap();
+            assert_eq!(
+                lmaster,
+                pnn,
+                "{}: not at its lmaster",
+                String::from_utf8_lossy(&key)
+            );
+            assert_eq!(
+                record.dmaster,
+                pnn.to_string(),
+                "dmaster is not the lmaster"
+            );
+            assert_ne!(record.flags & REC_FLAG_MIGRATED_WITH_DATA, 0);
+            let value = String::from_utf8_lossy(&record.value).into_owned();
+            assert!(
+                all.insert(key.clone(), (pnn, record.rsn, value)).is_none(),
+                "{}: on two nodes",
+                String::from_utf8_lossy(&key)
+            );
+        }
+    }
+    all
+}
+
+/// Our helper with its extensions on, leading a cluster of stock daemons (which take the
+/// partial pushes as they are), next to a cluster recovered by stock's helper: each volatile
+/// record ends up once, at its lmaster, with the highest-RSN data; `ctdb catdb` lists the same
+/// records as on the stock-helper cluster; records are read and written from every node
+/// afterwards; deleted records stay deleted; a second recovery changes no content; the
+/// persistent database is recovered exactly like stock's.
+#[test]
+fn our_partitioned_recovery_serves_the_same_records_as_stocks() {
+    let ours = Scenario::start("rechelper-part-ours", "127.0.150", &our_helper());
+    let stock = Scenario::start("rechelper-part-stock", "127.0.151", Path::new(STOCK_HELPER));
+    for scenario in [&ours, &stock] {
+        scenario.populate();
+    }
+    for scenario in [&ours, &stock] {
+        scenario.recover();
+    }
+
+    let stock_vol = stock.contents("vol.tdb");
+    let first = partitioned_contents(&ours, "vol.tdb");
+    let values = |db: &BTreeMap<Vec<u8>, (u32, u64, String)>| -> BTreeMap<Vec<u8>, String> {
+        db.iter()
+            .map(|(k, (_, _, v))| (k.clone(), v.clone()))
+            .collect()
+    };
+    let stock_values: BTreeMap<Vec<u8>, String> = stock_vol
+        .iter()
+        .map(|(k, r)| (k.clone(), String::from_utf8_lossy(&r.value).into_owned()))
+        .collect();
+    assert_eq!(values(&first), stock_values, "the recovered data set");
+    assert!(
+        !first.contains_key(b"v-gone".as_slice()),
+        "a deleted record came back"
+    );
+    assert_eq!(first[b"v-high".as_slice()].2, "n1");
+    assert_eq!(first[b"v-tie-a".as_slice()].2, "second");
+    assert_eq!(first[b"v-tie-b".as_slice()].2, "first");
+    // The persistent database is stock's.
+    assert_eq!(ours.contents("pers.tdb"), stock.contents("pers.tdb"));
+
+    let stock_listing = catdb(&stock, 0, "vol.tdb");
+    assert!(!stock_listing.is_empty());
+    for pnn in 0..3 {
+        assert_eq!(
+            catdb(&ours, pnn, "vol.tdb"),
+            stock_listing,
+            "catdb through node {pnn}"
+        );
+    }
+
+    // A second recovery right after: same records at the same places, nothing else.
+    ours.recover();
+    let second = partitioned_contents(&ours, "vol.tdb");
+    assert_eq!(values(&second), values(&first));
+    for (key, (pnn, _, _)) in &second {
+        assert_eq!(*pnn, first[key].0, "{}", String::from_utf8_lossy(key));
+    }
+
+    // Reads from every node find the records at their lmasters; writes migrate them.
+    for pnn in 0..3 {
+        let out = ours.ctdb_ok(pnn, &["readkey", "vol.tdb", "v-high"]);
+        assert!(out.contains("ptr:[n1]"), "readkey on node {pnn}: {out}");
+        let gone = ours.ctdb_ok(pnn, &["readkey", "vol.tdb", "v-gone"]);
+        assert!(
+            gone.contains("size:0"),
+            "deleted record on node {pnn}: {gone}"
+        );
+    }
+    for pnn in 0..3 {
+        let value = format!("written-by-{pnn}");
+        ours.ctdb_ok(pnn, &["writekey", "vol.tdb", "v-single", &value]);
+        for reader in 0..3 {
+            let out = ours.ctdb_ok(reader, &["readkey", "vol.tdb", "v-single"]);
+            assert!(
+                out.contains(&format!("ptr:[{value}]")),
+                "node {reader} after node {pnn} wrote: {out}"
+            );
+        }
+    }
+}
+
+/// The same with ctdb-rs daemons: the records end up once, at their lmaster, with the values
+/// the recovery rules demand, and every node reads them.
+#[test]
+fn our_partitioned_recovery_with_our_daemons() {
+    let ours = Scenario::start_with(
+        "rechelper-part-rs",
+        Flavour::Ours,
+        "127.0.152",
+        &our_helper(),
+        "",
+    );
+    ours.populate();
+    ours.recover();
+    let got: BTreeMap<String, String> = partitioned_contents(&ours, "vol.tdb")
+        .into_iter()
+        .map(|(k, (_, _, v))| (String::from_utf8_lossy(&k).into_owned(), v))
+        .collect();
+    let expected: BTreeMap<String, String> = [
+        ("v-high", "n1"),
+        ("v-single", "only"),
+        ("v-tie-a", "second"),
+        ("v-tie-b", "first"),
+        ("w-1", "two"),
+        ("w-2", "zero"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(got, expected);
+    for pnn in 0..3 {
+        let out = ours.ctdb_ok(pnn, &["readkey", "vol.tdb", "w-1"]);
+        assert!(out.contains("ptr:[two]"), "readkey on node {pnn}: {out}");
+        let gone = ours.ctdb_ok(pnn, &["readkey", "vol.tdb", "v-gone"]);
+        assert!(
+            gone.contains("size:0"),
+            "deleted record on node {pnn}: {gone}"
+        );
+    }
 }

@@ -3,8 +3,13 @@
 //! with tevent) and dispatches the messages that arrive between their replies.
 //!
 //! Requests are written in full before any reply is awaited; replies are matched by reqid.
-//! Messages are only wanted for the srvid whose collection is under way (the records of a
-//! DB_PULL); any other message is dropped, as stock drops messages nobody has a handler for.
+//! Messages are only wanted for the srvids whose collection is under way (the records of
+//! DB_PULLs); any other message is dropped, as stock drops messages nobody has a handler for.
+//!
+//! A reader thread drains the socket into a queue as fast as the daemon writes, whatever the
+//! recovery is busy with: ctdb-rs's daemon closes a client whose output queue passes 64 MiB,
+//! which several concurrent DB_PULLs of a large database can fill faster than the records
+//! are merged. The queue lives in the helper instead.
 
 use super::transport::{Disconnected, MultiOutcome, Outcome, Request, Transport};
 use crate::common::clock::{Instant, MonotonicClock};
@@ -18,6 +23,7 @@ use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::Duration;
 
 /// Frames above this size are treated as a broken stream (a DB_PULL message is about
@@ -29,6 +35,9 @@ const MAX_FRAME_LEN: u32 = 1 << 30;
 pub const INITIAL_TIMEOUT: Duration = Duration::from_secs(30);
 
 const READ_CHUNK: usize = 256 * 1024;
+
+/// How often a wait looks at [`DaemonConnection::on_interrupt`]'s signal flag.
+const INTERRUPT_CHECK: Duration = Duration::from_millis(250);
 
 /// Why the connection could not be set up.
 #[derive(Debug)]
@@ -64,19 +73,21 @@ fn errno_of(e: &std::io::Error) -> i32 {
     e.raw_os_error().unwrap_or(libc::EIO)
 }
 
-/// A srvid whose messages are wanted, and where they go.
-type Collector<'a> = (u64, &'a mut dyn FnMut(&[u8]));
+/// The srvids whose messages are wanted, and where they go (with the srvid's index).
+type Collector<'a> = (&'a [u64], &'a mut dyn FnMut(usize, &[u8]));
 
 /// A live connection to the local daemon.
 pub struct DaemonConnection {
+    /// For writing; the reader thread owns a clone.
     stream: UnixStream,
-    reader: FrameReader,
+    /// What the reader thread read: packets in order, then `Disconnected` once.
+    incoming: Receiver<Result<Packet, Disconnected>>,
     pnn: u32,
     next_reqid: u32,
     timeout: Duration,
     clock: MonotonicClock,
-    /// Called whenever a wait is interrupted by a signal (the helper reopens its log file
-    /// after SIGHUP there).
+    /// Called when a write is interrupted by a signal and every [`INTERRUPT_CHECK`] while
+    /// waiting (the helper reopens its log file there if SIGHUP arrived).
     on_interrupt: Option<Box<dyn FnMut()>>,
 }
 
@@ -96,7 +107,8 @@ impl DaemonConnection {
         on_interrupt: Option<Box<dyn FnMut()>>,
     ) -> Result<Self, ConnectError> {
         let stream = UnixStream::connect(socket).map_err(ConnectError::Connect)?;
-        let mut conn = Self::over(stream, UNKNOWN_PNN, on_interrupt);
+        let mut conn =
+            Self::over(stream, UNKNOWN_PNN, on_interrupt).map_err(ConnectError::Connect)?;
         let request = Request {
             opcode: ControlOpcode::GetPnn,
             srvid: 0,
@@ -112,16 +124,25 @@ impl DaemonConnection {
     }
 
     /// A connection over an already connected stream, for a node whose pnn is known.
-    fn over(stream: UnixStream, pnn: u32, on_interrupt: Option<Box<dyn FnMut()>>) -> Self {
-        DaemonConnection {
+    fn over(
+        stream: UnixStream,
+        pnn: u32,
+        on_interrupt: Option<Box<dyn FnMut()>>,
+    ) -> std::io::Result<Self> {
+        let read_half = stream.try_clone()?;
+        let (sender, incoming) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("ctdb-client-reader".to_owned())
+            .spawn(move || read_packets(read_half, &sender))?;
+        Ok(DaemonConnection {
             stream,
-            reader: FrameReader::new(MAX_FRAME_LEN),
+            incoming,
             pnn,
             next_reqid: 1,
             timeout: INITIAL_TIMEOUT,
             clock: MonotonicClock::new(),
             on_interrupt,
-        }
+        })
     }
 
     fn alloc_reqid(&mut self) -> u32 {
@@ -162,35 +183,20 @@ impl DaemonConnection {
 
     /// The next packet, or `None` once `deadline` has passed.
     fn next_packet(&mut self, deadline: Instant) -> Result<Option<Packet>, Disconnected> {
-        let mut buf = vec![0u8; READ_CHUNK];
         loop {
-            match self.reader.next_frame() {
-                Ok(Some(frame)) => match Packet::pull(&frame) {
-                    Ok(packet) => return Ok(Some(packet)),
-                    // Stock's client logs and skips packets it cannot parse.
-                    Err(e) => {
-                        log::warn!("invalid packet from ctdbd: {e}");
-                        continue;
-                    }
-                },
-                Ok(None) => {}
-                Err(FrameError::TooShort { .. }) => continue,
-                Err(_) => return Err(Disconnected),
-            }
             let now = self.clock.now();
             if now >= deadline {
                 return Ok(None);
             }
-            let left = deadline.saturating_since(now).max(Duration::from_millis(1));
-            if self.stream.set_read_timeout(Some(left)).is_err() {
-                return Err(Disconnected);
-            }
-            match self.stream.read(&mut buf) {
-                Ok(0) => return Err(Disconnected),
-                Ok(n) => self.reader.feed(&buf[..n]),
-                Err(e) if e.kind() == ErrorKind::Interrupted => self.interrupted(),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                Err(_) => return Err(Disconnected),
+            let left = deadline
+                .saturating_since(now)
+                .clamp(Duration::from_millis(1), INTERRUPT_CHECK);
+            match self.incoming.recv_timeout(left) {
+                Ok(Ok(packet)) => return Ok(Some(packet)),
+                Ok(Err(Disconnected)) | Err(RecvTimeoutError::Disconnected) => {
+                    return Err(Disconnected)
+                }
+                Err(RecvTimeoutError::Timeout) => self.interrupted(),
             }
         }
     }
@@ -250,9 +256,9 @@ impl DaemonConnection {
                     }
                 }
                 Body::ReqMessage(message) => {
-                    if let Some((srvid, sink)) = collect.as_mut() {
-                        if message.srvid == *srvid {
-                            sink(&message.data);
+                    if let Some((srvids, sink)) = collect.as_mut() {
+                        if let Some(index) = srvids.iter().position(|&s| s == message.srvid) {
+                            sink(index, &message.data);
                         }
                     }
                 }
@@ -264,6 +270,53 @@ impl DaemonConnection {
             .map(|o| o.unwrap_or(Err(libc::EIO)))
             .collect();
         Ok((outcomes, order))
+    }
+}
+
+impl Drop for DaemonConnection {
+    /// Wakes the reader thread, which then ends (it is not waited for).
+    fn drop(&mut self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// The reader thread: reads frames until the stream ends, hands over each packet, and
+/// finally [`Disconnected`]. Packets that do not parse are logged and skipped, as stock's
+/// client does.
+fn read_packets(mut stream: UnixStream, sender: &Sender<Result<Packet, Disconnected>>) {
+    let mut reader = FrameReader::new(MAX_FRAME_LEN);
+    let mut buf = vec![0u8; READ_CHUNK];
+    loop {
+        loop {
+            match reader.next_frame() {
+                Ok(Some(frame)) => match Packet::pull(&frame) {
+                    Ok(packet) => {
+                        if sender.send(Ok(packet)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => log::warn!("invalid packet from ctdbd: {e}"),
+                },
+                Ok(None) => break,
+                Err(FrameError::TooShort { .. }) => {}
+                Err(_) => {
+                    let _ = sender.send(Err(Disconnected));
+                    return;
+                }
+            }
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => {
+                let _ = sender.send(Err(Disconnected));
+                return;
+            }
+            Ok(n) => reader.feed(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => {
+                let _ = sender.send(Err(Disconnected));
+                return;
+            }
+        }
     }
 }
 
@@ -291,8 +344,21 @@ impl Transport for DaemonConnection {
         srvid: u64,
         sink: &mut dyn FnMut(&[u8]),
     ) -> Result<Outcome, Disconnected> {
-        let mut multi = self.exchange(&[pnn], request, Some((srvid, sink)))?;
+        let srvids = [srvid];
+        let mut indexed = |_: usize, data: &[u8]| sink(data);
+        let mut multi = self.exchange(&[pnn], request, Some((&srvids, &mut indexed)))?;
         Ok(multi.outcomes.pop().unwrap_or(Err(libc::EIO)))
+    }
+
+    fn controls_collecting(
+        &mut self,
+        requests: &[(u32, Request)],
+        srvids: &[u64],
+        sink: &mut dyn FnMut(usize, &[u8]),
+    ) -> Result<Vec<Outcome>, Disconnected> {
+        let requests: Vec<(u32, &Request)> = requests.iter().map(|(pnn, r)| (*pnn, r)).collect();
+        let (outcomes, _) = self.exchange_batch(&requests, Some((srvids, sink)))?;
+        Ok(outcomes)
     }
 
     fn control_batch(
@@ -326,7 +392,7 @@ mod tests {
     /// before the helper asks (the socket buffers it), so no second thread is needed.
     fn pair() -> (DaemonConnection, UnixStream) {
         let (ours, theirs) = UnixStream::pair().unwrap();
-        let mut conn = DaemonConnection::over(ours, 2, None);
+        let mut conn = DaemonConnection::over(ours, 2, None).unwrap();
         conn.set_timeout(Duration::from_millis(100));
         (conn, theirs)
     }
@@ -456,6 +522,35 @@ mod tests {
             .unwrap();
         assert_eq!(outcome.unwrap().status, 0);
         assert_eq!(got, vec![b"one".to_vec(), b"two".to_vec()]);
+    }
+
+    #[test]
+    fn several_collections_run_at_once_until_every_reply() {
+        let (mut conn, mut daemon) = pair();
+        say(&mut daemon, 0, message(21, b"b1"));
+        say(&mut daemon, 0, message(20, b"a1"));
+        say(&mut daemon, 0, message(99, b"other"));
+        say(&mut daemon, 2, reply(0, b""));
+        // Node 0's pull is still open after node 1 replied.
+        say(&mut daemon, 0, message(20, b"a2"));
+        say(&mut daemon, 1, reply(0, b""));
+        say(&mut daemon, 0, message(20, b"late"));
+        let batch = [(0, request()), (1, request())];
+        let mut got = Vec::new();
+        let outcomes = conn
+            .controls_collecting(&batch, &[20, 21], &mut |index, data| {
+                got.push((index, data.to_vec()))
+            })
+            .unwrap();
+        assert!(outcomes.iter().all(|o| matches!(o, Ok(r) if r.status == 0)));
+        assert_eq!(
+            got,
+            vec![
+                (1, b"b1".to_vec()),
+                (0, b"a1".to_vec()),
+                (0, b"a2".to_vec())
+            ]
+        );
     }
 
     #[test]

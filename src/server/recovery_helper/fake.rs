@@ -501,6 +501,35 @@ impl Transport for FakeCluster {
         Ok(outcome)
     }
 
+    /// The pulls' messages arrive interleaved: one message of each control per round, the
+    /// last control's first, so that later nodes' records tend to arrive before earlier ones.
+    fn controls_collecting(
+        &mut self,
+        requests: &[(u32, Request)],
+        srvids: &[u64],
+        sink: &mut dyn FnMut(usize, &[u8]),
+    ) -> Result<Vec<Outcome>, Disconnected> {
+        let mut outcomes = Vec::with_capacity(requests.len());
+        let mut pulled: Vec<Vec<Vec<u8>>> = Vec::with_capacity(requests.len());
+        for (pnn, request) in requests {
+            let mut messages = Vec::new();
+            outcomes.push(self.handle(*pnn, request, &mut messages));
+            pulled.push(messages);
+        }
+        let rounds = pulled.iter().map(Vec::len).max().unwrap_or(0);
+        for round in 0..rounds {
+            for (index, messages) in pulled.iter().enumerate().rev() {
+                let registered = srvids
+                    .get(index)
+                    .is_some_and(|srvid| self.registered.contains(srvid));
+                if let (true, Some(message)) = (registered, messages.get(round)) {
+                    sink(index, message);
+                }
+            }
+        }
+        Ok(outcomes)
+    }
+
     fn message_multi(&mut self, pnns: &[u32], srvid: u64, data: &[u8]) -> Result<(), Disconnected> {
         for &pnn in pnns {
             self.deliver(pnn, srvid, data);

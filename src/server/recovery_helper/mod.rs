@@ -12,7 +12,7 @@
 //! * [`transport`]: what the recovery needs from the daemon connection, as a trait;
 //! * [`connection`]: that connection over the unix socket (several controls in flight);
 //! * [`recovery`]: the recovery sequence;
-//! * [`recdb`]: the scratch TDB a database is collected into;
+//! * [`recdb`]: the in-memory collection a database is merged into, and its push buffers;
 //! * [`lists`]: node and database bookkeeping.
 
 pub mod connection;
@@ -28,9 +28,9 @@ mod tests;
 
 use crate::common::logging::{CtdbLogger, LogConfig};
 use crate::common::path::Environment;
-use crate::protocol::helper::{helper_result_to_bytes, RecoveryHelperArgs, ENV_DBDIR_STATE};
+use crate::protocol::helper::{helper_result_to_bytes, RecoveryHelperArgs};
 use connection::DaemonConnection;
-use recovery::{RecoveryError, RecoveryParams};
+use recovery::{Extensions, RecoveryError, RecoveryParams};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -101,8 +101,8 @@ pub fn main(argv_os: &[OsString]) -> i32 {
         }
     });
 
-    let state_dir = env.get(ENV_DBDIR_STATE).map(PathBuf::from);
-    let ok = run(&socket, args.generation, state_dir, Some(reopen));
+    let extensions = Extensions::from_env(|name| env.get(name).and_then(|v| v.to_str()));
+    let ok = run(&socket, args.generation, extensions, Some(reopen));
     if !ok {
         return 1;
     }
@@ -114,7 +114,7 @@ pub fn main(argv_os: &[OsString]) -> i32 {
 pub fn run(
     socket: &Path,
     generation: u32,
-    state_dir: Option<PathBuf>,
+    extensions: Extensions,
     on_interrupt: Option<Box<dyn FnMut()>>,
 ) -> bool {
     let mut conn = match DaemonConnection::connect(socket, on_interrupt) {
@@ -133,7 +133,7 @@ pub fn run(
     };
     let params = RecoveryParams {
         generation,
-        state_dir,
+        extensions,
     };
     match recovery::recover(&mut conn, &params) {
         Ok(()) => true,

@@ -1,22 +1,27 @@
-//! The scratch database a recovery collects one database into (the `recdb_*` functions of
-//! `ctdb/server/ctdb_recovery_helper.c`).
+//! Where a recovery collects one database (the `recdb_*` functions of
+//! `ctdb/server/ctdb_recovery_helper.c`), and how the result is cut into push buffers.
 //!
-//! Like stock, the scratch copy is a real TDB, `recdb.<dbname>`, created afresh in
-//! `CTDB_DBDIR_STATE` (or next to the database) with `TDB_NOLOCK | TDB_INCOMPATIBLE_HASH |
-//! TDB_DISALLOW_NESTING` and `DatabaseHashSize` buckets. Using libtdb rather than a map keeps
-//! the push order (libtdb's traverse order) identical to stock's; the order does not affect
-//! the result, but identical traffic makes the two helpers easy to compare. As in stock, the
-//! file is left behind when the recovery is over and removed by the next recovery of the same
-//! database.
+//! Stock collects into a scratch TDB file, `recdb.<dbname>`; this helper keeps the records in
+//! a hash map keyed by record key. The merge rule and the set of records pushed are the
+//! same; only the push order differs (stock pushes in libtdb traverse order, we push in the
+//! order of the receiving database's hash chains, see [`RecDb::push_buffers`]), and the
+//! order does not change what a node ends up with.
+//!
+//! Pulls from several nodes may arrive interleaved (see [`super::recovery`]), so each
+//! collected copy remembers the position of the node it came from and [`RecDb::add`] decides
+//! exactly as if the nodes had been pulled one after the other in node-list order, as stock
+//! does.
 //!
 //! The push buffers are built in memory instead of in stock's unlinked `recdb.<dbname>.dat`
-//! file; their contents and boundaries are the same.
+//! file; a buffer's boundaries follow stock's rule.
 
-use crate::common::tdb::{StoreMode, Tdb, TdbError, TdbFlags, Traverse};
 use crate::protocol::basic::Marshal;
+use crate::protocol::hash;
 use crate::protocol::ltdb::{LtdbHeader, LTDB_HEADER_LEN, REC_FLAG_MIGRATED_WITH_DATA};
 use crate::protocol::types::{RecBuffer, RecData};
-use std::path::{Path, PathBuf};
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 /// Whether a pulled copy of a record replaces the copy already collected (stock's
 /// `recdb_add_traverse`): a higher RSN always wins; on an RSN tie the newcomer wins only if
@@ -25,12 +30,32 @@ pub fn pulled_copy_wins(pulled: &LtdbHeader, collected: &LtdbHeader, leader: u32
     pulled.rsn > collected.rsn || (pulled.rsn == collected.rsn && collected.dmaster == leader)
 }
 
+/// Whether the copy from the node at position `pulled_from` replaces the one collected from
+/// position `collected_from`, with the outcome stock's one-node-after-the-other merge would
+/// have: if the pulled copy comes from a later node it is the newcomer; if from an earlier
+/// one, stock would have collected it first and kept it unless the other copy wins as the
+/// newcomer. The result does not depend on the order in which the copies arrive: among the
+/// copies with the highest RSN, the first (in node order) not naming the leader wins, or, if
+/// all name the leader, the last.
+pub fn replaces(
+    pulled: &LtdbHeader,
+    pulled_from: u32,
+    collected: &LtdbHeader,
+    collected_from: u32,
+    leader: u32,
+) -> bool {
+    if pulled_from >= collected_from {
+        pulled_copy_wins(pulled, collected, leader)
+    } else {
+        !pulled_copy_wins(collected, pulled, leader)
+    }
+}
+
 /// Why pulled records could not be added.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AddError {
     /// A record too short to hold an ltdb header; the records before it were added.
     ShortRecord,
-    Tdb(TdbError),
 }
 
 /// Encoded push buffers and how many records each carries.
@@ -45,51 +70,86 @@ impl PushBuffers {
     }
 }
 
+/// Who gets which records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destination<'a> {
+    /// Every node gets every record (stock). Outside persistent databases each record names
+    /// `dmaster` (the leader) as its dmaster.
+    Everyone { dmaster: u32 },
+    /// Each record goes only to its lmaster under `vnnmap`, which becomes its dmaster; one
+    /// share per node of `nodes` (in that order), possibly empty. Only for volatile
+    /// databases.
+    Lmaster { vnnmap: &'a [u32], nodes: &'a [u32] },
+}
+
+/// A record key with its CTDB hash, computed once: it places the key in the map and decides
+/// the record's lmaster and hash chain.
+#[derive(Debug, PartialEq, Eq)]
+struct Key {
+    hash: u32,
+    bytes: Vec<u8>,
+}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u32(self.hash);
+    }
+}
+
+/// Spreads the CTDB hash over 64 bits (the map uses the top bits too); hashing every key a
+/// second time with SipHash was a sixth of the helper's time for a million records. The
+/// keys' hash is no easier to attack than the TDB's own chains, which use the same one.
+#[derive(Debug, Default)]
+struct KeyHasher(u64);
+
+const SPREAD: u64 = 0x9e37_79b9_7f4a_7c15;
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(byte)).wrapping_mul(SPREAD);
+        }
+    }
+
+    fn write_u32(&mut self, value: u32) {
+        self.0 = (self.0 ^ u64::from(value)).wrapping_mul(SPREAD);
+    }
+}
+
+type KeyMap = HashMap<Key, Collected, BuildHasherDefault<KeyHasher>>;
+
+#[derive(Debug)]
+struct Collected {
+    data: Vec<u8>,
+    /// Position of the node the copy was pulled from.
+    from: u32,
+}
+
 #[derive(Debug)]
 pub struct RecDb {
     db_id: u32,
     name: String,
-    path: PathBuf,
     persistent: bool,
-    tdb: Tdb,
+    leader: u32,
+    records: KeyMap,
 }
 
 impl RecDb {
-    /// The scratch file for database `name`: in `state_dir` if given (stock reads
-    /// `CTDB_DBDIR_STATE`), else in the directory of the database itself.
-    pub fn path_for(state_dir: Option<&Path>, db_path: &str, name: &str) -> PathBuf {
-        let dir = match state_dir {
-            Some(dir) => dir.to_path_buf(),
-            None => c_dirname(db_path),
-        };
-        dir.join(format!("recdb.{name}"))
-    }
-
-    /// Removes any old file and creates an empty scratch database. `persistent` decides only
-    /// whether pushed records get their dmaster rewritten (stock passes the PERSISTENT flag,
-    /// so replicated databases are rewritten like volatile ones).
-    pub fn create(
-        path: PathBuf,
-        db_id: u32,
-        name: &str,
-        hash_size: u32,
-        persistent: bool,
-    ) -> Result<Self, TdbError> {
-        let _ = std::fs::remove_file(&path);
-        let tdb = Tdb::open(
-            &path,
-            hash_size,
-            TdbFlags::NOLOCK | TdbFlags::INCOMPATIBLE_HASH | TdbFlags::DISALLOW_NESTING,
-            libc::O_RDWR | libc::O_CREAT | libc::O_EXCL,
-            0o600,
-        )?;
-        Ok(RecDb {
+    /// An empty collection. `persistent` decides only whether pushed records get their
+    /// dmaster rewritten (stock passes the PERSISTENT flag, so replicated databases are
+    /// rewritten like volatile ones); `leader` is the recovering node, for the merge rule.
+    pub fn new(db_id: u32, name: &str, persistent: bool, leader: u32) -> Self {
+        RecDb {
             db_id,
             name: name.to_owned(),
-            path,
             persistent,
-            tdb,
-        })
+            leader,
+            records: KeyMap::default(),
+        }
     }
 
     pub fn db_id(&self) -> u32 {
@@ -100,72 +160,166 @@ impl RecDb {
         &self.name
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Distinct keys collected (deleted records included).
+    pub fn len(&self) -> usize {
+        self.records.len()
     }
 
-    /// Merges pulled records in buffer order, keeping for each key the copy that
-    /// [`pulled_copy_wins`] prefers. Stops at the first record without a header.
-    pub fn add(&self, buffer: &RecBuffer, leader: u32) -> Result<(), AddError> {
-        for record in &buffer.records {
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Merges records pulled from the node at position `from` of the pull order, keeping for
+    /// each key the copy [`replaces`] prefers. Stops at the first record without a header.
+    pub fn add(&mut self, buffer: RecBuffer, from: u32) -> Result<(), AddError> {
+        self.records.reserve(buffer.records.len());
+        for record in buffer.records {
             let Some(pulled) = record.header() else {
                 return Err(AddError::ShortRecord);
             };
-            let collected = self.tdb.fetch(&record.key).map_err(AddError::Tdb)?;
-            if let Some(collected) = collected.as_deref().and_then(header_of) {
-                if !pulled_copy_wins(&pulled, &collected, leader) {
-                    continue;
+            let key = Key {
+                hash: hash::ctdb_hash(&record.key),
+                bytes: record.key,
+            };
+            match self.records.entry(key) {
+                Entry::Vacant(slot) => {
+                    slot.insert(Collected {
+                        data: record.data,
+                        from,
+                    });
+                }
+                Entry::Occupied(mut slot) => {
+                    let collected = slot.get_mut();
+                    let wins = header_of(&collected.data).is_none_or(|known| {
+                        replaces(&pulled, from, &known, collected.from, self.leader)
+                    });
+                    if wins {
+                        *collected = Collected {
+                            data: record.data,
+                            from,
+                        };
+                    }
                 }
             }
-            self.tdb
-                .store(&record.key, &record.data, StoreMode::Replace)
-                .map_err(AddError::Tdb)?;
         }
         Ok(())
     }
 
-    /// The records to push, in traverse order, cut into buffers as stock cuts them: a buffer
-    /// is closed as soon as it grows beyond `max_size`, and a last (possibly empty) buffer is
-    /// always sent. Header-only (deleted) records are left out; in databases that are not
-    /// persistent every record gets `dmaster` and `MIGRATED_WITH_DATA`.
-    pub fn push_buffers(&self, dmaster: u32, max_size: usize) -> Result<PushBuffers, TdbError> {
-        let mut out = PushBuffers::default();
-        let mut current = RecBuffer {
-            db_id: self.db_id,
-            records: Vec::new(),
-        };
-        let mut current_len = current.wire_len();
-        self.tdb.traverse_read(|key, data| {
-            if data.len() <= LTDB_HEADER_LEN {
-                return Traverse::Continue;
-            }
-            let mut data = data.to_vec();
-            if !self.persistent {
-                rewrite_header(&mut data, dmaster);
-            }
-            let record = RecData {
-                reqid: 0,
-                key: key.to_vec(),
-                data,
-            };
-            current_len += record.wire_len();
-            current.records.push(record);
-            if current_len > max_size {
-                let full = std::mem::replace(
-                    &mut current,
-                    RecBuffer {
-                        db_id: self.db_id,
-                        records: Vec::new(),
-                    },
-                );
-                out.buffers.push((count_of(&full), full.to_bytes()));
-                current_len = current.wire_len();
-            }
-            Traverse::Continue
-        })?;
-        out.buffers.push((count_of(&current), current.to_bytes()));
-        Ok(out)
+    /// The records to push, one [`PushBuffers`] per share (one for [`Destination::Everyone`],
+    /// one per node for [`Destination::Lmaster`]). Header-only (deleted) records are left
+    /// out; outside persistent databases every record gets its new dmaster and
+    /// `MIGRATED_WITH_DATA`. Each share is ordered by the receiving TDB's hash chain
+    /// (`hash % hash_size`, the jenkins hash of volatile databases), so the daemon's stores
+    /// walk one chain after the other. Buffers are cut as stock cuts them: a buffer is closed
+    /// as soon as it grows beyond `max_size`, and a last (possibly empty) buffer always
+    /// follows.
+    pub fn push_buffers(
+        self,
+        destination: Destination<'_>,
+        hash_size: u32,
+        max_size: usize,
+    ) -> Vec<PushBuffers> {
+        let db_id = self.db_id;
+        let persistent = self.persistent;
+        let (shares, dmasters) = partition(self.records, destination, hash_size);
+        shares
+            .into_iter()
+            .zip(dmasters)
+            .map(|(share, dmaster)| {
+                let records = share.into_iter().map(|(_, key, mut data)| {
+                    if !persistent {
+                        rewrite_header(&mut data, dmaster);
+                    }
+                    RecData {
+                        reqid: 0,
+                        key,
+                        data,
+                    }
+                });
+                cut_buffers(db_id, records, max_size)
+            })
+            .collect()
     }
+}
+
+/// A record on its way to a node: its hash chain, key and data.
+type Outgoing = (u32, Vec<u8>, Vec<u8>);
+
+/// Splits the records with data into shares sorted by hash chain; also returns each share's
+/// dmaster.
+fn partition(
+    records: KeyMap,
+    destination: Destination<'_>,
+    hash_size: u32,
+) -> (Vec<Vec<Outgoing>>, Vec<u32>) {
+    let hash_size = hash_size.max(1);
+    let (mut shares, dmasters): (Vec<Vec<Outgoing>>, Vec<u32>) = match destination {
+        Destination::Everyone { dmaster } => {
+            (vec![Vec::with_capacity(records.len())], vec![dmaster])
+        }
+        Destination::Lmaster { nodes, .. } => {
+            (nodes.iter().map(|_| Vec::new()).collect(), nodes.to_vec())
+        }
+    };
+    // Where each vnnmap slot's records go (None: an lmaster outside `nodes`, which the
+    // caller rules out).
+    let slot_share: Vec<Option<usize>> = match destination {
+        Destination::Everyone { .. } => Vec::new(),
+        Destination::Lmaster { vnnmap, nodes } => vnnmap
+            .iter()
+            .map(|pnn| nodes.iter().position(|n| n == pnn))
+            .collect(),
+    };
+    for (key, collected) in records {
+        if collected.data.len() <= LTDB_HEADER_LEN {
+            continue;
+        }
+        let key_hash = key.hash;
+        let chain = key_hash % hash_size;
+        let share = if slot_share.is_empty() {
+            Some(0)
+        } else {
+            let slots = u32::try_from(slot_share.len()).unwrap_or(u32::MAX);
+            slot_share
+                .get((key_hash % slots) as usize)
+                .copied()
+                .flatten()
+        };
+        if let Some(share) = share.and_then(|index| shares.get_mut(index)) {
+            share.push((chain, key.bytes, collected.data));
+        }
+    }
+    for share in &mut shares {
+        share.sort_unstable_by_key(|(chain, _, _)| *chain);
+    }
+    (shares, dmasters)
+}
+
+/// Whether every lmaster of `vnnmap` is one of `nodes` (so [`Destination::Lmaster`] loses
+/// no record).
+pub fn lmasters_covered(vnnmap: &[u32], nodes: &[u32]) -> bool {
+    !vnnmap.is_empty() && vnnmap.iter().all(|pnn| nodes.contains(pnn))
+}
+
+fn cut_buffers(db_id: u32, records: impl Iterator<Item = RecData>, max_size: usize) -> PushBuffers {
+    let mut out = PushBuffers::default();
+    let empty = || RecBuffer {
+        db_id,
+        records: Vec::new(),
+    };
+    let mut current = empty();
+    let mut current_len = current.wire_len();
+    for record in records {
+        current_len += record.wire_len();
+        current.records.push(record);
+        if current_len > max_size {
+            let full = std::mem::replace(&mut current, empty());
+            out.buffers.push((count_of(&full), full.to_bytes()));
+            current_len = current.wire_len();
+        }
+    }
+    out.buffers.push((count_of(&current), current.to_bytes()));
+    out
 }
 
 fn count_of(buffer: &RecBuffer) -> u32 {
@@ -188,21 +342,6 @@ fn rewrite_header(data: &mut [u8], dmaster: u32) {
     }
 }
 
-/// `dirname(3)` for the paths GETDBPATH returns.
-fn c_dirname(path: &str) -> PathBuf {
-    let trimmed = path.trim_end_matches('/');
-    if trimmed.is_empty() {
-        return PathBuf::from(if path.is_empty() { "." } else { "/" });
-    }
-    match trimmed.rfind('/') {
-        None => PathBuf::from("."),
-        Some(at) => {
-            let dir = trimmed[..at].trim_end_matches('/');
-            PathBuf::from(if dir.is_empty() { "/" } else { dir })
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,56 +356,25 @@ mod tests {
         }
     }
 
-    fn scratch(tag: &str, persistent: bool) -> (tempdir::Dir, RecDb) {
-        let dir = tempdir::Dir::new(tag);
-        let path = RecDb::path_for(Some(dir.path()), "/ignored/x.tdb.0", tag);
-        let recdb = RecDb::create(path, 0x1234, tag, 131, persistent).unwrap();
-        (dir, recdb)
-    }
-
-    /// A private temporary directory removed on drop.
-    mod tempdir {
-        use std::path::{Path, PathBuf};
-        use std::sync::atomic::{AtomicU64, Ordering};
-
-        pub struct Dir(PathBuf);
-
-        impl Dir {
-            pub fn new(tag: &str) -> Self {
-                static NEXT: AtomicU64 = AtomicU64::new(0);
-                let path = std::env::temp_dir().join(format!(
-                    "ctdb-rs-recdb-{tag}-{}-{}",
-                    std::process::id(),
-                    NEXT.fetch_add(1, Ordering::Relaxed)
-                ));
-                let _ = std::fs::remove_dir_all(&path);
-                std::fs::create_dir_all(&path).unwrap();
-                Dir(path)
-            }
-
-            pub fn path(&self) -> &Path {
-                &self.0
-            }
-        }
-
-        impl Drop for Dir {
-            fn drop(&mut self) {
-                let _ = std::fs::remove_dir_all(&self.0);
-            }
-        }
-    }
-
     fn collected(recdb: &RecDb) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let mut out = Vec::new();
-        recdb
-            .tdb
-            .traverse_read(|k, v| {
-                out.push((k.to_vec(), v.to_vec()));
-                Traverse::Continue
-            })
-            .unwrap();
+        let mut out: Vec<(Vec<u8>, Vec<u8>)> = recdb
+            .records
+            .iter()
+            .map(|(k, c)| (k.bytes.clone(), c.data.clone()))
+            .collect();
         out.sort();
         out
+    }
+
+    fn buf(records: Vec<RecData>) -> RecBuffer {
+        RecBuffer {
+            db_id: 0x1234,
+            records,
+        }
+    }
+
+    fn rec(key: &str, h: LtdbHeader, v: &str) -> RecData {
+        RecData::with_header(0, &h, key.as_bytes(), v.as_bytes())
     }
 
     #[test]
@@ -288,38 +396,29 @@ mod tests {
 
     #[test]
     fn add_keeps_the_winning_copy_per_key() {
-        let (_dir, recdb) = scratch("merge", false);
-        let leader = 1;
-        let buf = |records: Vec<RecData>| RecBuffer {
-            db_id: 0x1234,
-            records,
-        };
-        let rec = |key: &str, h: LtdbHeader, v: &str| {
-            RecData::with_header(0, &h, key.as_bytes(), v.as_bytes())
-        };
+        let mut recdb = RecDb::new(0x1234, "merge", false, 1);
         recdb
             .add(
-                &buf(vec![
+                buf(vec![
                     rec("a", header(3, 0, 0), "a-from-0"),
                     rec("b", header(7, 1, 0), "b-from-0"),
                     rec("c", header(2, 0, 0), "c-from-0"),
                 ]),
-                leader,
+                0,
             )
             .unwrap();
         recdb
             .add(
-                &buf(vec![
+                buf(vec![
                     rec("a", header(2, 2, 0), "a-from-2"),
                     rec("b", header(7, 2, 0), "b-from-2"),
                     rec("c", header(2, 2, 0), "c-from-2"),
                     rec("d", header(1, 2, 0), ""),
                 ]),
-                leader,
+                1,
             )
             .unwrap();
-        let got = collected(&recdb);
-        let values: Vec<(String, u64, String)> = got
+        let values: Vec<(String, u64, String)> = collected(&recdb)
             .iter()
             .map(|(k, v)| {
                 (
@@ -342,9 +441,61 @@ mod tests {
         );
     }
 
+    /// Copies of one key from several nodes, merged in every arrival order, give what
+    /// stock's node-by-node merge gives.
+    #[test]
+    fn the_merge_does_not_depend_on_arrival_order() {
+        let leader = 1;
+        for seed in crate::testing::seeds(300) {
+            let mut rng = Prng::new(seed);
+            let nodes = 2 + rng.below(4) as u32;
+            let mut copies: Vec<(u32, LtdbHeader)> = Vec::new();
+            for from in 0..nodes {
+                if rng.below(5) != 0 {
+                    copies.push((from, header(rng.below(3), rng.below(3) as u32, 0)));
+                }
+            }
+            if copies.is_empty() {
+                continue;
+            }
+            // Stock: in node order, with pulled_copy_wins.
+            let mut expected = copies[0];
+            for copy in &copies[1..] {
+                if pulled_copy_wins(&copy.1, &expected.1, leader) {
+                    expected = *copy;
+                }
+            }
+            let mut order = copies.clone();
+            for _ in 0..6 {
+                // A random arrival order.
+                for i in (1..order.len()).rev() {
+                    let j = rng.below(i as u64 + 1) as usize;
+                    order.swap(i, j);
+                }
+                let mut recdb = RecDb::new(0x1234, "order", false, leader);
+                for (from, h) in &order {
+                    recdb
+                        .add(buf(vec![rec("k", *h, &format!("from-{from}"))]), *from)
+                        .unwrap();
+                }
+                let got = recdb
+                    .records
+                    .iter()
+                    .find(|(key, _)| key.bytes == b"k")
+                    .map(|(_, collected)| collected)
+                    .unwrap();
+                assert_eq!(
+                    (got.from, header_of(&got.data).unwrap()),
+                    expected,
+                    "seed {seed}: copies {copies:?} arriving as {order:?}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn add_stops_at_a_record_without_header() {
-        let (_dir, recdb) = scratch("short", false);
+        let mut recdb = RecDb::new(0x1234, "short", false, 0);
         let good = RecData::with_header(0, &header(1, 0, 0), b"k1", b"v");
         let short = RecData {
             reqid: 0,
@@ -352,14 +503,8 @@ mod tests {
             data: vec![0; 23],
         };
         let after = RecData::with_header(0, &header(1, 0, 0), b"k3", b"v");
-        let result = recdb.add(
-            &RecBuffer {
-                db_id: 0x1234,
-                records: vec![good, short, after],
-            },
-            0,
-        );
-        assert!(matches!(result, Err(AddError::ShortRecord)));
+        let result = recdb.add(buf(vec![good, short, after]), 0);
+        assert_eq!(result, Err(AddError::ShortRecord));
         let keys: Vec<Vec<u8>> = collected(&recdb).into_iter().map(|(k, _)| k).collect();
         assert_eq!(keys, vec![b"k1".to_vec()]);
     }
@@ -380,22 +525,15 @@ mod tests {
     #[test]
     fn push_drops_empty_records_and_rewrites_volatile_headers() {
         for persistent in [false, true] {
-            let (_dir, recdb) = scratch(if persistent { "pp" } else { "pv" }, persistent);
+            let mut recdb = RecDb::new(0x1234, "p", persistent, 0);
             let records = vec![
                 RecData::with_header(0, &header(9, 0, 0x0100_0000), b"full", b"data"),
                 RecData::with_header(0, &header(9, 0, 0), b"empty", b""),
             ];
-            recdb
-                .add(
-                    &RecBuffer {
-                        db_id: 0x1234,
-                        records,
-                    },
-                    0,
-                )
-                .unwrap();
-            let buffers = recdb.push_buffers(5, 1_000_000).unwrap();
-            let decoded = decode(&buffers);
+            recdb.add(buf(records), 0).unwrap();
+            let shares = recdb.push_buffers(Destination::Everyone { dmaster: 5 }, 131, 1_000_000);
+            assert_eq!(shares.len(), 1);
+            let decoded = decode(&shares[0]);
             assert_eq!(decoded.len(), 1);
             assert_eq!(decoded[0].db_id, 0x1234);
             assert_eq!(decoded[0].records.len(), 1);
@@ -415,7 +553,7 @@ mod tests {
     fn push_cuts_buffers_after_they_exceed_the_limit() {
         for seed in crate::testing::seeds(20) {
             let mut rng = Prng::new(seed);
-            let (_dir, recdb) = scratch("cut", false);
+            let mut recdb = RecDb::new(0x1234, "cut", false, 0);
             let n = rng.below(60) as usize;
             let mut records = Vec::new();
             for i in 0..n {
@@ -431,19 +569,11 @@ mod tests {
                 .iter()
                 .filter(|r| r.data.len() > LTDB_HEADER_LEN)
                 .count();
-            recdb
-                .add(
-                    &RecBuffer {
-                        db_id: 0x1234,
-                        records,
-                    },
-                    0,
-                )
-                .unwrap();
+            recdb.add(buf(records), 0).unwrap();
             let limit = 50 + rng.below(1000) as usize;
-            let buffers = recdb.push_buffers(0, limit).unwrap();
-            let decoded = decode(&buffers);
-            assert_eq!(buffers.record_count() as usize, with_data, "seed {seed}");
+            let shares = recdb.push_buffers(Destination::Everyone { dmaster: 0 }, 131, limit);
+            let decoded = decode(&shares[0]);
+            assert_eq!(shares[0].record_count() as usize, with_data, "seed {seed}");
             let (last, full) = decoded.split_last().unwrap();
             for buf in full {
                 // Closed as soon as it went over the limit: without its last record it fit.
@@ -455,19 +585,66 @@ mod tests {
         }
     }
 
+    /// Every record with data lands exactly once, at its lmaster, which becomes its
+    /// dmaster; each share runs through the hash chains in order; nodes without a share
+    /// still get an (empty) buffer.
     #[test]
-    fn dirname_like_c() {
-        assert_eq!(c_dirname("/a/b/c.tdb.0"), PathBuf::from("/a/b"));
-        assert_eq!(c_dirname("c.tdb"), PathBuf::from("."));
-        assert_eq!(c_dirname("/c.tdb"), PathBuf::from("/"));
-        assert_eq!(c_dirname("/a//b/"), PathBuf::from("/a"));
-        assert_eq!(
-            RecDb::path_for(None, "/var/db/volatile/x.tdb.1", "x.tdb"),
-            PathBuf::from("/var/db/volatile/recdb.x.tdb")
-        );
-        assert_eq!(
-            RecDb::path_for(Some(Path::new("/s")), "/var/x.tdb.1", "x.tdb"),
-            PathBuf::from("/s/recdb.x.tdb")
-        );
+    fn a_partitioned_push_sends_each_record_to_its_lmaster_in_chain_order() {
+        for seed in crate::testing::seeds(30) {
+            let mut rng = Prng::new(seed);
+            let nodes: Vec<u32> = vec![0, 1, 2, 5];
+            // Node 5 is no lmaster; node 1 holds two slots.
+            let vnnmap: Vec<u32> = vec![2, 1, 0, 1];
+            let hash_size = 1 + rng.below(200) as u32;
+            let mut recdb = RecDb::new(0x1234, "part", false, 0);
+            let n = rng.below(300) as usize;
+            let mut expected: HashMap<Vec<u8>, u32> = HashMap::new();
+            let mut records = Vec::new();
+            for i in 0..n {
+                let key = format!("key-{i}-{}", rng.below(1000)).into_bytes();
+                let deleted = rng.below(6) == 0;
+                let value = if deleted { Vec::new() } else { vec![b'v'; 5] };
+                if !deleted {
+                    let lmaster = hash::lmaster(hash::ctdb_hash(&key), &vnnmap).unwrap();
+                    expected.insert(key.clone(), lmaster);
+                }
+                records.push(RecData::with_header(0, &header(3, 0, 0), &key, &value));
+            }
+            recdb.add(buf(records), 0).unwrap();
+            let shares = recdb.push_buffers(
+                Destination::Lmaster {
+                    vnnmap: &vnnmap,
+                    nodes: &nodes,
+                },
+                hash_size,
+                200 + rng.below(2000) as usize,
+            );
+            assert_eq!(shares.len(), nodes.len(), "seed {seed}");
+            let mut seen: HashMap<Vec<u8>, u32> = HashMap::new();
+            for (share, &pnn) in shares.iter().zip(&nodes) {
+                assert!(!share.buffers.is_empty(), "seed {seed}: node {pnn}");
+                let mut last_chain = 0;
+                for buffer in decode(share) {
+                    for record in buffer.records {
+                        let chain = hash::ctdb_hash(&record.key) % hash_size;
+                        assert!(chain >= last_chain, "seed {seed}: chain order");
+                        last_chain = chain;
+                        let h = record.header().unwrap();
+                        assert_eq!(h.dmaster, pnn, "seed {seed}");
+                        assert_ne!(h.flags & REC_FLAG_MIGRATED_WITH_DATA, 0);
+                        assert!(seen.insert(record.key, pnn).is_none(), "seed {seed}: twice");
+                    }
+                }
+            }
+            assert_eq!(seen, expected, "seed {seed}");
+            assert_eq!(shares[3].record_count(), 0, "node 5 is no lmaster");
+        }
+    }
+
+    #[test]
+    fn lmasters_must_all_receive() {
+        assert!(lmasters_covered(&[0, 1], &[0, 1, 2]));
+        assert!(!lmasters_covered(&[0, 3], &[0, 1, 2]));
+        assert!(!lmasters_covered(&[], &[0, 1, 2]));
     }
 }

@@ -9,6 +9,11 @@
 //! the traffic (and of the log lines after the "recover database" ones, which are all
 //! logged up front as stock logs them when it starts the parallel recoveries) differs.
 //!
+//! Two more are [`Extensions`] (off with `CTDB_RS_RECOVERY_STOCK=1`): a volatile database's
+//! records are pushed only to their lmaster under the new vnn map (on by default), and it can
+//! be pulled from all nodes at once (off by default, `CTDB_RS_RECOVERY_CONCURRENT_PULLS=1`) (see `ARCHITECTURE.md`, "The recovery helper merges in
+//! memory ..."). Without them, the traffic per database is stock's.
+//!
 //! Two stock quirks are kept because they decide who gets ban credits or how records look:
 //! the GET_DBNAME check blames the i-th node of the recovery's node list rather than the i-th
 //! node holding the database, and replicated databases get their records' dmaster rewritten
@@ -16,7 +21,7 @@
 //! never completes the request and stalls the helper; here the attempt fails with `EIO`.
 
 use super::lists::{DbEntry, DbList, DbListError, NodeList};
-use super::recdb::RecDb;
+use super::recdb::{lmasters_covered, Destination, PushBuffers, RecDb};
 use super::transport::{Disconnected, Outcome, Request, Transport};
 use crate::protocol::basic::Marshal;
 use crate::protocol::control::{
@@ -30,7 +35,6 @@ use crate::protocol::types::{
     VnnMap, LMASTER_ANY, UNKNOWN_PNN,
 };
 use log::{debug, error, info, trace, warn};
-use std::path::PathBuf;
 use std::time::Duration;
 
 /// Attempts per database before the recovery gives up on it (`NUM_RETRIES`); also the ban
@@ -56,13 +60,72 @@ impl From<Disconnected> for RecoveryError {
 /// failure (an errno or status), which the caller may retry.
 type Step<T> = Result<Result<T, i32>, Disconnected>;
 
+/// The environment variable that makes the helper behave like stock's (see
+/// [`Extensions::from_env`]).
+pub const ENV_STOCK: &str = "CTDB_RS_RECOVERY_STOCK";
+
+/// The environment variable that turns [`Extensions::concurrent_pulls`] on.
+pub const ENV_CONCURRENT_PULLS: &str = "CTDB_RS_RECOVERY_CONCURRENT_PULLS";
+
+/// This helper's deliberate departures from stock's recovery; [`Extensions::STOCK`] has
+/// them all off (for comparisons with stock's helper).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extensions {
+    /// A volatile database is pulled from every node at once instead of one node after the
+    /// other. The merge gives the same result in any arrival order (see
+    /// [`super::recdb::replaces`]). Off by default: ctdb-rs's daemon closes a client whose
+    /// output queue passes 64 MiB, and three nodes' records arriving at once can fill it
+    /// faster than the daemon writes them to us (seen with 1M records on two cores).
+    pub concurrent_pulls: bool,
+    /// The records of a volatile (neither persistent nor replicated) database go only to
+    /// their lmaster under the new vnn map, as its dmaster, instead of to every node with
+    /// the leader as dmaster. Every node still wipes its copy, so the authoritative copy at
+    /// the lmaster is the only one left, which is exactly what a node asks for when it
+    /// lacks a record.
+    pub partitioned_push: bool,
+}
+
+impl Extensions {
+    pub const STOCK: Extensions = Extensions {
+        concurrent_pulls: false,
+        partitioned_push: false,
+    };
+
+    /// [`Extensions::STOCK`] when [`ENV_STOCK`] is set to `1`, `yes` or `true`; else the
+    /// default, with the concurrent pulls on if [`ENV_CONCURRENT_PULLS`] is set that way.
+    pub fn from_env<'a>(var: impl Fn(&str) -> Option<&'a str>) -> Self {
+        let set = |name: &str| {
+            var(name).is_some_and(|v| {
+                ["1", "yes", "true"]
+                    .iter()
+                    .any(|t| v.trim().eq_ignore_ascii_case(t))
+            })
+        };
+        if set(ENV_STOCK) {
+            return Extensions::STOCK;
+        }
+        Extensions {
+            concurrent_pulls: set(ENV_CONCURRENT_PULLS),
+            ..Extensions::default()
+        }
+    }
+}
+
+impl Default for Extensions {
+    fn default() -> Self {
+        Extensions {
+            concurrent_pulls: false,
+            partitioned_push: true,
+        }
+    }
+}
+
 /// What a recovery needs besides the connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecoveryParams {
     /// The new generation (argv[3]); also the transaction id of every database.
     pub generation: u32,
-    /// `CTDB_DBDIR_STATE`, where the scratch databases go.
-    pub state_dir: Option<PathBuf>,
+    pub extensions: Extensions,
 }
 
 /// Runs a whole recovery.
@@ -78,6 +141,7 @@ pub fn recover<T: Transport>(
         last_srvid: srvid::RECOVERY,
         tunables: TunableList::default(),
         nlist: NodeList::new(0),
+        vnnmap: Vec::new(),
     };
     match run.run()? {
         Ok(()) => Ok(()),
@@ -93,6 +157,8 @@ struct Run<'a, T: Transport> {
     last_srvid: u64,
     tunables: TunableList,
     nlist: NodeList,
+    /// The vnn map this recovery sets (its lmasters decide a partitioned push).
+    vnnmap: Vec<u32>,
 }
 
 fn parse(opcode: ControlOpcode, reply: &ReplyControl) -> Option<ControlReplyData> {
@@ -184,6 +250,7 @@ impl<T: Transport> Run<'_, T> {
             warn!("No active lmasters found. Adding recmaster anyway");
             map.push(self.pnn);
         }
+        self.vnnmap.clone_from(&map);
         let vnnmap = VnnMap {
             generation: self.params.generation,
             map,
@@ -410,8 +477,10 @@ impl<T: Transport> Run<'_, T> {
             return Ok(Err(ret));
         }
 
+        // Stock needs the path for its scratch TDB; the records are collected in memory here,
+        // but the control stays so that a failing node fails the attempt as with stock.
         let req = request(ControlOpcode::Getdbpath, ControlRequestData::DbId(db_id));
-        let db_path = match self.single(self.pnn, &req)? {
+        let _db_path = match self.single(self.pnn, &req)? {
             Err(ret) => {
                 error!("control GETDBPATH failed for db {name}, ret={ret}");
                 return Ok(Err(ret));
@@ -447,26 +516,11 @@ impl<T: Transport> Run<'_, T> {
             return Ok(Err(ret));
         }
 
-        let path = RecDb::path_for(self.params.state_dir.as_deref(), &db_path, &name);
-        let recdb = match RecDb::create(
-            path.clone(),
-            db_id,
-            &name,
-            self.tunables.database_hash_size,
-            db.is_persistent(),
-        ) {
-            Ok(recdb) => recdb,
-            Err(e) => {
-                error!("failed to create recovery db {}", path.display());
-                debug!("{e}");
-                return Ok(Err(libc::ENOMEM));
-            }
-        };
-
+        let mut recdb = RecDb::new(db_id, &name, db.is_persistent(), self.pnn);
         let collected = if db.is_persistent() || db.is_replicated() {
-            self.collect_highest_seqnum(&recdb)?
+            self.collect_highest_seqnum(&mut recdb)?
         } else {
-            self.collect_all(&recdb)?
+            self.collect_all(&mut recdb)?
         };
         if let Err(ret) = collected {
             return Ok(Err(ret));
@@ -482,10 +536,10 @@ impl<T: Transport> Run<'_, T> {
             return Ok(Err(ret));
         }
 
-        if let Err(ret) = self.push_database(&recdb)? {
+        let volatile = !db.is_persistent() && !db.is_replicated();
+        if let Err(ret) = self.push_database(recdb, volatile)? {
             return Ok(Err(ret));
         }
-        drop(recdb);
 
         let commit = request(
             ControlOpcode::DbTransactionCommit,
@@ -577,7 +631,7 @@ impl<T: Transport> Run<'_, T> {
 
     /// Persistent and replicated databases: the copy of the node with the highest
     /// `__db_sequence_number__` (the first such node on a tie), taken whole.
-    fn collect_highest_seqnum(&mut self, recdb: &RecDb) -> Step<()> {
+    fn collect_highest_seqnum(&mut self, recdb: &mut RecDb) -> Step<()> {
         let req = request(
             ControlOpcode::GetDbSeqnum,
             ControlRequestData::DbIdPadded(recdb.db_id()),
@@ -603,18 +657,27 @@ impl<T: Transport> Run<'_, T> {
             }
         }
         debug!("Pull persistent db {name} from node {max_pnn} with seqnum 0x{max_seqnum:x}");
-        if let Err(ret) = self.pull_database(max_pnn, recdb)? {
-            self.nlist.add_ban_credit(max_pnn);
+        if let Err((ret, pnn)) = self.pull_databases(&[(max_pnn, 0)], recdb)? {
+            self.nlist.add_ban_credit(pnn);
             return Ok(Err(ret));
         }
         Ok(Ok(()))
     }
 
-    /// Volatile databases: every node's copy, one node after the other, merged record by
-    /// record.
-    fn collect_all(&mut self, recdb: &RecDb) -> Step<()> {
-        for pnn in self.nlist.pnns() {
-            if let Err(ret) = self.pull_database(pnn, recdb)? {
+    /// Volatile databases: every node's copy, merged record by record. Stock pulls one node
+    /// after the other; with [`Extensions::concurrent_pulls`] all are pulled at once. Either
+    /// way the first failing node in list order gets the ban credit.
+    fn collect_all(&mut self, recdb: &mut RecDb) -> Step<()> {
+        let sources: Vec<(u32, u32)> = self.nlist.pnns().into_iter().zip(0..).collect();
+        if self.params.extensions.concurrent_pulls {
+            if let Err((ret, pnn)) = self.pull_databases(&sources, recdb)? {
+                self.nlist.add_ban_credit(pnn);
+                return Ok(Err(ret));
+            }
+            return Ok(Ok(()));
+        }
+        for source in sources {
+            if let Err((ret, pnn)) = self.pull_databases(&[source], recdb)? {
                 self.nlist.add_ban_credit(pnn);
                 return Ok(Err(ret));
             }
@@ -622,107 +685,173 @@ impl<T: Transport> Run<'_, T> {
         Ok(Ok(()))
     }
 
-    /// DB_PULL from one node: the records arrive as messages to a fresh srvid before the
-    /// reply, which says how many there should have been.
-    fn pull_database(&mut self, pnn: u32, recdb: &RecDb) -> Step<()> {
-        let srvid = self.next_srvid();
+    /// DB_PULL from each `(pnn, position)` of `sources` at once, each to its own fresh
+    /// srvid: the records arrive as messages before the reply, which says how many there
+    /// should have been; `position` orders the copies for the merge. On failure, the error
+    /// and the first failing node in the order of `sources`.
+    fn pull_databases(
+        &mut self,
+        sources: &[(u32, u32)],
+        recdb: &mut RecDb,
+    ) -> Result<Result<(), (i32, u32)>, Disconnected> {
         let name = recdb.name().to_owned();
-        let register =
-            request(ControlOpcode::RegisterSrvid, ControlRequestData::Empty).with_srvid(srvid);
-        if let Err(ret) = status_of(self.single(self.pnn, &register)?) {
+        // Stock blames the node being pulled from for a failed (de)registration too.
+        let first_source = sources.first().map_or(UNKNOWN_PNN, |&(pnn, _)| pnn);
+        let srvids: Vec<u64> = sources.iter().map(|_| self.next_srvid()).collect();
+        let registers: Vec<(u32, Request)> = srvids
+            .iter()
+            .map(|&srvid| {
+                (
+                    self.pnn,
+                    request(ControlOpcode::RegisterSrvid, ControlRequestData::Empty)
+                        .with_srvid(srvid),
+                )
+            })
+            .collect();
+        let (outcomes, _) = self.transport.control_batch(&registers)?;
+        let failed = outcomes.into_iter().map(status_of).find_map(Result::err);
+        if let Some(ret) = failed {
             error!("Failed to set message handler for DB_PULL for {name}");
-            return Ok(Err(ret));
+            // Best effort: the registration error is what counts.
+            let _ = self.deregister(&srvids)?;
+            return Ok(Err((ret, first_source)));
         }
 
-        let leader = self.pnn;
-        let mut received: u32 = 0;
-        let mut sink = |data: &[u8]| {
+        let db_id = recdb.db_id();
+        let mut received: Vec<u32> = vec![0; sources.len()];
+        let mut sink = |index: usize, data: &[u8]| {
             let Ok((buffer, _)) = RecBuffer::pull(data) else {
                 error!("Invalid data received for DB_PULL messages");
                 return;
             };
-            if buffer.db_id != recdb.db_id() {
+            if buffer.db_id != db_id {
                 error!(
                     "Invalid dbid:{:08x} for DB_PULL messages for {name}",
                     buffer.db_id
                 );
                 return;
             }
-            if recdb.add(&buffer, leader).is_err() {
+            let Some(&(_, position)) = sources.get(index) else {
+                return;
+            };
+            let count = u32::try_from(buffer.records.len()).unwrap_or(u32::MAX);
+            if recdb.add(buffer, position).is_err() {
                 error!("Failed to add records to recdb for {name}");
                 return;
             }
-            let count = u32::try_from(buffer.records.len()).unwrap_or(u32::MAX);
-            received = received.wrapping_add(count);
-        };
-        let pull = request(
-            ControlOpcode::DbPull,
-            ControlRequestData::PulldbExt(PulldbExt {
-                db_id: recdb.db_id(),
-                lmaster: LMASTER_ANY,
-                srvid,
-            }),
-        );
-        let outcome = self
-            .transport
-            .control_collecting(pnn, &pull, srvid, &mut sink)?;
-        let result = match outcome {
-            Err(ret) => {
-                error!("control DB_PULL failed for {name} on node {pnn}, ret={ret}");
-                Err(ret)
+            if let Some(received) = received.get_mut(index) {
+                *received = received.wrapping_add(count);
             }
-            Ok(reply) => match (reply.status, parse(ControlOpcode::DbPull, &reply)) {
-                (0, Some(ControlReplyData::NumRecords(count))) if count == received => {
-                    debug!("Pulled {received} records for db {name} from node {pnn}");
-                    Ok(())
-                }
-                (0, Some(ControlReplyData::NumRecords(count))) => {
-                    error!("mismatch ({count} != {received}) in DB_PULL records for db {name}");
-                    Err(libc::EIO)
-                }
-                _ => {
-                    error!(
-                        "control DB_PULL failed for {name} on node {pnn}, ret={}",
-                        status_or_eproto(&reply)
-                    );
-                    Err(libc::EIO)
-                }
-            },
         };
+        let pulls: Vec<(u32, Request)> = sources
+            .iter()
+            .zip(&srvids)
+            .map(|(&(pnn, _), &srvid)| {
+                let pull = request(
+                    ControlOpcode::DbPull,
+                    ControlRequestData::PulldbExt(PulldbExt {
+                        db_id,
+                        lmaster: LMASTER_ANY,
+                        srvid,
+                    }),
+                );
+                (pnn, pull)
+            })
+            .collect();
+        let outcomes = self
+            .transport
+            .controls_collecting(&pulls, &srvids, &mut sink)?;
 
-        let deregister =
-            request(ControlOpcode::DeregisterSrvid, ControlRequestData::Empty).with_srvid(srvid);
-        if let Err(ret) = status_of(self.single(self.pnn, &deregister)?) {
+        let mut result = Ok(());
+        for ((&(pnn, _), outcome), &received) in sources.iter().zip(outcomes).zip(&received) {
+            let this = match outcome {
+                Err(ret) => {
+                    error!("control DB_PULL failed for {name} on node {pnn}, ret={ret}");
+                    Err(ret)
+                }
+                Ok(reply) => match (reply.status, parse(ControlOpcode::DbPull, &reply)) {
+                    (0, Some(ControlReplyData::NumRecords(count))) if count == received => {
+                        debug!("Pulled {received} records for db {name} from node {pnn}");
+                        Ok(())
+                    }
+                    (0, Some(ControlReplyData::NumRecords(count))) => {
+                        error!("mismatch ({count} != {received}) in DB_PULL records for db {name}");
+                        Err(libc::EIO)
+                    }
+                    _ => {
+                        error!(
+                            "control DB_PULL failed for {name} on node {pnn}, ret={}",
+                            status_or_eproto(&reply)
+                        );
+                        Err(libc::EIO)
+                    }
+                },
+            };
+            if let (Ok(()), Err(ret)) = (&result, this) {
+                result = Err((ret, pnn));
+            }
+        }
+
+        if let Err(ret) = self.deregister(&srvids)? {
             error!("failed to remove message handler for DB_PULL for db {name}");
-            return Ok(Err(ret));
+            return Ok(Err((ret, first_source)));
         }
         Ok(result)
     }
 
-    /// Sends the collected records to every node: DB_PUSH_START, the buffers as messages to
-    /// the push srvid, then DB_PUSH_CONFIRM, whose count must match on every node.
-    fn push_database(&mut self, recdb: &RecDb) -> Step<()> {
+    /// DEREGISTER_SRVID for each of `srvids` at once; the first error.
+    fn deregister(&mut self, srvids: &[u64]) -> Step<()> {
+        let requests: Vec<(u32, Request)> = srvids
+            .iter()
+            .map(|&srvid| {
+                (
+                    self.pnn,
+                    request(ControlOpcode::DeregisterSrvid, ControlRequestData::Empty)
+                        .with_srvid(srvid),
+                )
+            })
+            .collect();
+        let (outcomes, _) = self.transport.control_batch(&requests)?;
+        Ok(
+            match outcomes.into_iter().map(status_of).find_map(Result::err) {
+                Some(ret) => Err(ret),
+                None => Ok(()),
+            },
+        )
+    }
+
+    /// Sends the collected records: DB_PUSH_START to every node, the buffers as messages to
+    /// the push srvid, then DB_PUSH_CONFIRM, whose count must match on every node. Stock
+    /// sends every record to every node; with [`Extensions::partitioned_push`] the records
+    /// of a `volatile` database go only to their lmaster (each node's count is its share).
+    fn push_database(&mut self, recdb: RecDb, volatile: bool) -> Step<()> {
         let srvid = self.next_srvid();
+        let db_id = recdb.db_id();
         let name = recdb.name().to_owned();
         let limit = usize::try_from(self.tunables.rec_buffer_size_limit).unwrap_or(usize::MAX);
-        let buffers = match recdb.push_buffers(self.pnn, limit) {
-            Ok(buffers) => buffers,
-            Err(e) => {
-                error!("Failed to collect recovery records for {name}");
-                debug!("{e}");
-                return Ok(Err(libc::ENOMEM));
+        let hash_size = self.tunables.database_hash_size;
+        let pnns = self.nlist.pnns();
+        let partitioned = self.params.extensions.partitioned_push
+            && volatile
+            && lmasters_covered(&self.vnnmap, &pnns);
+        let destination = if partitioned {
+            Destination::Lmaster {
+                vnnmap: &self.vnnmap,
+                nodes: &pnns,
             }
+        } else {
+            Destination::Everyone { dmaster: self.pnn }
         };
+        let shares = recdb.push_buffers(destination, hash_size, limit);
         trace!(
             "Wrote {} buffers of recovery records for {name}",
-            buffers.buffers.len()
+            shares.iter().map(|s| s.buffers.len()).sum::<usize>()
         );
 
-        let pnns = self.nlist.pnns();
         let start = request(
             ControlOpcode::DbPushStart,
             ControlRequestData::PulldbExt(PulldbExt {
-                db_id: recdb.db_id(),
+                db_id,
                 lmaster: 0,
                 srvid,
             }),
@@ -733,16 +862,25 @@ impl<T: Transport> Run<'_, T> {
             return Ok(Err(failure.ret));
         }
 
-        let mut sent: u32 = 0;
-        for (index, (count, bytes)) in buffers.buffers.iter().enumerate() {
-            trace!("Pushing buffer {index} with {count} records for db {name}");
-            self.transport.message_multi(&pnns, srvid, bytes)?;
-            sent = sent.wrapping_add(*count);
-        }
+        // What each node of `pnns` should confirm.
+        let expected: Vec<u32> = if partitioned {
+            self.send_shares(&pnns, srvid, &shares, &name)?;
+            shares.iter().map(PushBuffers::record_count).collect()
+        } else {
+            let mut sent: u32 = 0;
+            for share in &shares {
+                for (index, (count, bytes)) in share.buffers.iter().enumerate() {
+                    trace!("Pushing buffer {index} with {count} records for db {name}");
+                    self.transport.message_multi(&pnns, srvid, bytes)?;
+                    sent = sent.wrapping_add(*count);
+                }
+            }
+            vec![sent; pnns.len()]
+        };
 
         let confirm = request(
             ControlOpcode::DbPushConfirm,
-            ControlRequestData::DbId(recdb.db_id()),
+            ControlRequestData::DbId(db_id),
         );
         let replies = match self.multi(&pnns, &confirm, || {
             format!("control DB_PUSH_CONFIRM failed for db {name}")
@@ -750,7 +888,7 @@ impl<T: Transport> Run<'_, T> {
             Ok(replies) => replies,
             Err(failure) => return Ok(Err(failure.ret)),
         };
-        for (&pnn, reply) in pnns.iter().zip(&replies) {
+        for ((&pnn, reply), &sent) in pnns.iter().zip(&replies).zip(&expected) {
             let Some(ControlReplyData::NumRecords(count)) =
                 parse(ControlOpcode::DbPushConfirm, reply)
             else {
@@ -761,8 +899,39 @@ impl<T: Transport> Run<'_, T> {
                 return Ok(Err(libc::EPROTO));
             }
         }
-        debug!("Pushed {sent} records for db {name}");
+        let total = expected.iter().fold(0u32, |sum, n| sum.wrapping_add(*n));
+        if partitioned {
+            debug!("Pushed {total} records for db {name} to their lmasters");
+        } else {
+            debug!(
+                "Pushed {} records for db {name}",
+                expected.first().unwrap_or(&0)
+            );
+        }
         Ok(Ok(()))
+    }
+
+    /// Each node's share, the nodes' buffers interleaved (every node's first buffer, then
+    /// every node's second, ...) so that all daemons store at the same time.
+    fn send_shares(
+        &mut self,
+        pnns: &[u32],
+        srvid: u64,
+        shares: &[PushBuffers],
+        name: &str,
+    ) -> Result<(), Disconnected> {
+        let rounds = shares.iter().map(|s| s.buffers.len()).max().unwrap_or(0);
+        for round in 0..rounds {
+            for (&pnn, share) in pnns.iter().zip(shares) {
+                if let Some((count, bytes)) = share.buffers.get(round) {
+                    trace!(
+                        "Pushing buffer {round} with {count} records for db {name} to node {pnn}"
+                    );
+                    self.transport.message_multi(&[pnn], srvid, bytes)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// After a failed recovery: ban the node with the most ban credits if it has at least

@@ -2,53 +2,44 @@
 
 use super::fake::{db_id_of, FakeCluster, SEQNUM_KEY};
 use super::recdb::pulled_copy_wins;
-use super::recovery::{recover, RecoveryError, RecoveryParams};
+use super::recovery::{recover, Extensions, RecoveryError, RecoveryParams};
 use crate::protocol::basic::Marshal;
 use crate::protocol::control::{ControlRequestData, CTRL_FLAG_ATTACH_RECOVERY};
+use crate::protocol::hash;
 use crate::protocol::ltdb::{LtdbHeader, LTDB_HEADER_LEN, REC_FLAG_MIGRATED_WITH_DATA};
 use crate::protocol::opcode::ControlOpcode as Op;
 use crate::protocol::srvid;
 use crate::protocol::types::{capabilities, db_flags, node_flags, BanState, RecoveryMode, VnnMap};
 use crate::testing::Prng;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 const GENERATION: u32 = 0x1234_5678;
 
-/// A scratch directory for the recovery databases, removed on drop.
-struct StateDir(PathBuf);
-
-impl StateDir {
-    fn new() -> Self {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "ctdb-rs-rechelper-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        StateDir(path)
-    }
-
-    fn params(&self) -> RecoveryParams {
-        RecoveryParams {
-            generation: GENERATION,
-            state_dir: Some(self.0.clone()),
-        }
+/// Stock's behaviour: the tests here compare with it; the extensions have their own tests.
+fn stock_params() -> RecoveryParams {
+    RecoveryParams {
+        generation: GENERATION,
+        extensions: Extensions::STOCK,
     }
 }
 
-impl Drop for StateDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+/// Every extension on.
+fn ours_params() -> RecoveryParams {
+    RecoveryParams {
+        generation: GENERATION,
+        extensions: Extensions {
+            concurrent_pulls: true,
+            ..Extensions::default()
+        },
     }
 }
 
 fn run(cluster: &mut FakeCluster) -> Result<(), RecoveryError> {
-    let dir = StateDir::new();
-    recover(cluster, &dir.params())
+    recover(cluster, &stock_params())
+}
+
+fn run_ours(cluster: &mut FakeCluster) -> Result<(), RecoveryError> {
+    recover(cluster, &ours_params())
 }
 
 fn header(rsn: u64, dmaster: u32) -> LtdbHeader {
@@ -79,6 +70,20 @@ fn the_copy(cluster: &FakeCluster, name: &str) -> BTreeMap<Vec<u8>, Vec<u8>> {
 
 #[test]
 fn volatile_databases_keep_the_highest_rsn_copy_of_each_key() {
+    volatile_recoveries(Extensions::STOCK);
+}
+
+/// With the extensions: pulled concurrently (arriving interleaved), merged to the same
+/// result, and each record pushed only to its lmaster, which becomes its dmaster.
+#[test]
+fn our_volatile_recovery_leaves_each_record_once_at_its_lmaster() {
+    volatile_recoveries(ours_params().extensions);
+    // The default: pulled one node after the other, pushed partitioned.
+    volatile_recoveries(Extensions::default());
+}
+
+fn volatile_recoveries(extensions: Extensions) {
+    let ours = extensions.partitioned_push;
     for seed in crate::testing::seeds(40) {
         let mut rng = Prng::new(seed);
         let nodes = 1 + rng.below(4) as u32;
@@ -116,13 +121,44 @@ fn volatile_databases_keep_the_highest_rsn_copy_of_each_key() {
                 }
             }
         }
-        run(&mut cluster).unwrap_or_else(|e| panic!("seed {seed}: {e:?}"));
-        let got = the_copy(&cluster, "vol.tdb");
+        let params = RecoveryParams {
+            generation: GENERATION,
+            extensions,
+        };
+        recover(&mut cluster, &params).unwrap_or_else(|e| panic!("seed {seed}: {e:?}"));
+        let vnnmap: Vec<u32> = (0..nodes).collect();
+        let dmaster_of = |key: &[u8]| {
+            if ours {
+                hash::lmaster(hash::ctdb_hash(key), &vnnmap).unwrap()
+            } else {
+                local
+            }
+        };
+        let got = if ours {
+            // Every key exactly once cluster-wide, at its lmaster.
+            let db_id = db_id_of("vol.tdb");
+            let mut union = BTreeMap::new();
+            for node in &cluster.nodes {
+                let db = &node.dbs[&db_id];
+                assert!(!db.frozen && db.transaction.is_none());
+                assert_eq!(db.generation, GENERATION);
+                for (key, data) in &db.records {
+                    assert_eq!(dmaster_of(key), node.pnn, "seed {seed}: not at its lmaster");
+                    assert!(
+                        union.insert(key.clone(), data.clone()).is_none(),
+                        "seed {seed}: a key on two nodes"
+                    );
+                }
+            }
+            union
+        } else {
+            the_copy(&cluster, "vol.tdb")
+        };
         let expected: BTreeMap<Vec<u8>, Vec<u8>> = model
             .into_iter()
             .filter(|(_, (_, value))| !value.is_empty())
             .map(|(key, (mut h, value))| {
-                h.dmaster = local;
+                h.dmaster = dmaster_of(&key);
                 h.flags = (h.flags | REC_FLAG_MIGRATED_WITH_DATA) & !0x0f00_0000;
                 let mut data = h.to_bytes();
                 data.extend_from_slice(&value);
@@ -418,10 +454,9 @@ fn no_ban_for_a_culprit_that_went_inactive() {
     let mut cluster = FakeCluster::new(2, 0);
     cluster.node(0).db("v.tdb", 0);
     cluster.node(1).pull_count_error = 1;
-    let dir = StateDir::new();
     let mut wrapped = InactiveAtBanTime { inner: cluster };
     assert_eq!(
-        recover(&mut wrapped, &dir.params()),
+        recover(&mut wrapped, &stock_params()),
         Err(RecoveryError::Failed(libc::EIO))
     );
     let cluster = wrapped.inner;
@@ -569,4 +604,135 @@ fn a_recovery_without_active_nodes_fails_like_stock() {
     assert_eq!(run(&mut cluster), Err(RecoveryError::Failed(libc::ENOMEM)));
     let last = cluster.sent.last().unwrap();
     assert_eq!(last.opcode, Op::GetNodemap);
+}
+
+#[test]
+fn our_pulls_go_to_every_node_at_once() {
+    let mut cluster = FakeCluster::new(3, 1);
+    for pnn in 0..3 {
+        cluster
+            .node(pnn)
+            .db("v.tdb", 0)
+            .put(format!("k{pnn}").as_bytes(), header(1, pnn), b"v");
+    }
+    run_ours(&mut cluster).unwrap();
+    // All three registrations, then all three pulls, then all three deregistrations.
+    let pull_part: Vec<(Op, u32)> = cluster
+        .sent
+        .iter()
+        .filter(|s| {
+            matches!(
+                s.opcode,
+                Op::RegisterSrvid | Op::DbPull | Op::DeregisterSrvid
+            )
+        })
+        .map(|s| (s.opcode, s.pnn))
+        .collect();
+    assert_eq!(
+        pull_part,
+        vec![
+            (Op::RegisterSrvid, 1),
+            (Op::RegisterSrvid, 1),
+            (Op::RegisterSrvid, 1),
+            (Op::DbPull, 0),
+            (Op::DbPull, 1),
+            (Op::DbPull, 2),
+            (Op::DeregisterSrvid, 1),
+            (Op::DeregisterSrvid, 1),
+            (Op::DeregisterSrvid, 1),
+        ]
+    );
+    let srvids: Vec<u64> = cluster
+        .sent
+        .iter()
+        .filter_map(|s| match &s.data {
+            ControlRequestData::PulldbExt(ext) => Some(ext.srvid),
+            _ => None,
+        })
+        .collect();
+    // Three pulls to distinct srvids, then the push (START to each node).
+    let push = srvid::RECOVERY + 4;
+    assert_eq!(
+        srvids,
+        vec![
+            srvid::RECOVERY + 1,
+            srvid::RECOVERY + 2,
+            srvid::RECOVERY + 3,
+            push,
+            push,
+            push
+        ]
+    );
+    assert!(cluster.registered.is_empty());
+    // Each node got START, its share (possibly an empty buffer) and CONFIRM.
+    let total: u32 = cluster
+        .messages
+        .iter()
+        .filter(|(_, srvid, _)| *srvid == push)
+        .map(|(_, _, count)| count)
+        .sum();
+    assert_eq!(total, 3);
+    for pnn in 0..3 {
+        assert!(cluster.messages.iter().any(|(to, _, _)| *to == pnn));
+    }
+}
+
+#[test]
+fn our_concurrent_pull_blames_the_first_failing_node_in_list_order() {
+    let mut cluster = FakeCluster::new(3, 0);
+    cluster.node(0).db("v.tdb", 0);
+    cluster.node(1).pull_count_error = 1;
+    cluster.node(2).pull_count_error = 1;
+    assert_eq!(
+        run_ours(&mut cluster),
+        Err(RecoveryError::Failed(libc::EIO))
+    );
+    assert_eq!(cluster.nodes[1].ban, Some(300));
+    assert_eq!(cluster.nodes[2].ban, None);
+    assert!(cluster.registered.is_empty());
+}
+
+#[test]
+fn our_persistent_and_replicated_recoveries_are_stocks() {
+    let build = || {
+        let mut cluster = FakeCluster::new(3, 1);
+        for (pnn, seqnum) in [(0, 5u64), (1, 3), (2, 7)] {
+            for (name, flags) in [
+                ("p.tdb", db_flags::PERSISTENT),
+                ("r.tdb", db_flags::REPLICATED),
+            ] {
+                let db = cluster.node(pnn).db(name, flags);
+                db.put(SEQNUM_KEY, header(1, pnn), &seqnum_value(seqnum));
+                db.put(format!("k{pnn}").as_bytes(), header(2, pnn), b"v");
+            }
+        }
+        cluster
+    };
+    let mut stock = build();
+    let mut ours = build();
+    run(&mut stock).unwrap();
+    run_ours(&mut ours).unwrap();
+    for name in ["p.tdb", "r.tdb"] {
+        assert_eq!(the_copy(&ours, name), the_copy(&stock, name), "{name}");
+    }
+}
+
+#[test]
+fn the_stock_switch() {
+    use super::recovery::{ENV_CONCURRENT_PULLS, ENV_STOCK};
+    let from = |vars: &[(&'static str, &'static str)]| {
+        let vars = vars.to_vec();
+        Extensions::from_env(move |name| vars.iter().find(|(n, _)| *n == name).map(|(_, v)| *v))
+    };
+    assert_eq!(from(&[]), Extensions::default());
+    assert_eq!(from(&[(ENV_STOCK, "no")]), Extensions::default());
+    for on in ["1", "yes", "TRUE"] {
+        assert_eq!(from(&[(ENV_STOCK, on)]), Extensions::STOCK);
+        assert_eq!(
+            from(&[(ENV_STOCK, on), (ENV_CONCURRENT_PULLS, "1")]),
+            Extensions::STOCK
+        );
+    }
+    assert!(Extensions::default().partitioned_push && !Extensions::default().concurrent_pulls);
+    assert!(from(&[(ENV_CONCURRENT_PULLS, "yes")]).concurrent_pulls);
 }

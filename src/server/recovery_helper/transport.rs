@@ -118,6 +118,25 @@ pub trait Transport {
         sink: &mut dyn FnMut(&[u8]),
     ) -> Result<Outcome, Disconnected>;
 
+    /// Sends every control of `requests` (all before waiting) and, until all have replied or
+    /// timed out, hands every message for `srvids[i]` to `sink(i, message)`: the records of
+    /// several DB_PULLs arriving interleaved. Returns the outcomes in the order of
+    /// `requests`. The default runs the controls one after the other.
+    fn controls_collecting(
+        &mut self,
+        requests: &[(u32, Request)],
+        srvids: &[u64],
+        sink: &mut dyn FnMut(usize, &[u8]),
+    ) -> Result<Vec<Outcome>, Disconnected> {
+        let mut outcomes = Vec::with_capacity(requests.len());
+        for (index, ((pnn, request), srvid)) in requests.iter().zip(srvids).enumerate() {
+            outcomes.push(
+                self.control_collecting(*pnn, request, *srvid, &mut |data| sink(index, data))?,
+            );
+        }
+        Ok(outcomes)
+    }
+
     /// Sends a message to `srvid` on each node of `pnns` (through the local daemon).
     fn message_multi(&mut self, pnns: &[u32], srvid: u64, data: &[u8]) -> Result<(), Disconnected>;
 
