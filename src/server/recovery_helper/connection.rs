@@ -3,13 +3,8 @@
 //! with tevent) and dispatches the messages that arrive between their replies.
 //!
 //! Requests are written in full before any reply is awaited; replies are matched by reqid.
-//! Messages are only wanted for the srvids whose collection is under way (the records of
-//! DB_PULLs); any other message is dropped, as stock drops messages nobody has a handler for.
-//!
-//! A reader thread drains the socket into a queue as fast as the daemon writes, whatever the
-//! recovery is busy with: ctdb-rs's daemon closes a client whose output queue passes 64 MiB,
-//! which several concurrent DB_PULLs of a large database can fill faster than the records
-//! are merged. The queue lives in the helper instead.
+//! Messages are only wanted for the srvid whose collection is under way (the records of a
+//! DB_PULL); any other message is dropped, as stock drops messages nobody has a handler for.
 
 use super::transport::{Disconnected, MultiOutcome, Outcome, Request, Transport};
 use crate::common::clock::{Instant, MonotonicClock};
@@ -23,7 +18,6 @@ use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::Duration;
 
 /// Frames above this size are treated as a broken stream (a DB_PULL message is about
@@ -35,9 +29,6 @@ const MAX_FRAME_LEN: u32 = 1 << 30;
 pub const INITIAL_TIMEOUT: Duration = Duration::from_secs(30);
 
 const READ_CHUNK: usize = 256 * 1024;
-
-/// How often a wait looks at [`DaemonConnection::on_interrupt`]'s signal flag.
-const INTERRUPT_CHECK: Duration = Duration::from_millis(250);
 
 /// Why the connection could not be set up.
 #[derive(Debug)]
@@ -78,16 +69,14 @@ type Collector<'a> = (&'a [u64], &'a mut dyn FnMut(usize, &[u8]));
 
 /// A live connection to the local daemon.
 pub struct DaemonConnection {
-    /// For writing; the reader thread owns a clone.
     stream: UnixStream,
-    /// What the reader thread read: packets in order, then `Disconnected` once.
-    incoming: Receiver<Result<Packet, Disconnected>>,
+    reader: FrameReader,
     pnn: u32,
     next_reqid: u32,
     timeout: Duration,
     clock: MonotonicClock,
-    /// Called when a write is interrupted by a signal and every [`INTERRUPT_CHECK`] while
-    /// waiting (the helper reopens its log file there if SIGHUP arrived).
+    /// Called whenever a wait is interrupted by a signal (the helper reopens its log file
+    /// after SIGHUP there).
     on_interrupt: Option<Box<dyn FnMut()>>,
 }
 
@@ -107,8 +96,7 @@ impl DaemonConnection {
         on_interrupt: Option<Box<dyn FnMut()>>,
     ) -> Result<Self, ConnectError> {
         let stream = UnixStream::connect(socket).map_err(ConnectError::Connect)?;
-        let mut conn =
-            Self::over(stream, UNKNOWN_PNN, on_interrupt).map_err(ConnectError::Connect)?;
+        let mut conn = Self::over(stream, UNKNOWN_PNN, on_interrupt);
         let request = Request {
             opcode: ControlOpcode::GetPnn,
             srvid: 0,
@@ -124,25 +112,16 @@ impl DaemonConnection {
     }
 
     /// A connection over an already connected stream, for a node whose pnn is known.
-    fn over(
-        stream: UnixStream,
-        pnn: u32,
-        on_interrupt: Option<Box<dyn FnMut()>>,
-    ) -> std::io::Result<Self> {
-        let read_half = stream.try_clone()?;
-        let (sender, incoming) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("ctdb-client-reader".to_owned())
-            .spawn(move || read_packets(read_half, &sender))?;
-        Ok(DaemonConnection {
+    fn over(stream: UnixStream, pnn: u32, on_interrupt: Option<Box<dyn FnMut()>>) -> Self {
+        DaemonConnection {
             stream,
-            incoming,
+            reader: FrameReader::new(MAX_FRAME_LEN),
             pnn,
             next_reqid: 1,
             timeout: INITIAL_TIMEOUT,
             clock: MonotonicClock::new(),
             on_interrupt,
-        })
+        }
     }
 
     fn alloc_reqid(&mut self) -> u32 {
@@ -183,20 +162,35 @@ impl DaemonConnection {
 
     /// The next packet, or `None` once `deadline` has passed.
     fn next_packet(&mut self, deadline: Instant) -> Result<Option<Packet>, Disconnected> {
+        let mut buf = vec![0u8; READ_CHUNK];
         loop {
+            match self.reader.next_frame() {
+                Ok(Some(frame)) => match Packet::pull(&frame) {
+                    Ok(packet) => return Ok(Some(packet)),
+                    // Stock's client logs and skips packets it cannot parse.
+                    Err(e) => {
+                        log::warn!("invalid packet from ctdbd: {e}");
+                        continue;
+                    }
+                },
+                Ok(None) => {}
+                Err(FrameError::TooShort { .. }) => continue,
+                Err(_) => return Err(Disconnected),
+            }
             let now = self.clock.now();
             if now >= deadline {
                 return Ok(None);
             }
-            let left = deadline
-                .saturating_since(now)
-                .clamp(Duration::from_millis(1), INTERRUPT_CHECK);
-            match self.incoming.recv_timeout(left) {
-                Ok(Ok(packet)) => return Ok(Some(packet)),
-                Ok(Err(Disconnected)) | Err(RecvTimeoutError::Disconnected) => {
-                    return Err(Disconnected)
-                }
-                Err(RecvTimeoutError::Timeout) => self.interrupted(),
+            let left = deadline.saturating_since(now).max(Duration::from_millis(1));
+            if self.stream.set_read_timeout(Some(left)).is_err() {
+                return Err(Disconnected);
+            }
+            match self.stream.read(&mut buf) {
+                Ok(0) => return Err(Disconnected),
+                Ok(n) => self.reader.feed(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::Interrupted => self.interrupted(),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(_) => return Err(Disconnected),
             }
         }
     }
@@ -273,53 +267,6 @@ impl DaemonConnection {
     }
 }
 
-impl Drop for DaemonConnection {
-    /// Wakes the reader thread, which then ends (it is not waited for).
-    fn drop(&mut self) {
-        let _ = self.stream.shutdown(std::net::Shutdown::Both);
-    }
-}
-
-/// The reader thread: reads frames until the stream ends, hands over each packet, and
-/// finally [`Disconnected`]. Packets that do not parse are logged and skipped, as stock's
-/// client does.
-fn read_packets(mut stream: UnixStream, sender: &Sender<Result<Packet, Disconnected>>) {
-    let mut reader = FrameReader::new(MAX_FRAME_LEN);
-    let mut buf = vec![0u8; READ_CHUNK];
-    loop {
-        loop {
-            match reader.next_frame() {
-                Ok(Some(frame)) => match Packet::pull(&frame) {
-                    Ok(packet) => {
-                        if sender.send(Ok(packet)).is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) => log::warn!("invalid packet from ctdbd: {e}"),
-                },
-                Ok(None) => break,
-                Err(FrameError::TooShort { .. }) => {}
-                Err(_) => {
-                    let _ = sender.send(Err(Disconnected));
-                    return;
-                }
-            }
-        }
-        match stream.read(&mut buf) {
-            Ok(0) => {
-                let _ = sender.send(Err(Disconnected));
-                return;
-            }
-            Ok(n) => reader.feed(&buf[..n]),
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(_) => {
-                let _ = sender.send(Err(Disconnected));
-                return;
-            }
-        }
-    }
-}
-
 impl Transport for DaemonConnection {
     fn pnn(&self) -> u32 {
         self.pnn
@@ -392,7 +339,7 @@ mod tests {
     /// before the helper asks (the socket buffers it), so no second thread is needed.
     fn pair() -> (DaemonConnection, UnixStream) {
         let (ours, theirs) = UnixStream::pair().unwrap();
-        let mut conn = DaemonConnection::over(ours, 2, None).unwrap();
+        let mut conn = DaemonConnection::over(ours, 2, None);
         conn.set_timeout(Duration::from_millis(100));
         (conn, theirs)
     }
