@@ -911,6 +911,28 @@ const PULL_SRVID: u64 = 0xF001_0000_0000_0001;
 const PUSH_SRVID: u64 = 0xF001_0000_0000_0002;
 const TID: u32 = 0x1234_5678;
 
+/// Freezes `db_id`, opens the recovery transaction, wipes it if asked, and starts a push on
+/// [`PUSH_SRVID`]: the daemon side of a recovery up to the pushed buffers.
+fn open_push(dbs: &mut DatabaseSet, env: &Env, db_id: u32, wipe: bool) {
+    let id = db_id.to_ne_bytes();
+    assert_eq!(ok(dbs, env, ControlOpcode::DbFreeze, &id), b"");
+    ok(
+        dbs,
+        env,
+        ControlOpcode::DbTransactionStart,
+        &transdb(db_id, TID),
+    );
+    if wipe {
+        ok(dbs, env, ControlOpcode::WipeDatabase, &transdb(db_id, TID));
+    }
+    ok(
+        dbs,
+        env,
+        ControlOpcode::DbPushStart,
+        &pulldb(db_id, PUSH_SRVID),
+    );
+}
+
 fn rec_buffer(db_id: u32, records: &[(&[u8], LtdbHeader, &[u8])]) -> Vec<u8> {
     RecBuffer {
         db_id,
@@ -2356,25 +2378,7 @@ fn pushes_after_a_wipe_insert_and_fall_back_to_replace_for_duplicates() {
     let db_id = attach(&mut dbs, &env, ControlOpcode::DbAttach, "ins.tdb");
     let id = db_id.to_ne_bytes();
     put(&mut dbs, db_id, b"old", header(3, 1, 0), b"before the wipe");
-    assert_eq!(ok(&mut dbs, &env, ControlOpcode::DbFreeze, &id), b"");
-    ok(
-        &mut dbs,
-        &env,
-        ControlOpcode::DbTransactionStart,
-        &transdb(db_id, TID),
-    );
-    ok(
-        &mut dbs,
-        &env,
-        ControlOpcode::WipeDatabase,
-        &transdb(db_id, TID),
-    );
-    ok(
-        &mut dbs,
-        &env,
-        ControlOpcode::DbPushStart,
-        &pulldb(db_id, PUSH_SRVID),
-    );
+    open_push(&mut dbs, &env, db_id, true);
     let first: &[(&[u8], LtdbHeader, &[u8])] = &[
         (b"a", header(5, 1, 0), b"first a"),
         (b"b", header(5, 1, 0), b"only b"),
@@ -2433,19 +2437,7 @@ fn malformed_push_buffers_fail_the_push() {
         let env = Env::new();
         let db_id = attach(&mut dbs, &env, ControlOpcode::DbAttach, "bad.tdb");
         let id = db_id.to_ne_bytes();
-        ok(&mut dbs, &env, ControlOpcode::DbFreeze, &id);
-        ok(
-            &mut dbs,
-            &env,
-            ControlOpcode::DbTransactionStart,
-            &transdb(db_id, TID),
-        );
-        ok(
-            &mut dbs,
-            &env,
-            ControlOpcode::DbPushStart,
-            &pulldb(db_id, PUSH_SRVID),
-        );
+        open_push(&mut dbs, &env, db_id, false);
         let records: &[(&[u8], LtdbHeader, &[u8])] = &[
             (b"x", header(1, 0, 0), b"x data"),
             (b"y", header(1, 0, 0), b"y data"),
