@@ -9,7 +9,8 @@
 
 use super::frames::{self, FrameError, FrameReader};
 use super::queue::{
-    read_bounded, QueueLimits, ReadMode, ReadOutcome, WriteQueue, READ_SCRATCH_BYTES,
+    read_bounded, update_write_interest, QueueLimits, ReadMode, ReadOutcome, WriteQueue,
+    READ_SCRATCH_BYTES,
 };
 use crate::common::clock::Instant;
 use crate::common::sys;
@@ -247,7 +248,7 @@ impl Clients {
         let Some(registry) = registry else {
             return Ok(());
         };
-        super::tcp::update_write_interest(
+        update_write_interest(
             registry,
             &mut client.stream,
             client_token(id),

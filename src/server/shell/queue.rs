@@ -4,6 +4,7 @@
 //! have an explicit limit in bytes and in frames; exceeding it is the caller's cue to drop the
 //! connection, which every CTDB peer already has to survive.
 
+use mio::{Interest, Registry, Token};
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 
@@ -160,6 +161,28 @@ pub fn read_bounded(
 
 /// Size of the read buffers of client and node links.
 pub const READ_SCRATCH_BYTES: usize = 16 * 1024;
+
+/// Registers `source` for writability exactly while `queue` holds unwritten bytes. Turning the
+/// interest on re-arms the edge, so a socket that became writable meanwhile still reports it.
+pub fn update_write_interest(
+    registry: &Registry,
+    source: &mut impl mio::event::Source,
+    token: Token,
+    queue: &WriteQueue,
+    write_interest: &mut bool,
+) -> io::Result<()> {
+    let want = !queue.is_empty();
+    if want != *write_interest {
+        let interest = if want {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        registry.reregister(source, token, interest)?;
+        *write_interest = want;
+    }
+    Ok(())
+}
 
 #[cfg(test)]
 mod tests {

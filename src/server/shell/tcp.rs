@@ -8,7 +8,8 @@
 
 use super::frames::{self, FrameError, FrameReader};
 use super::queue::{
-    read_bounded, QueueFull, QueueLimits, ReadMode, ReadOutcome, WriteQueue, READ_SCRATCH_BYTES,
+    read_bounded, update_write_interest, QueueFull, QueueLimits, ReadMode, ReadOutcome, WriteQueue,
+    READ_SCRATCH_BYTES,
 };
 use crate::common::clock::Instant;
 use crate::server::effect::Pnn;
@@ -641,28 +642,6 @@ enum ConnectProgress {
     Pending,
     Done,
     Failed(io::Error),
-}
-
-/// Registers `source` for writability exactly while `queue` holds unwritten bytes. Turning the
-/// interest on re-arms the edge, so a socket that became writable meanwhile still reports it.
-pub(super) fn update_write_interest(
-    registry: &Registry,
-    source: &mut impl mio::event::Source,
-    token: Token,
-    queue: &WriteQueue,
-    write_interest: &mut bool,
-) -> io::Result<()> {
-    let want = !queue.is_empty();
-    if want != *write_interest {
-        let interest = if want {
-            Interest::READABLE | Interest::WRITABLE
-        } else {
-            Interest::READABLE
-        };
-        registry.reregister(source, token, interest)?;
-        *write_interest = want;
-    }
-    Ok(())
 }
 
 fn connect_result(stream: &TcpStream) -> ConnectProgress {
