@@ -260,3 +260,31 @@ impl Drop for LocalCluster {
         }
     }
 }
+
+/// Compares two CLI transcripts line by line. On a difference it saves both next to `dir`
+/// (`ours.txt`, `stock.txt`) and fails naming the first differing line with a little
+/// context, instead of printing two walls of text that CI logs cut short.
+pub fn assert_same_transcript(dir: &Path, ours: &str, stock: &str) {
+    let _ = std::fs::write(dir.join("ours.txt"), ours);
+    let _ = std::fs::write(dir.join("stock.txt"), stock);
+    if ours == stock {
+        return;
+    }
+    let ours_lines: Vec<&str> = ours.lines().collect();
+    let stock_lines: Vec<&str> = stock.lines().collect();
+    let first = ours_lines
+        .iter()
+        .zip(&stock_lines)
+        .position(|(a, b)| a != b)
+        .unwrap_or_else(|| ours_lines.len().min(stock_lines.len()));
+    let from = first.saturating_sub(6);
+    let window =
+        |lines: &[&str]| lines[from.min(lines.len())..(first + 6).min(lines.len())].join("\n");
+    panic!(
+        "transcripts differ at line {} (both kept in {} with CTDB_TEST_KEEP=1)\n--- ours ---\n{}\n--- stock ---\n{}",
+        first + 1,
+        dir.display(),
+        window(&ours_lines),
+        window(&stock_lines),
+    );
+}
