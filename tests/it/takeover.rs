@@ -313,7 +313,11 @@ fn address_commands_transcript(c: &LocalCluster) -> String {
         run(&mut out, &args);
     }
     // Tickle lists reach the other node with the periodic update (TickleUpdateInterval).
-    std::thread::sleep(Duration::from_secs(21));
+    let tickle_ip = format!("10.0.{p}.101");
+    c.wait_for("node 1 to learn the tickles", SETTLE, || {
+        c.ctdb_stdout(1, &["gettickles", &tickle_ip])
+            .contains("Num connections: 2")
+    });
     run(
         &mut out,
         &[
