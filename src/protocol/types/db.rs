@@ -378,6 +378,107 @@ impl Marshal for RecBuffer {
     }
 }
 
+/// A `ctdb_rec_buffer` read in place, for bulk consumers (the recovery helper's merge) that
+/// would otherwise copy every key and value into a [`RecData`] of their own. Records come
+/// out of [`RecBufferView::records`] with their offsets in the buffer, so they can be found
+/// again later without keeping a borrow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecBufferView<'a> {
+    pub db_id: u32,
+    /// Records the buffer claims to hold.
+    pub count: usize,
+    buf: &'a [u8],
+}
+
+/// One record of a [`RecBufferView`]; `key_offset` and `data_offset` index the whole buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecDataView<'a> {
+    pub reqid: u32,
+    pub key: &'a [u8],
+    pub data: &'a [u8],
+    pub key_offset: usize,
+    pub data_offset: usize,
+}
+
+impl<'a> RecBufferView<'a> {
+    /// Reads the buffer's db_id and count; records are checked as they are iterated.
+    pub fn parse(buf: &'a [u8]) -> Result<Self, PullError> {
+        let mut r = Reader::new(buf);
+        let db_id = r.u32()?;
+        let count = r.count_u32("rec_buffer count", REC_DATA_HEADER_LEN)?;
+        Ok(RecBufferView { db_id, count, buf })
+    }
+
+    /// The records in order. A malformed record ends the iteration with its error.
+    pub fn records(&self) -> RecordsView<'a> {
+        RecordsView {
+            buf: self.buf,
+            pos: 8,
+            left: self.count,
+        }
+    }
+}
+
+/// Iterator over the records of a [`RecBufferView`].
+#[derive(Debug, Clone)]
+pub struct RecordsView<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    left: usize,
+}
+
+impl<'a> Iterator for RecordsView<'a> {
+    type Item = Result<RecDataView<'a>, PullError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let record = self.read();
+        match &record {
+            Ok(_) => {}
+            Err(_) => self.left = 0,
+        }
+        Some(record)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, Some(self.left))
+    }
+}
+
+impl<'a> RecordsView<'a> {
+    fn read(&mut self) -> Result<RecDataView<'a>, PullError> {
+        let start = self.pos;
+        let mut r = Reader::new(self.buf.get(start..).unwrap_or(&[]));
+        let length = r.u32()? as usize;
+        let reqid = r.u32()?;
+        let keylen = r.u32()? as usize;
+        let datalen = r.u32()? as usize;
+        if Some(length)
+            != keylen
+                .checked_add(datalen)
+                .and_then(|n| n.checked_add(REC_DATA_HEADER_LEN))
+        {
+            return Err(PullError::BadLength {
+                what: "rec_data length",
+                value: length,
+            });
+        }
+        let key = r.bytes(keylen)?;
+        let data = r.bytes(datalen)?;
+        self.pos = start + r.pos();
+        Ok(RecDataView {
+            reqid,
+            key,
+            data,
+            key_offset: start + REC_DATA_HEADER_LEN,
+            data_offset: start + REC_DATA_HEADER_LEN + keylen,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -403,6 +504,32 @@ mod tests {
         all_seeds("EchoData", fill::echo_data);
         all_seeds("RecData", fill::rec_data);
         all_seeds("RecBuffer", fill::rec_buffer);
+    }
+
+    #[test]
+    fn the_view_reads_what_the_owned_decoder_reads() {
+        let mut prng = crate::testing::Prng::new(0x5eed_0b0f);
+        for _ in 0..200 {
+            let buffer = fill::rec_buffer(&mut prng);
+            let bytes = buffer.to_bytes();
+            let view = RecBufferView::parse(&bytes).unwrap();
+            assert_eq!(view.db_id, buffer.db_id);
+            let records: Vec<RecDataView<'_>> = view.records().map(Result::unwrap).collect();
+            assert_eq!(records.len(), buffer.records.len());
+            for (seen, owned) in records.iter().zip(&buffer.records) {
+                assert_eq!(seen.reqid, owned.reqid);
+                assert_eq!(seen.key, owned.key.as_slice());
+                assert_eq!(seen.data, owned.data.as_slice());
+                assert_eq!(&bytes[seen.key_offset..][..seen.key.len()], seen.key);
+                assert_eq!(&bytes[seen.data_offset..][..seen.data.len()], seen.data);
+            }
+            // Every strict prefix fails, in the header or in a record, and never panics.
+            for cut in 0..bytes.len() {
+                if let Ok(view) = RecBufferView::parse(&bytes[..cut]) {
+                    assert!(view.records().any(|r| r.is_err()), "prefix of {cut} bytes");
+                }
+            }
+        }
     }
 
     #[test]

@@ -23,8 +23,8 @@ pub(crate) mod fill;
 
 pub use db::{
     DbVacuum, Dbid, DbidMap, EchoData, KeyData, NotifyData, PidSrvid, Pulldb, PulldbExt, RecBuffer,
-    RecData, ServerId, Transdb, TraverseAll, TraverseAllExt, TraverseStart, TraverseStartExt,
-    REC_DATA_HEADER_LEN,
+    RecBufferView, RecData, RecDataView, ServerId, Transdb, TraverseAll, TraverseAllExt,
+    TraverseStart, TraverseStartExt, REC_DATA_HEADER_LEN,
 };
 pub use ip::{
     AddrInfo, Connection, Iface, IfaceList, PublicIp, PublicIpInfo, PublicIpList, TickleList,

@@ -15,13 +15,10 @@
 //! The push buffers are built in memory instead of in stock's unlinked `recdb.<dbname>.dat`
 //! file; a buffer's boundaries follow stock's rule.
 
-use crate::protocol::basic::Marshal;
+use crate::protocol::basic::{Marshal, Writer};
 use crate::protocol::hash;
 use crate::protocol::ltdb::{LtdbHeader, LTDB_HEADER_LEN, REC_FLAG_MIGRATED_WITH_DATA};
-use crate::protocol::types::{RecBuffer, RecData};
-use std::collections::hash_map::Entry;
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use crate::protocol::types::{RecBuffer, RecBufferView, REC_DATA_HEADER_LEN};
 
 /// Whether a pulled copy of a record replaces the copy already collected (stock's
 /// `recdb_add_traverse`): a higher RSN always wins; on an RSN tie the newcomer wins only if
@@ -54,8 +51,15 @@ pub fn replaces(
 /// Why pulled records could not be added.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AddError {
-    /// A record too short to hold an ltdb header; the records before it were added.
+    /// Not a `ctdb_rec_buffer`; nothing was added.
+    Malformed,
+    /// The buffer belongs to another database; nothing was added.
+    WrongDb(u32),
+    /// A record too short to hold an ltdb header, or cut short; the records before it were
+    /// added.
     ShortRecord,
+    /// A message too large to index with 32-bit offsets; nothing was added.
+    TooLarge,
 }
 
 /// Encoded push buffers and how many records each carries.
@@ -82,51 +86,87 @@ pub enum Destination<'a> {
     Lmaster { vnnmap: &'a [u32], nodes: &'a [u32] },
 }
 
-/// A record key with its CTDB hash, computed once: it places the key in the map and decides
-/// the record's lmaster and hash chain.
-#[derive(Debug, PartialEq, Eq)]
-struct Key {
+/// No entry (end of a bucket's chain, empty bucket).
+const NONE: u32 = u32::MAX;
+
+/// The collected copy of one key: where its key and data lie in the received messages
+/// (`chunk`, offsets into it), its CTDB hash (bucket, lmaster and hash chain), the position
+/// of the node it came from, and the next entry of its bucket.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
     hash: u32,
-    bytes: Vec<u8>,
+    chunk: u32,
+    key_offset: u32,
+    key_len: u32,
+    data_offset: u32,
+    data_len: u32,
+    from: u32,
+    next: u32,
 }
 
-impl Hash for Key {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u32(self.hash);
+impl Entry {
+    fn key<'c>(&self, chunks: &'c [Vec<u8>]) -> &'c [u8] {
+        slice(chunks, self.chunk, self.key_offset, self.key_len)
+    }
+
+    fn data<'c>(&self, chunks: &'c [Vec<u8>]) -> &'c [u8] {
+        slice(chunks, self.chunk, self.data_offset, self.data_len)
     }
 }
 
-/// Spreads the CTDB hash over 64 bits (the map uses the top bits too); hashing every key a
-/// second time with SipHash was a sixth of the helper's time for a million records. The
-/// keys' hash is no easier to attack than the TDB's own chains, which use the same one.
+fn slice(chunks: &[Vec<u8>], chunk: u32, offset: u32, len: u32) -> &[u8] {
+    let start = offset as usize;
+    chunks
+        .get(chunk as usize)
+        .and_then(|c| c.get(start..start.saturating_add(len as usize)))
+        .unwrap_or(&[])
+}
+
+/// Spreads a CTDB hash over the bucket index bits (the low bits of the hash alone would
+/// follow the TDB's own chains).
+fn bucket_of(hash: u32, mask: usize) -> usize {
+    ((u64::from(hash).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize) & mask
+}
+
+/// A hash table of [`Entry`]s chained through `next`, keyed by the key bytes in the chunks.
+/// Written out because the standard map cannot compare a key that lives in a buffer it
+/// does not own; a million records cost two vectors instead of two allocations each.
 #[derive(Debug, Default)]
-struct KeyHasher(u64);
+struct Table {
+    buckets: Vec<u32>,
+    entries: Vec<Entry>,
+}
 
-const SPREAD: u64 = 0x9e37_79b9_7f4a_7c15;
-
-impl Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(byte)).wrapping_mul(SPREAD);
+impl Table {
+    /// Room for `more` entries without a rehash during the next adds.
+    fn reserve(&mut self, more: usize) {
+        let wanted = self.entries.len().saturating_add(more);
+        self.entries.reserve(more);
+        if wanted > self.buckets.len() {
+            self.rehash(wanted.next_power_of_two().max(1024));
         }
     }
 
-    fn write_u32(&mut self, value: u32) {
-        self.0 = (self.0 ^ u64::from(value)).wrapping_mul(SPREAD);
+    fn rehash(&mut self, size: usize) {
+        self.buckets = vec![NONE; size];
+        let mask = size - 1;
+        for (index, entry) in self.entries.iter_mut().enumerate() {
+            let bucket = &mut self.buckets[bucket_of(entry.hash, mask)];
+            entry.next = *bucket;
+            *bucket = u32::try_from(index).unwrap_or(NONE);
+        }
     }
-}
 
-type KeyMap = HashMap<Key, Collected, BuildHasherDefault<KeyHasher>>;
-
-#[derive(Debug)]
-struct Collected {
-    data: Vec<u8>,
-    /// Position of the node the copy was pulled from.
-    from: u32,
+    fn insert(&mut self, mut entry: Entry) {
+        if self.entries.len() >= self.buckets.len() {
+            self.rehash((self.buckets.len() * 2).max(1024));
+        }
+        let mask = self.buckets.len() - 1;
+        let bucket = &mut self.buckets[bucket_of(entry.hash, mask)];
+        entry.next = *bucket;
+        *bucket = u32::try_from(self.entries.len()).unwrap_or(NONE);
+        self.entries.push(entry);
+    }
 }
 
 #[derive(Debug)]
@@ -135,7 +175,9 @@ pub struct RecDb {
     name: String,
     persistent: bool,
     leader: u32,
-    records: KeyMap,
+    /// The received messages, kept whole; entries point into them.
+    chunks: Vec<Vec<u8>>,
+    table: Table,
 }
 
 impl RecDb {
@@ -148,7 +190,8 @@ impl RecDb {
             name: name.to_owned(),
             persistent,
             leader,
-            records: KeyMap::default(),
+            chunks: Vec::new(),
+            table: Table::default(),
         }
     }
 
@@ -162,47 +205,89 @@ impl RecDb {
 
     /// Distinct keys collected (deleted records included).
     pub fn len(&self) -> usize {
-        self.records.len()
+        self.table.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
+        self.table.entries.is_empty()
     }
 
-    /// Merges records pulled from the node at position `from` of the pull order, keeping for
-    /// each key the copy [`replaces`] prefers. Stops at the first record without a header.
-    pub fn add(&mut self, buffer: RecBuffer, from: u32) -> Result<(), AddError> {
-        self.records.reserve(buffer.records.len());
-        for record in buffer.records {
-            let Some(pulled) = record.header() else {
-                return Err(AddError::ShortRecord);
+    /// Every collected key with its data, in no particular order.
+    pub fn records(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.table
+            .entries
+            .iter()
+            .map(|e| (e.key(&self.chunks), e.data(&self.chunks)))
+    }
+
+    /// [`RecDb::add_message`] of an encoded `buffer`.
+    pub fn add(&mut self, buffer: RecBuffer, from: u32) -> Result<u32, AddError> {
+        self.add_message(buffer.to_bytes(), from)
+    }
+
+    /// Merges the records of one DB_PULL message (a `ctdb_rec_buffer`) pulled from the node
+    /// at position `from` of the pull order, keeping for each key the copy [`replaces`]
+    /// prefers, and returns how many records the message held. Stops at the first record
+    /// without a header. The message is kept whole: collected copies point into it.
+    pub fn add_message(&mut self, message: Vec<u8>, from: u32) -> Result<u32, AddError> {
+        let view = RecBufferView::parse(&message).map_err(|_| AddError::Malformed)?;
+        if view.db_id != self.db_id {
+            return Err(AddError::WrongDb(view.db_id));
+        }
+        if u32::try_from(message.len()).is_err() {
+            return Err(AddError::TooLarge);
+        }
+        let chunk = u32::try_from(self.chunks.len()).map_err(|_| AddError::TooLarge)?;
+        self.table.reserve(view.count);
+        let mut added: u32 = 0;
+        let mut result = Ok(());
+        for record in view.records() {
+            let Ok(record) = record else {
+                result = Err(AddError::ShortRecord);
+                break;
             };
-            let key = Key {
-                hash: hash::ctdb_hash(&record.key),
-                bytes: record.key,
+            let Some(pulled) = header_of(record.data) else {
+                result = Err(AddError::ShortRecord);
+                break;
             };
-            match self.records.entry(key) {
-                Entry::Vacant(slot) => {
-                    slot.insert(Collected {
-                        data: record.data,
-                        from,
-                    });
-                }
-                Entry::Occupied(mut slot) => {
-                    let collected = slot.get_mut();
-                    let wins = header_of(&collected.data).is_none_or(|known| {
+            // The message is at most u32::MAX bytes long (checked above).
+            let entry = Entry {
+                hash: hash::ctdb_hash(record.key),
+                chunk,
+                key_offset: record.key_offset as u32,
+                key_len: record.key.len() as u32,
+                data_offset: record.data_offset as u32,
+                data_len: record.data.len() as u32,
+                from,
+                next: NONE,
+            };
+            added = added.wrapping_add(1);
+            let chunks = &self.chunks;
+            // Keys in this message are compared against earlier chunks only; a key twice in
+            // one message is looked up against its first copy through `pending`.
+            match self
+                .table
+                .find_with(chunks, &message, chunk, entry.hash, record.key)
+            {
+                None => self.table.insert(entry),
+                Some(index) => {
+                    let collected = self.table.entries[index];
+                    let known = header_of(entry_data(&collected, chunks, &message, chunk));
+                    let wins = known.is_none_or(|known| {
                         replaces(&pulled, from, &known, collected.from, self.leader)
                     });
                     if wins {
-                        *collected = Collected {
-                            data: record.data,
-                            from,
+                        let slot = &mut self.table.entries[index];
+                        *slot = Entry {
+                            next: slot.next,
+                            ..entry
                         };
                     }
                 }
             }
         }
-        Ok(())
+        self.chunks.push(message);
+        result.map(|()| added)
     }
 
     /// The records to push, one [`PushBuffers`] per share (one for [`Destination::Everyone`],
@@ -219,46 +304,86 @@ impl RecDb {
         hash_size: u32,
         max_size: usize,
     ) -> Vec<PushBuffers> {
-        let db_id = self.db_id;
-        let persistent = self.persistent;
-        let (shares, dmasters) = partition(self.records, destination, hash_size);
+        let (shares, dmasters) = partition(&self.table.entries, destination, hash_size);
         shares
             .into_iter()
             .zip(dmasters)
             .map(|(share, dmaster)| {
-                let records = share.into_iter().map(|(_, key, mut data)| {
-                    if !persistent {
-                        rewrite_header(&mut data, dmaster);
-                    }
-                    RecData {
-                        reqid: 0,
-                        key,
-                        data,
-                    }
-                });
-                cut_buffers(db_id, records, max_size)
+                let dmaster = (!self.persistent).then_some(dmaster);
+                cut_buffers(self.db_id, &self.chunks, &share, dmaster, max_size)
             })
             .collect()
     }
 }
 
-/// A record on its way to a node: its hash chain, key and data.
-type Outgoing = (u32, Vec<u8>, Vec<u8>);
+/// The data of `entry`, which may point into `message`, the chunk being added as `chunk`.
+fn entry_data<'c>(entry: &Entry, chunks: &'c [Vec<u8>], message: &'c [u8], chunk: u32) -> &'c [u8] {
+    if entry.chunk == chunk {
+        let start = entry.data_offset as usize;
+        message
+            .get(start..start.saturating_add(entry.data_len as usize))
+            .unwrap_or(&[])
+    } else {
+        entry.data(chunks)
+    }
+}
+
+impl Table {
+    /// [`Table::find`] while `message` is being added as chunk `chunk` (not yet in `chunks`).
+    fn find_with(
+        &self,
+        chunks: &[Vec<u8>],
+        message: &[u8],
+        chunk: u32,
+        hash: u32,
+        key: &[u8],
+    ) -> Option<usize> {
+        if self.buckets.is_empty() {
+            return None;
+        }
+        let mut at = self.buckets[bucket_of(hash, self.buckets.len() - 1)];
+        while at != NONE {
+            let entry = &self.entries[at as usize];
+            if entry.hash == hash {
+                let known = if entry.chunk == chunk {
+                    let start = entry.key_offset as usize;
+                    message
+                        .get(start..start.saturating_add(entry.key_len as usize))
+                        .unwrap_or(&[])
+                } else {
+                    entry.key(chunks)
+                };
+                if known == key {
+                    return Some(at as usize);
+                }
+            }
+            at = entry.next;
+        }
+        None
+    }
+}
+
+/// A record on its way to a node: its hash chain and its entry.
+type Outgoing = (u32, Entry);
 
 /// Splits the records with data into shares sorted by hash chain; also returns each share's
 /// dmaster.
 fn partition(
-    records: KeyMap,
+    entries: &[Entry],
     destination: Destination<'_>,
     hash_size: u32,
 ) -> (Vec<Vec<Outgoing>>, Vec<u32>) {
     let hash_size = hash_size.max(1);
     let (mut shares, dmasters): (Vec<Vec<Outgoing>>, Vec<u32>) = match destination {
         Destination::Everyone { dmaster } => {
-            (vec![Vec::with_capacity(records.len())], vec![dmaster])
+            (vec![Vec::with_capacity(entries.len())], vec![dmaster])
         }
         Destination::Lmaster { nodes, .. } => {
-            (nodes.iter().map(|_| Vec::new()).collect(), nodes.to_vec())
+            let each = entries.len() / nodes.len().max(1) + 1;
+            (
+                nodes.iter().map(|_| Vec::with_capacity(each)).collect(),
+                nodes.to_vec(),
+            )
         }
     };
     // Where each vnnmap slot's records go (None: an lmaster outside `nodes`, which the
@@ -270,27 +395,25 @@ fn partition(
             .map(|pnn| nodes.iter().position(|n| n == pnn))
             .collect(),
     };
-    for (key, collected) in records {
-        if collected.data.len() <= LTDB_HEADER_LEN {
+    let slots = u32::try_from(slot_share.len()).unwrap_or(u32::MAX);
+    for entry in entries {
+        if entry.data_len as usize <= LTDB_HEADER_LEN {
             continue;
         }
-        let key_hash = key.hash;
-        let chain = key_hash % hash_size;
         let share = if slot_share.is_empty() {
             Some(0)
         } else {
-            let slots = u32::try_from(slot_share.len()).unwrap_or(u32::MAX);
             slot_share
-                .get((key_hash % slots) as usize)
+                .get((entry.hash % slots) as usize)
                 .copied()
                 .flatten()
         };
         if let Some(share) = share.and_then(|index| shares.get_mut(index)) {
-            share.push((chain, key.bytes, collected.data));
+            share.push((entry.hash % hash_size, *entry));
         }
     }
     for share in &mut shares {
-        share.sort_unstable_by_key(|(chain, _, _)| *chain);
+        share.sort_unstable_by_key(|(chain, _)| *chain);
     }
     (shares, dmasters)
 }
@@ -301,29 +424,64 @@ pub fn lmasters_covered(vnnmap: &[u32], nodes: &[u32]) -> bool {
     !vnnmap.is_empty() && vnnmap.iter().all(|pnn| nodes.contains(pnn))
 }
 
-fn cut_buffers(db_id: u32, records: impl Iterator<Item = RecData>, max_size: usize) -> PushBuffers {
+/// Encodes `share` into `ctdb_rec_buffer`s cut as stock cuts them, rewriting the header of
+/// every record to name `dmaster` (when given) with `MIGRATED_WITH_DATA`.
+fn cut_buffers(
+    db_id: u32,
+    chunks: &[Vec<u8>],
+    share: &[Outgoing],
+    dmaster: Option<u32>,
+    max_size: usize,
+) -> PushBuffers {
+    const EMPTY_LEN: usize = 8;
     let mut out = PushBuffers::default();
-    let empty = || RecBuffer {
-        db_id,
-        records: Vec::new(),
+    let capacity = |left: usize| left.min(max_size.saturating_add(4096)).max(EMPTY_LEN);
+    let total: usize = share
+        .iter()
+        .map(|(_, e)| REC_DATA_HEADER_LEN + (e.key_len + e.data_len) as usize)
+        .sum::<usize>()
+        + EMPTY_LEN;
+    let mut left = total;
+    let start = |left: usize| {
+        let mut buffer = Vec::with_capacity(capacity(left));
+        buffer.put_u32(db_id);
+        buffer.put_u32(0);
+        buffer
     };
-    let mut current = empty();
-    let mut current_len = current.wire_len();
-    for record in records {
-        current_len += record.wire_len();
-        current.records.push(record);
-        if current_len > max_size {
-            let full = std::mem::replace(&mut current, empty());
-            out.buffers.push((count_of(&full), full.to_bytes()));
-            current_len = current.wire_len();
+    let mut current = start(left);
+    let mut count: u32 = 0;
+    for (_, entry) in share {
+        let key = entry.key(chunks);
+        let data = entry.data(chunks);
+        let record_len = REC_DATA_HEADER_LEN + key.len() + data.len();
+        current.put_len(record_len);
+        current.put_u32(0);
+        current.put_len(key.len());
+        current.put_len(data.len());
+        current.put_bytes(key);
+        let data_at = current.len();
+        current.put_bytes(data);
+        if let Some(dmaster) = dmaster {
+            rewrite_header(&mut current[data_at..], dmaster);
+        }
+        count += 1;
+        left = left.saturating_sub(record_len);
+        if current.len() > max_size {
+            out.buffers.push((count, finish(current, count)));
+            current = start(left);
+            count = 0;
         }
     }
-    out.buffers.push((count_of(&current), current.to_bytes()));
+    out.buffers.push((count, finish(current, count)));
     out
 }
 
-fn count_of(buffer: &RecBuffer) -> u32 {
-    u32::try_from(buffer.records.len()).unwrap_or(u32::MAX)
+/// Writes the record count into a buffer built by [`cut_buffers`].
+fn finish(mut buffer: Vec<u8>, count: u32) -> Vec<u8> {
+    if let Some(field) = buffer.get_mut(4..8) {
+        field.copy_from_slice(&count.to_ne_bytes());
+    }
+    buffer
 }
 
 fn header_of(data: &[u8]) -> Option<LtdbHeader> {
@@ -345,7 +503,9 @@ fn rewrite_header(data: &mut [u8], dmaster: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::types::RecData;
     use crate::testing::Prng;
+    use std::collections::HashMap;
 
     fn header(rsn: u64, dmaster: u32, flags: u32) -> LtdbHeader {
         LtdbHeader {
@@ -358,9 +518,8 @@ mod tests {
 
     fn collected(recdb: &RecDb) -> Vec<(Vec<u8>, Vec<u8>)> {
         let mut out: Vec<(Vec<u8>, Vec<u8>)> = recdb
-            .records
-            .iter()
-            .map(|(k, c)| (k.bytes.clone(), c.data.clone()))
+            .records()
+            .map(|(k, d)| (k.to_vec(), d.to_vec()))
             .collect();
         out.sort();
         out
@@ -479,13 +638,13 @@ mod tests {
                         .unwrap();
                 }
                 let got = recdb
-                    .records
+                    .table
+                    .entries
                     .iter()
-                    .find(|(key, _)| key.bytes == b"k")
-                    .map(|(_, collected)| collected)
+                    .find(|e| e.key(&recdb.chunks) == b"k")
                     .unwrap();
                 assert_eq!(
-                    (got.from, header_of(&got.data).unwrap()),
+                    (got.from, header_of(got.data(&recdb.chunks)).unwrap()),
                     expected,
                     "seed {seed}: copies {copies:?} arriving as {order:?}"
                 );

@@ -21,9 +21,8 @@
 //! never completes the request and stalls the helper; here the attempt fails with `EIO`.
 
 use super::lists::{DbEntry, DbList, DbListError, NodeList};
-use super::recdb::{lmasters_covered, Destination, PushBuffers, RecDb};
+use super::recdb::{lmasters_covered, AddError, Destination, PushBuffers, RecDb};
 use super::transport::{Disconnected, Outcome, Request, Transport};
-use crate::protocol::basic::Marshal;
 use crate::protocol::control::{
     pull_reply_data, ControlReplyData, ControlRequestData, CTRL_FLAG_ATTACH_RECOVERY,
 };
@@ -31,8 +30,8 @@ use crate::protocol::opcode::ControlOpcode;
 use crate::protocol::packet::ReplyControl;
 use crate::protocol::srvid;
 use crate::protocol::types::{
-    node_flags, BanState, NodeMap, PulldbExt, RecBuffer, RecoveryMode, Transdb, TunableList,
-    VnnMap, LMASTER_ANY, UNKNOWN_PNN,
+    node_flags, BanState, NodeMap, PulldbExt, RecoveryMode, Transdb, TunableList, VnnMap,
+    LMASTER_ANY, UNKNOWN_PNN,
 };
 use log::{debug, error, info, trace, warn};
 use std::time::Duration;
@@ -720,25 +719,24 @@ impl<T: Transport> Run<'_, T> {
         let db_id = recdb.db_id();
         let mut received: Vec<u32> = vec![0; sources.len()];
         let mut sink = |index: usize, data: &[u8]| {
-            let Ok((buffer, _)) = RecBuffer::pull(data) else {
-                error!("Invalid data received for DB_PULL messages");
-                return;
-            };
-            if buffer.db_id != db_id {
-                error!(
-                    "Invalid dbid:{:08x} for DB_PULL messages for {name}",
-                    buffer.db_id
-                );
-                return;
-            }
             let Some(&(_, position)) = sources.get(index) else {
                 return;
             };
-            let count = u32::try_from(buffer.records.len()).unwrap_or(u32::MAX);
-            if recdb.add(buffer, position).is_err() {
-                error!("Failed to add records to recdb for {name}");
-                return;
-            }
+            let count = match recdb.add_message(data.to_vec(), position) {
+                Ok(count) => count,
+                Err(AddError::Malformed | AddError::TooLarge) => {
+                    error!("Invalid data received for DB_PULL messages");
+                    return;
+                }
+                Err(AddError::WrongDb(other)) => {
+                    error!("Invalid dbid:{other:08x} for DB_PULL messages for {name}");
+                    return;
+                }
+                Err(AddError::ShortRecord) => {
+                    error!("Failed to add records to recdb for {name}");
+                    return;
+                }
+            };
             if let Some(received) = received.get_mut(index) {
                 *received = received.wrapping_add(count);
             }
