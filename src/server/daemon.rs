@@ -2395,11 +2395,23 @@ impl Daemon {
             self.with_calls(now, |calls, dbs, ctx| calls.handle_timeout(dbs, ctx, now));
         }
         if self.dbs.poll_timeout().is_some_and(|due| now >= due) {
+            let congested_srvids: Vec<u64> = self
+                .dbs
+                .local_pull_srvids()
+                .into_iter()
+                .filter(|&srvid| {
+                    self.srvids
+                        .exact_targets(srvid)
+                        .into_iter()
+                        .any(|client| backlog.client_bytes(client) > TRAVERSE_BACKLOG_LIMIT)
+                })
+                .collect();
             let congested = |sink: TraverseSink| match sink {
                 TraverseSink::Client(client) => {
                     backlog.client_bytes(client) > TRAVERSE_BACKLOG_LIMIT
                 }
                 TraverseSink::Node(pnn) => backlog.node_bytes(pnn) > TRAVERSE_BACKLOG_LIMIT,
+                TraverseSink::Srvid(srvid) => congested_srvids.contains(&srvid),
             };
             self.with_dbs(|dbs, ctx| dbs.handle_timeout_paced(now, ctx, &congested));
             self.run_db_effects(now, &NoHostQueries);

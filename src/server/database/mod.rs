@@ -416,6 +416,8 @@ pub struct DatabaseSet {
     repacking: Option<u32>,
 
     traverses: traverse::Traverses,
+    /// DB_PULLs being streamed, see [`recovery::PullWalk`].
+    pulls: Vec<recovery::PullWalk>,
 
     effects: VecDeque<DbEffect>,
 }
@@ -447,6 +449,7 @@ impl DatabaseSet {
             next_deferred: 1,
             repacking: None,
             traverses: traverse::Traverses::default(),
+            pulls: Vec::new(),
             effects: VecDeque::new(),
         })
     }
@@ -576,6 +579,7 @@ impl DatabaseSet {
             attaches,
             self.seqnum_timeout(),
             self.traverses.poll_timeout(),
+            self.pulls.iter().map(|p| p.due).min(),
         ]
         .into_iter()
         .flatten()
@@ -603,6 +607,7 @@ impl DatabaseSet {
         self.run_deferred_attaches(now, ctx);
         self.check_seqnums(now, ctx.tunables.seqnum_interval());
         self.traverse_timeout(now, ctx, congested);
+        self.pull_timeout(now, ctx, congested);
     }
 
     /// Runs a control if it is a database control.
@@ -724,7 +729,7 @@ impl DatabaseSet {
             | Op::DbTransactionCancel
             | Op::DbPull
             | Op::DbPushStart
-            | Op::DbPushConfirm => return self.recovery_control(req, ctx),
+            | Op::DbPushConfirm => return self.recovery_control(now, req, ctx),
             Op::TraverseStart | Op::TraverseStartExt => self.control_traverse_start(
                 now,
                 data,

@@ -2,19 +2,25 @@
 //! (mirrors `server/ctdb_freeze.c`), WIPE_DATABASE, DB_PULL and the DB push
 //! (mirrors `server/ctdb_recover.c`).
 
+use super::storage::ChainStep;
+use super::traverse::{TraverseSink, TRAVERSE_RETRY_INTERVAL};
 use super::{
-    DatabaseSet, DbContext, DbControlOutcome, DbEffect, DbReply, DbRequest, FreezeMode, PushState,
+    DatabaseSet, DbContext, DbControlOutcome, DbEffect, DbReply, DbRequest, DeferredId, FreezeMode,
+    PushState,
 };
+use crate::common::clock::Instant;
 use crate::protocol::basic::{PullError, Reader};
 use crate::protocol::ltdb::LtdbHeader;
 use crate::protocol::ltdb::{LTDB_HEADER_LEN, REC_RO_FLAGS};
 use crate::protocol::opcode::ControlOpcode;
 use crate::protocol::types::{PulldbExt, Transdb, REC_DATA_HEADER_LEN};
 use crate::protocol::Marshal;
+use crate::server::effect::Pnn;
 
 /// A buffer of pulled records (`ctdb_marshall_buffer`), encoded in place as it grows: the
 /// 8-byte head (db_id, count) first, the count filled in by [`PullBuffer::finish`]. Each record
 /// is copied once, from the traverse straight into the message.
+#[derive(Debug)]
 struct PullBuffer {
     count: u32,
     bytes: Vec<u8>,
@@ -52,6 +58,29 @@ impl PullBuffer {
         }
         self.bytes
     }
+}
+
+/// Records a DB_PULL walks per step before it lets the event loop serve others.
+pub const PULL_STEP_RECORDS: usize = 4096;
+
+/// Room for the limit and a typical record beyond it, so a message never regrows.
+fn pull_capacity(limit: usize) -> usize {
+    limit.saturating_add(1024)
+}
+
+/// A DB_PULL whose records are still being read (`DatabaseSet::db_pull`).
+#[derive(Debug)]
+pub(super) struct PullWalk {
+    id: DeferredId,
+    db_id: u32,
+    srvid: u64,
+    srcnode: Pnn,
+    next_chain: u32,
+    /// Records in the messages queued so far.
+    sent: u32,
+    /// The message being filled.
+    buffer: PullBuffer,
+    pub(super) due: Instant,
 }
 
 /// The records of a `ctdb_marshall_buffer` as borrowed (key, data) slices, checked with the
@@ -117,6 +146,7 @@ fn next_record<'a>(r: &mut Reader<'a>) -> Result<(&'a [u8], &'a [u8]), PullError
 impl DatabaseSet {
     pub(super) fn recovery_control(
         &mut self,
+        now: Instant,
         req: &DbRequest<'_>,
         ctx: &DbContext<'_>,
     ) -> DbControlOutcome {
@@ -138,7 +168,7 @@ impl DatabaseSet {
                     return super::invalid_size(req.opcode, data.len(), PulldbExt::WIRE_LEN);
                 };
                 if req.opcode == Op::DbPull {
-                    self.db_pull(pulldb, req.srcnode, ctx)
+                    return self.db_pull(now, pulldb, req.srcnode, ctx);
                 } else {
                     self.db_push_start(pulldb)
                 }
@@ -274,57 +304,165 @@ impl DatabaseSet {
     /// DB_PULL: every record, as `rec_buffer` messages to `srvid` on the requesting node, each
     /// sent once it reaches `RecBufferSizeLimit` bytes (so it may exceed the limit by one
     /// record) and a last one for the rest; the reply is the number of records sent.
-    fn db_pull(&mut self, p: PulldbExt, srcnode: u32, ctx: &DbContext<'_>) -> DbReply {
-        let limit = ctx.tunables.rec_buffer_size_limit() as usize;
+    ///
+    /// Stock walks the whole file before it sends anything. Here the walk goes a few thousand
+    /// records at a time ([`PULL_STEP_RECORDS`], first step at once, the rest from the timer):
+    /// each finished message leaves while the walk goes on, so the recovery helper merges one
+    /// message while the next is read, and a slow reader holds the walk back
+    /// ([`DatabaseSet::handle_timeout_paced`]) instead of piling the whole database up in its
+    /// queue. The messages, their cut points and the reply are the same as stock's.
+    fn db_pull(
+        &mut self,
+        now: Instant,
+        p: PulldbExt,
+        srcnode: u32,
+        ctx: &DbContext<'_>,
+    ) -> DbControlOutcome {
         let Some(db) = self.get_mut(p.db_id) else {
             log::error!("Unknown db 0x{:08x}", p.db_id);
-            return DbReply::fail();
+            return DbControlOutcome::Reply(DbReply::fail());
         };
         if db.freeze_mode != FreezeMode::Frozen {
             log::error!("rejecting ctdb_control_pull_db when not frozen");
-            return DbReply::fail();
+            return DbControlOutcome::Reply(DbReply::fail());
         }
         if let Some(reason) = &db.unhealthy_reason {
             log::warn!("db({}) unhealty in ctdb_control_db_pull: {reason}", db.name);
         }
-        let mut messages = Vec::new();
-        let mut num_records: u32 = 0;
-        if !db.invalid_records {
-            if let Err(e) = db.store.mark_locked() {
-                log::error!("Failed to get lock on entire db - failing: {e}");
-                return DbReply::fail();
+        if db.invalid_records {
+            return DbControlOutcome::Reply(DbReply::data(0u32.to_ne_bytes().to_vec()));
+        }
+        let limit = ctx.tunables.rec_buffer_size_limit() as usize;
+        let mut walk = PullWalk {
+            id: self.alloc_deferred(),
+            db_id: p.db_id,
+            srvid: p.srvid,
+            srcnode,
+            next_chain: 0,
+            sent: 0,
+            buffer: PullBuffer::new(p.db_id, pull_capacity(limit)),
+            due: now,
+        };
+        match self.pull_step(&mut walk, limit) {
+            Err(()) => DbControlOutcome::Reply(DbReply::fail()),
+            Ok(true) => DbControlOutcome::Reply(DbReply::data(walk.sent.to_ne_bytes().to_vec())),
+            Ok(false) => {
+                let id = walk.id;
+                self.pulls.push(walk);
+                DbControlOutcome::Deferred(id)
             }
-            let db_id = db.db_id;
-            // Room for the limit and a typical record beyond it, so a buffer never regrows.
-            let capacity = limit.saturating_add(1024);
-            let mut buffer = PullBuffer::new(db_id, capacity);
-            let traversed = db.store.traverse_read(&mut |key, value| {
-                buffer.add(key, value);
-                if buffer.size() >= limit {
-                    let full = std::mem::replace(&mut buffer, PullBuffer::new(db_id, capacity));
-                    num_records += full.count;
+        }
+    }
+
+    /// One step of `walk`: at least [`PULL_STEP_RECORDS`] records (whole hash chains) into
+    /// messages. True when the walk is over and every message is queued; an error (logged)
+    /// when the database went away or was thawed, or the walk failed.
+    fn pull_step(&mut self, walk: &mut PullWalk, limit: usize) -> Result<bool, ()> {
+        let Some(index) = self.index_of(walk.db_id) else {
+            log::error!("Database 0x{:08x} went away during DB_PULL", walk.db_id);
+            return Err(());
+        };
+        let db = &mut self.dbs[index];
+        if db.freeze_mode != FreezeMode::Frozen {
+            log::error!("Database {} thawed during DB_PULL", db.name);
+            return Err(());
+        }
+        let mut messages = Vec::new();
+        let db_id = walk.db_id;
+        let step = db
+            .store
+            .pull_chains(walk.next_chain, PULL_STEP_RECORDS, &mut |key, value| {
+                walk.buffer.add(key, value);
+                if walk.buffer.size() >= limit {
+                    let full = std::mem::replace(
+                        &mut walk.buffer,
+                        PullBuffer::new(db_id, pull_capacity(limit)),
+                    );
+                    walk.sent += full.count;
                     messages.push(full.finish());
                 }
             });
-            if let Err(e) = traversed {
-                log::error!("Failed to get traverse db '{}': {e}", db.name);
-                let _ = db.store.unmark_locked();
-                return DbReply::fail();
+        let finished = match step {
+            Ok(ChainStep::More(next)) => {
+                walk.next_chain = next;
+                false
             }
-            if buffer.count > 0 {
-                num_records += buffer.count;
-                messages.push(buffer.finish());
+            Ok(ChainStep::Done) => true,
+            Ok(ChainStep::Busy) => false,
+            Err(e) => {
+                if walk.next_chain == 0 {
+                    log::error!("Failed to get lock on entire db - failing: {e}");
+                } else {
+                    log::error!("Failed to get traverse db '{}': {e}", db.name);
+                }
+                return Err(());
             }
-            let _ = db.store.unmark_locked();
+        };
+        if finished && walk.buffer.count > 0 {
+            let last = std::mem::replace(&mut walk.buffer, PullBuffer::new(db_id, 0));
+            walk.sent += last.count;
+            messages.push(last.finish());
         }
         for data in messages {
             self.effects.push_back(DbEffect::SendMessage {
-                pnn: srcnode,
-                srvid: p.srvid,
+                pnn: walk.srcnode,
+                srvid: walk.srvid,
                 data,
             });
         }
-        DbReply::data(num_records.to_ne_bytes().to_vec())
+        Ok(finished)
+    }
+
+    /// Where a pull's messages queue up: the requesting node's link, or this node's clients
+    /// registered for the srvid.
+    fn pull_sink(&self, walk: &PullWalk) -> TraverseSink {
+        if walk.srcnode == self.config.pnn {
+            TraverseSink::Srvid(walk.srvid)
+        } else {
+            TraverseSink::Node(walk.srcnode)
+        }
+    }
+
+    /// The srvids whose local readers pace a running pull.
+    pub fn local_pull_srvids(&self) -> Vec<u64> {
+        self.pulls
+            .iter()
+            .filter(|w| w.srcnode == self.config.pnn)
+            .map(|w| w.srvid)
+            .collect()
+    }
+
+    /// Timer work: one step of every due pull whose reader keeps up.
+    pub(super) fn pull_timeout(
+        &mut self,
+        now: Instant,
+        ctx: &DbContext<'_>,
+        congested: &dyn Fn(TraverseSink) -> bool,
+    ) {
+        let limit = ctx.tunables.rec_buffer_size_limit() as usize;
+        let walks = std::mem::take(&mut self.pulls);
+        for mut walk in walks {
+            if now < walk.due {
+                self.pulls.push(walk);
+                continue;
+            }
+            if congested(self.pull_sink(&walk)) {
+                walk.due = now.saturating_add(TRAVERSE_RETRY_INTERVAL);
+                self.pulls.push(walk);
+                continue;
+            }
+            match self.pull_step(&mut walk, limit) {
+                Ok(false) => {
+                    walk.due = now;
+                    self.pulls.push(walk);
+                }
+                Ok(true) => {
+                    let reply = DbReply::data(walk.sent.to_ne_bytes().to_vec());
+                    self.complete(walk.id, reply);
+                }
+                Err(()) => self.complete(walk.id, DbReply::fail()),
+            }
+        }
     }
 
     /// DB_PUSH_START: records sent to `srvid` from now on are stored into the recovery

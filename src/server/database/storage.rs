@@ -74,6 +74,23 @@ pub trait DbStore: fmt::Debug {
         }
         Ok(ChainStep::Done)
     }
+    /// One bounded step of DB_PULL's walk of a database frozen in the recovery transaction:
+    /// like [`DbStore::traverse_chains`], but under the freeze lock marked for the step (what
+    /// DB_PULL's whole-file traverse does), so it never waits and fails where that fails.
+    fn pull_chains(
+        &mut self,
+        first_chain: u32,
+        _budget: usize,
+        visit: &mut dyn FnMut(&[u8], &[u8]),
+    ) -> Result<ChainStep, TdbError> {
+        if first_chain == 0 {
+            self.mark_locked()?;
+            let traversed = self.traverse_read(visit);
+            let _ = self.unmark_locked();
+            traversed?;
+        }
+        Ok(ChainStep::Done)
+    }
     /// `tdb_wipe_all`.
     fn wipe_all(&mut self) -> Result<(), TdbError>;
     /// `tdb_check` without a record checker.
@@ -378,6 +395,42 @@ impl DbStore for TdbStore {
                 self.tdb.name_lossy()
             );
         }
+        result?;
+        Ok(if chain >= hash_size {
+            ChainStep::Done
+        } else {
+            ChainStep::More(chain)
+        })
+    }
+
+    fn pull_chains(
+        &mut self,
+        first_chain: u32,
+        budget: usize,
+        visit: &mut dyn FnMut(&[u8], &[u8]),
+    ) -> Result<ChainStep, TdbError> {
+        let hash_size = self.tdb.hash_size();
+        if first_chain >= hash_size {
+            return Ok(ChainStep::Done);
+        }
+        self.mark_locked()?;
+        let mut visited = 0;
+        let mut chain = first_chain;
+        let mut result = Ok(());
+        while chain < hash_size && visited < budget {
+            match self.tdb.traverse_chain(chain, |k, v| {
+                visit(k, v);
+                Traverse::Continue
+            }) {
+                Ok(n) => visited += n,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+            chain += 1;
+        }
+        self.drop_marks();
         result?;
         Ok(if chain >= hash_size {
             ChainStep::Done

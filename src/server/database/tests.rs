@@ -1260,6 +1260,101 @@ fn pull_streams_buffers_split_at_the_size_limit() {
     ok(&mut dbs, &env, ControlOpcode::DbThaw, &id);
 }
 
+/// A database larger than one step is pulled over several timer steps: the first messages
+/// leave with the control, the reply (the count) comes last as a deferred completion, a
+/// congested reader holds the walk, and a thaw in the middle fails it.
+#[test]
+fn a_large_pull_is_streamed_in_steps_and_paced_by_its_reader() {
+    use super::recovery::PULL_STEP_RECORDS;
+    // This node (1) is the requester's, so the reader is a local client.
+    let (_dir, mut dbs) = libtdb_set("pullsteps", 1);
+    let mut env = Env::new();
+    env.set_tunable("RecBufferSizeLimit", 20_000);
+    let db_id = attach(&mut dbs, &env, ControlOpcode::DbAttach, "steps.tdb");
+    let total = PULL_STEP_RECORDS * 3 + 17;
+    for i in 0..total {
+        let value = value_with_header(&header(i as u64, 0, 0), b"value");
+        dbs.get_mut(db_id)
+            .unwrap()
+            .store_mut()
+            .store(format!("k{i}").as_bytes(), &[&value])
+            .unwrap();
+    }
+    let id = db_id.to_ne_bytes();
+    ok(&mut dbs, &env, ControlOpcode::DbFreeze, &id);
+    ok(
+        &mut dbs,
+        &env,
+        ControlOpcode::DbTransactionStart,
+        &transdb(db_id, TID),
+    );
+    let pull = |dbs: &mut DatabaseSet, env: &Env| {
+        let payload = pulldb(db_id, PULL_SRVID);
+        match dbs.handle_control(T0, &request(ControlOpcode::DbPull, &payload), &env.ctx()) {
+            DbControlOutcome::Deferred(id) => id,
+            other => panic!("a large pull should be deferred: {other:?}"),
+        }
+    };
+
+    let deferred = pull(&mut dbs, &env);
+    let mut keys = std::collections::BTreeSet::new();
+    let first = pulled_buffers(effects(&mut dbs), 1, PULL_SRVID);
+    assert!(!first.is_empty(), "the first step sends at once");
+    for (_, buffer) in &first {
+        keys.extend(buffer.records.iter().map(|r| r.key.clone()));
+    }
+    // A reader that does not keep up holds the walk.
+    let due = dbs.poll_timeout().expect("the walk asks for a step");
+    dbs.handle_timeout_paced(due, &env.ctx(), &|sink| {
+        assert_eq!(sink, TraverseSink::Srvid(PULL_SRVID));
+        true
+    });
+    assert!(effects(&mut dbs).is_empty());
+    let mut reply = None;
+    for _ in 0..100 {
+        let now = dbs.poll_timeout().expect("the walk is still running");
+        dbs.handle_timeout_paced(now, &env.ctx(), &|_| false);
+        for effect in effects(&mut dbs) {
+            match effect {
+                DbEffect::Complete { id, reply: r } => {
+                    assert_eq!(id, deferred);
+                    assert!(reply.is_none(), "one reply");
+                    reply = Some(r);
+                }
+                other => {
+                    assert!(reply.is_none(), "no message after the reply");
+                    for (_, buffer) in pulled_buffers(vec![other], 1, PULL_SRVID) {
+                        for r in buffer.records {
+                            assert!(keys.insert(r.key), "a record twice");
+                        }
+                    }
+                }
+            }
+        }
+        if reply.is_some() {
+            break;
+        }
+    }
+    let reply = reply.expect("the pull ends");
+    assert_eq!(reply.status, 0);
+    assert_eq!(u32_of(&reply.data) as usize, total);
+    assert_eq!(keys.len(), total);
+    assert_eq!(dbs.poll_timeout(), None, "no walk left");
+
+    // Thawed half-way: the pull fails instead of reading an unlocked file.
+    let deferred = pull(&mut dbs, &env);
+    effects(&mut dbs);
+    ok(&mut dbs, &env, ControlOpcode::DbThaw, &id);
+    effects(&mut dbs);
+    let now = dbs.poll_timeout().expect("the walk is due");
+    dbs.handle_timeout(now, &env.ctx());
+    let got = effects(&mut dbs);
+    assert!(
+        matches!(&got[..], [DbEffect::Complete { id, reply }] if *id == deferred && reply.status == -1),
+        "{got:?}"
+    );
+}
+
 #[test]
 fn transaction_and_push_rules() {
     let (backend, mut dbs) = memory_set(0);

@@ -48,6 +48,8 @@ pub const TRAVERSE_BACKLOG_LIMIT: usize = 4 << 20;
 pub enum TraverseSink {
     Client(ClientId),
     Node(Pnn),
+    /// This node's clients registered for the srvid (a DB_PULL for a local helper).
+    Srvid(u64),
 }
 
 /// One walk of a local file for some originator (`struct ctdb_traverse_local_handle`).
