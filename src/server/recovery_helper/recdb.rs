@@ -310,7 +310,14 @@ impl RecDb {
             .zip(dmasters)
             .map(|(share, dmaster)| {
                 let dmaster = (!self.persistent).then_some(dmaster);
-                cut_buffers(self.db_id, &self.chunks, &share, dmaster, max_size)
+                cut_buffers(
+                    self.db_id,
+                    &self.table.entries,
+                    &self.chunks,
+                    &share,
+                    dmaster,
+                    max_size,
+                )
             })
             .collect()
     }
@@ -363,28 +370,22 @@ impl Table {
     }
 }
 
-/// A record on its way to a node: its hash chain and its entry.
-type Outgoing = (u32, Entry);
+/// Most (share, chain) slots [`partition`] counts into; beyond that it sorts instead.
+const MAX_COUNTING_SLOTS: usize = 1 << 24;
 
-/// Splits the records with data into shares sorted by hash chain; also returns each share's
-/// dmaster.
+/// Splits the records with data into shares, each in hash chain order, as indices into
+/// `entries`; also returns each share's dmaster. A counting sort over (share, chain): two
+/// passes over the entries and no comparisons, where a comparison sort of a million
+/// records was a fifth of the helper's time.
 fn partition(
     entries: &[Entry],
     destination: Destination<'_>,
     hash_size: u32,
-) -> (Vec<Vec<Outgoing>>, Vec<u32>) {
+) -> (Vec<Vec<u32>>, Vec<u32>) {
     let hash_size = hash_size.max(1);
-    let (mut shares, dmasters): (Vec<Vec<Outgoing>>, Vec<u32>) = match destination {
-        Destination::Everyone { dmaster } => {
-            (vec![Vec::with_capacity(entries.len())], vec![dmaster])
-        }
-        Destination::Lmaster { nodes, .. } => {
-            let each = entries.len() / nodes.len().max(1) + 1;
-            (
-                nodes.iter().map(|_| Vec::with_capacity(each)).collect(),
-                nodes.to_vec(),
-            )
-        }
+    let dmasters: Vec<u32> = match destination {
+        Destination::Everyone { dmaster } => vec![dmaster],
+        Destination::Lmaster { nodes, .. } => nodes.to_vec(),
     };
     // Where each vnnmap slot's records go (None: an lmaster outside `nodes`, which the
     // caller rules out).
@@ -396,26 +397,60 @@ fn partition(
             .collect(),
     };
     let slots = u32::try_from(slot_share.len()).unwrap_or(u32::MAX);
-    for entry in entries {
+    let share_of = |entry: &Entry| -> Option<usize> {
         if entry.data_len as usize <= LTDB_HEADER_LEN {
-            continue;
+            return None;
         }
-        let share = if slot_share.is_empty() {
+        if slot_share.is_empty() {
             Some(0)
         } else {
             slot_share
                 .get((entry.hash % slots) as usize)
                 .copied()
                 .flatten()
-        };
-        if let Some(share) = share.and_then(|index| shares.get_mut(index)) {
-            share.push((entry.hash % hash_size, *entry));
+        }
+    };
+    let chains = hash_size as usize;
+    let shares = dmasters.len();
+    let counting_slots = shares.saturating_mul(chains);
+    let slot_of = |share: usize, entry: &Entry| share * chains + (entry.hash % hash_size) as usize;
+    if counting_slots > MAX_COUNTING_SLOTS {
+        let mut out: Vec<Vec<u32>> = vec![Vec::new(); shares];
+        for (index, entry) in entries.iter().enumerate() {
+            if let Some(share) = share_of(entry) {
+                out[share].push(index as u32);
+            }
+        }
+        for share in &mut out {
+            share.sort_unstable_by_key(|&i| entries[i as usize].hash % hash_size);
+        }
+        return (out, dmasters);
+    }
+    // Pass one: how many records each (share, chain) slot gets, then where each slot starts.
+    let mut starts: Vec<u32> = vec![0; counting_slots + 1];
+    for entry in entries {
+        if let Some(share) = share_of(entry) {
+            starts[slot_of(share, entry) + 1] += 1;
         }
     }
-    for share in &mut shares {
-        share.sort_unstable_by_key(|(chain, _)| *chain);
+    for slot in 1..starts.len() {
+        starts[slot] += starts[slot - 1];
     }
-    (shares, dmasters)
+    let share_bounds: Vec<usize> = (0..=shares).map(|s| starts[s * chains] as usize).collect();
+    // Pass two: every record into its slot.
+    let mut order: Vec<u32> = vec![0; share_bounds[shares]];
+    for (index, entry) in entries.iter().enumerate() {
+        if let Some(share) = share_of(entry) {
+            let next = &mut starts[slot_of(share, entry)];
+            order[*next as usize] = index as u32;
+            *next += 1;
+        }
+    }
+    let out = share_bounds
+        .windows(2)
+        .map(|w| order[w[0]..w[1]].to_vec())
+        .collect();
+    (out, dmasters)
 }
 
 /// Whether every lmaster of `vnnmap` is one of `nodes` (so [`Destination::Lmaster`] loses
@@ -428,17 +463,19 @@ pub fn lmasters_covered(vnnmap: &[u32], nodes: &[u32]) -> bool {
 /// every record to name `dmaster` (when given) with `MIGRATED_WITH_DATA`.
 fn cut_buffers(
     db_id: u32,
+    entries: &[Entry],
     chunks: &[Vec<u8>],
-    share: &[Outgoing],
+    share: &[u32],
     dmaster: Option<u32>,
     max_size: usize,
 ) -> PushBuffers {
     const EMPTY_LEN: usize = 8;
     let mut out = PushBuffers::default();
     let capacity = |left: usize| left.min(max_size.saturating_add(4096)).max(EMPTY_LEN);
+    let entry = |index: &u32| &entries[*index as usize];
     let total: usize = share
         .iter()
-        .map(|(_, e)| REC_DATA_HEADER_LEN + (e.key_len + e.data_len) as usize)
+        .map(|i| REC_DATA_HEADER_LEN + (entry(i).key_len + entry(i).data_len) as usize)
         .sum::<usize>()
         + EMPTY_LEN;
     let mut left = total;
@@ -450,9 +487,9 @@ fn cut_buffers(
     };
     let mut current = start(left);
     let mut count: u32 = 0;
-    for (_, entry) in share {
-        let key = entry.key(chunks);
-        let data = entry.data(chunks);
+    for index in share {
+        let key = entry(index).key(chunks);
+        let data = entry(index).data(chunks);
         let record_len = REC_DATA_HEADER_LEN + key.len() + data.len();
         current.put_len(record_len);
         current.put_u32(0);
@@ -754,7 +791,12 @@ mod tests {
             let nodes: Vec<u32> = vec![0, 1, 2, 5];
             // Node 5 is no lmaster; node 1 holds two slots.
             let vnnmap: Vec<u32> = vec![2, 1, 0, 1];
-            let hash_size = 1 + rng.below(200) as u32;
+            // Now and then more (share, chain) slots than the counting sort takes.
+            let hash_size = if rng.below(4) == 0 {
+                10_000_000 + rng.below(1000) as u32
+            } else {
+                1 + rng.below(200) as u32
+            };
             let mut recdb = RecDb::new(0x1234, "part", false, 0);
             let n = rng.below(300) as usize;
             let mut expected: HashMap<Vec<u8>, u32> = HashMap::new();
