@@ -191,6 +191,7 @@ impl DatabaseSet {
     /// DB_TRANSACTION_START: the database must be frozen; a previous recovery transaction is
     /// cancelled first.
     fn transaction_start(&mut self, t: Transdb) -> DbReply {
+        self.abort_pulls(t.db_id);
         let Some(db) = self.get_mut(t.db_id) else {
             log::error!("Transaction start for unknown dbid 0x{:08x}", t.db_id);
             return DbReply::fail();
@@ -215,6 +216,7 @@ impl DatabaseSet {
     /// DB_TRANSACTION_COMMIT: same tid as the start; the database takes the tid as its
     /// generation (what SET_RECMODE(NORMAL) checks).
     fn transaction_commit(&mut self, t: Transdb, ctx: &DbContext<'_>) -> DbReply {
+        self.abort_pulls(t.db_id);
         let Some(index) = self.index_of(t.db_id) else {
             log::error!("Transaction commit for unknown dbid 0x{:08x}", t.db_id);
             return DbReply::fail();
@@ -256,6 +258,7 @@ impl DatabaseSet {
 
     /// DB_TRANSACTION_CANCEL: succeeds even when there is nothing to cancel, as in stock.
     fn transaction_cancel(&mut self, db_id: u32) -> DbReply {
+        self.abort_pulls(db_id);
         let Some(db) = self.get_mut(db_id) else {
             log::error!("Transaction cancel for unknown dbid 0x{db_id:08x}");
             return DbReply::fail();
@@ -270,6 +273,7 @@ impl DatabaseSet {
 
     /// WIPE_DATABASE: inside the recovery transaction with the same tid.
     fn wipe_database(&mut self, t: Transdb) -> DbReply {
+        self.abort_pulls(t.db_id);
         let Some(db) = self.get_mut(t.db_id) else {
             log::error!("Unknown db 0x{:x}", t.db_id);
             return DbReply::fail();
@@ -413,6 +417,21 @@ impl DatabaseSet {
         Ok(finished)
     }
 
+    /// Fails the pulls still walking `db_id`: whatever comes next (a new transaction, a wipe,
+    /// a push, the end of the transaction) changes what they would read. No helper, ours or
+    /// stock's, does that before its pulls are answered; a walk left over from a helper that
+    /// died must not go on under the next one.
+    fn abort_pulls(&mut self, db_id: u32) {
+        let (stale, kept): (Vec<PullWalk>, Vec<PullWalk>) = std::mem::take(&mut self.pulls)
+            .into_iter()
+            .partition(|walk| walk.db_id == db_id);
+        self.pulls = kept;
+        for walk in stale {
+            log::error!("DB_PULL of db 0x{db_id:08x} abandoned: the recovery moved on");
+            self.complete(walk.id, DbReply::fail());
+        }
+    }
+
     /// Where a pull's messages queue up: the requesting node's link, or this node's clients
     /// registered for the srvid.
     fn pull_sink(&self, walk: &PullWalk) -> TraverseSink {
@@ -468,6 +487,7 @@ impl DatabaseSet {
     /// DB_PUSH_START: records sent to `srvid` from now on are stored into the recovery
     /// transaction (see [`DatabaseSet::on_message`]).
     fn db_push_start(&mut self, p: PulldbExt) -> DbReply {
+        self.abort_pulls(p.db_id);
         let Some(db) = self.get_mut(p.db_id) else {
             log::error!("Unknown db 0x{:08x}", p.db_id);
             return DbReply::fail();

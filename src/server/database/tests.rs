@@ -1341,6 +1341,22 @@ fn a_large_pull_is_streamed_in_steps_and_paced_by_its_reader() {
     assert_eq!(keys.len(), total);
     assert_eq!(dbs.poll_timeout(), None, "no walk left");
 
+    // A new transaction (a new helper) ends a pull still walking.
+    let deferred = pull(&mut dbs, &env);
+    effects(&mut dbs);
+    ok(
+        &mut dbs,
+        &env,
+        ControlOpcode::DbTransactionStart,
+        &transdb(db_id, TID + 1),
+    );
+    let got = effects(&mut dbs);
+    assert!(
+        matches!(&got[..], [DbEffect::Complete { id, reply }] if *id == deferred && reply.status == -1),
+        "{got:?}"
+    );
+    assert_eq!(dbs.poll_timeout(), None, "no walk left");
+
     // Thawed half-way: the pull fails instead of reading an unlocked file.
     let deferred = pull(&mut dbs, &env);
     effects(&mut dbs);
