@@ -263,8 +263,8 @@ impl RecDb {
             };
             added = added.wrapping_add(1);
             let chunks = &self.chunks;
-            // Keys in this message are compared against earlier chunks only; a key twice in
-            // one message is looked up against its first copy through `pending`.
+            // The message joins `chunks` only after the loop, so copies collected from it
+            // (a key twice in one message) are read from `message` itself.
             match self
                 .table
                 .find_with(chunks, &message, chunk, entry.hash, record.key)
