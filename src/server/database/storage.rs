@@ -373,22 +373,7 @@ impl DbStore for TdbStore {
             log::debug!("Traverse step of {} postponed: {e}", self.tdb.name_lossy());
             return Ok(ChainStep::Busy);
         }
-        let mut visited = 0;
-        let mut chain = first_chain;
-        let mut result = Ok(());
-        while chain < hash_size && visited < budget {
-            match self.tdb.traverse_chain(chain, |k, v| {
-                visit(k, v);
-                Traverse::Continue
-            }) {
-                Ok(n) => visited += n,
-                Err(e) => {
-                    result = Err(e);
-                    break;
-                }
-            }
-            chain += 1;
-        }
+        let (chain, result) = walk_chains(&self.tdb, first_chain, budget, visit);
         if let Err(e) = self.tdb.unlockall_read() {
             log::error!(
                 "Releasing the traverse lock of {}: {e}",
@@ -396,11 +381,7 @@ impl DbStore for TdbStore {
             );
         }
         result?;
-        Ok(if chain >= hash_size {
-            ChainStep::Done
-        } else {
-            ChainStep::More(chain)
-        })
+        Ok(step_after(chain, hash_size))
     }
 
     fn pull_chains(
@@ -414,29 +395,10 @@ impl DbStore for TdbStore {
             return Ok(ChainStep::Done);
         }
         self.mark_locked()?;
-        let mut visited = 0;
-        let mut chain = first_chain;
-        let mut result = Ok(());
-        while chain < hash_size && visited < budget {
-            match self.tdb.traverse_chain(chain, |k, v| {
-                visit(k, v);
-                Traverse::Continue
-            }) {
-                Ok(n) => visited += n,
-                Err(e) => {
-                    result = Err(e);
-                    break;
-                }
-            }
-            chain += 1;
-        }
+        let (chain, result) = walk_chains(&self.tdb, first_chain, budget, visit);
         self.drop_marks();
         result?;
-        Ok(if chain >= hash_size {
-            ChainStep::Done
-        } else {
-            ChainStep::More(chain)
-        })
+        Ok(step_after(chain, hash_size))
     }
 
     fn wipe_all(&mut self) -> Result<(), TdbError> {
@@ -585,6 +547,39 @@ impl DbStore for TdbStore {
     fn unmark_locked(&mut self) -> Result<(), TdbError> {
         self.drop_marks();
         Ok(())
+    }
+}
+
+/// Visits every record of chains `first_chain..` until at least `budget` records were seen,
+/// a whole chain at a time, under locks the caller holds. Returns the next chain to visit
+/// and how the walk ended.
+fn walk_chains(
+    tdb: &Tdb,
+    first_chain: u32,
+    budget: usize,
+    visit: &mut dyn FnMut(&[u8], &[u8]),
+) -> (u32, Result<(), TdbError>) {
+    let hash_size = tdb.hash_size();
+    let mut visited = 0;
+    let mut chain = first_chain;
+    while chain < hash_size && visited < budget {
+        match tdb.traverse_chain(chain, |k, v| {
+            visit(k, v);
+            Traverse::Continue
+        }) {
+            Ok(n) => visited += n,
+            Err(e) => return (chain, Err(e)),
+        }
+        chain += 1;
+    }
+    (chain, Ok(()))
+}
+
+fn step_after(chain: u32, hash_size: u32) -> ChainStep {
+    if chain >= hash_size {
+        ChainStep::Done
+    } else {
+        ChainStep::More(chain)
     }
 }
 

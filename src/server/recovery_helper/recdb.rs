@@ -106,21 +106,45 @@ struct Entry {
 
 impl Entry {
     fn key<'c>(&self, chunks: &'c [Vec<u8>]) -> &'c [u8] {
-        slice(chunks, self.chunk, self.key_offset, self.key_len)
+        self.key_while(chunks, NOT_ADDING)
     }
 
     fn data<'c>(&self, chunks: &'c [Vec<u8>]) -> &'c [u8] {
-        slice(chunks, self.chunk, self.data_offset, self.data_len)
+        self.data_while(chunks, NOT_ADDING)
+    }
+
+    /// The key while `adding` (see [`bytes_of`]) is being added.
+    fn key_while<'c>(&self, chunks: &'c [Vec<u8>], adding: (&'c [u8], u32)) -> &'c [u8] {
+        bytes_of(chunks, adding, self.chunk, self.key_offset, self.key_len)
+    }
+
+    fn data_while<'c>(&self, chunks: &'c [Vec<u8>], adding: (&'c [u8], u32)) -> &'c [u8] {
+        bytes_of(chunks, adding, self.chunk, self.data_offset, self.data_len)
     }
 }
 
-fn slice(chunks: &[Vec<u8>], chunk: u32, offset: u32, len: u32) -> &[u8] {
+/// The `len` bytes at `offset` of chunk `chunk`; chunk `adding` is `message`, the message
+/// being added (not yet in `chunks`). Out of range reads as empty.
+fn bytes_of<'c>(
+    chunks: &'c [Vec<u8>],
+    (message, adding): (&'c [u8], u32),
+    chunk: u32,
+    offset: u32,
+    len: u32,
+) -> &'c [u8] {
+    let source: &[u8] = if chunk == adding {
+        message
+    } else {
+        chunks.get(chunk as usize).map_or(&[], Vec::as_slice)
+    };
     let start = offset as usize;
-    chunks
-        .get(chunk as usize)
-        .and_then(|c| c.get(start..start.saturating_add(len as usize)))
+    source
+        .get(start..start.saturating_add(len as usize))
         .unwrap_or(&[])
 }
+
+/// No message being added (see [`bytes_of`]).
+const NOT_ADDING: (&[u8], u32) = (&[], NONE);
 
 /// Spreads a CTDB hash over the bucket index bits (the low bits of the hash alone would
 /// follow the TDB's own chains).
@@ -265,14 +289,12 @@ impl RecDb {
             let chunks = &self.chunks;
             // The message joins `chunks` only after the loop, so copies collected from it
             // (a key twice in one message) are read from `message` itself.
-            match self
-                .table
-                .find_with(chunks, &message, chunk, entry.hash, record.key)
-            {
+            let adding = (message.as_slice(), chunk);
+            match self.table.find(chunks, adding, entry.hash, record.key) {
                 None => self.table.insert(entry),
                 Some(index) => {
                     let collected = self.table.entries[index];
-                    let known = header_of(entry_data(&collected, chunks, &message, chunk));
+                    let known = header_of(collected.data_while(chunks, adding));
                     let wins = known.is_none_or(|known| {
                         replaces(&pulled, from, &known, collected.from, self.leader)
                     });
@@ -323,25 +345,13 @@ impl RecDb {
     }
 }
 
-/// The data of `entry`, which may point into `message`, the chunk being added as `chunk`.
-fn entry_data<'c>(entry: &Entry, chunks: &'c [Vec<u8>], message: &'c [u8], chunk: u32) -> &'c [u8] {
-    if entry.chunk == chunk {
-        let start = entry.data_offset as usize;
-        message
-            .get(start..start.saturating_add(entry.data_len as usize))
-            .unwrap_or(&[])
-    } else {
-        entry.data(chunks)
-    }
-}
-
 impl Table {
-    /// [`Table::find`] while `message` is being added as chunk `chunk` (not yet in `chunks`).
-    fn find_with(
+    /// The entry of `key` (with CTDB hash `hash`), while `adding` (see [`bytes_of`]) is being
+    /// added.
+    fn find(
         &self,
         chunks: &[Vec<u8>],
-        message: &[u8],
-        chunk: u32,
+        adding: (&[u8], u32),
         hash: u32,
         key: &[u8],
     ) -> Option<usize> {
@@ -351,18 +361,8 @@ impl Table {
         let mut at = self.buckets[bucket_of(hash, self.buckets.len() - 1)];
         while at != NONE {
             let entry = &self.entries[at as usize];
-            if entry.hash == hash {
-                let known = if entry.chunk == chunk {
-                    let start = entry.key_offset as usize;
-                    message
-                        .get(start..start.saturating_add(entry.key_len as usize))
-                        .unwrap_or(&[])
-                } else {
-                    entry.key(chunks)
-                };
-                if known == key {
-                    return Some(at as usize);
-                }
+            if entry.hash == hash && entry.key_while(chunks, adding) == key {
+                return Some(at as usize);
             }
             at = entry.next;
         }
