@@ -1260,6 +1260,14 @@ fn pull_streams_buffers_split_at_the_size_limit() {
     ok(&mut dbs, &env, ControlOpcode::DbThaw, &id);
 }
 
+/// The only effect is the failure of the deferred pull `deferred`.
+fn assert_pull_failed(got: Vec<DbEffect>, deferred: DeferredId) {
+    assert!(
+        matches!(&got[..], [DbEffect::Complete { id, reply }] if *id == deferred && reply.status == -1),
+        "{got:?}"
+    );
+}
+
 /// A database larger than one step is pulled over several timer steps: the first messages
 /// leave with the control, the reply (the count) comes last as a deferred completion, a
 /// congested reader holds the walk, and a thaw in the middle fails it.
@@ -1350,11 +1358,7 @@ fn a_large_pull_is_streamed_in_steps_and_paced_by_its_reader() {
         ControlOpcode::DbTransactionStart,
         &transdb(db_id, TID + 1),
     );
-    let got = effects(&mut dbs);
-    assert!(
-        matches!(&got[..], [DbEffect::Complete { id, reply }] if *id == deferred && reply.status == -1),
-        "{got:?}"
-    );
+    assert_pull_failed(effects(&mut dbs), deferred);
     assert_eq!(dbs.poll_timeout(), None, "no walk left");
 
     // Thawed half-way: the pull fails instead of reading an unlocked file.
@@ -1364,11 +1368,7 @@ fn a_large_pull_is_streamed_in_steps_and_paced_by_its_reader() {
     effects(&mut dbs);
     let now = dbs.poll_timeout().expect("the walk is due");
     dbs.handle_timeout(now, &env.ctx());
-    let got = effects(&mut dbs);
-    assert!(
-        matches!(&got[..], [DbEffect::Complete { id, reply }] if *id == deferred && reply.status == -1),
-        "{got:?}"
-    );
+    assert_pull_failed(effects(&mut dbs), deferred);
 }
 
 #[test]
