@@ -751,6 +751,65 @@ impl Packet {
     }
 }
 
+/// A REQ_MESSAGE frame read in place: its header, srvid, and where its payload lies in the
+/// frame. Lets a large message (a DB_PULL or push buffer) be used or passed on without
+/// decoding it into a [`Packet`], which would copy the payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageView {
+    pub header: ReqHeader,
+    pub srvid: u64,
+    pub data: std::ops::Range<usize>,
+}
+
+impl MessageView {
+    /// `None` unless `frame` is a well-formed REQ_MESSAGE (the checks of [`Packet::pull`]).
+    pub fn parse(frame: &[u8]) -> Option<MessageView> {
+        let (header, _) = ReqHeader::pull(frame).ok()?;
+        if header.operation != Operation::ReqMessage || header.verify().is_err() {
+            return None;
+        }
+        let body = frame.get(HEADER_LEN..header.length as usize)?;
+        let srvid = u64::from_ne_bytes(body.get(..8)?.try_into().ok()?);
+        let datalen = u32::from_ne_bytes(body.get(8..12)?.try_into().ok()?) as usize;
+        let start = HEADER_LEN + 12;
+        let end = start.checked_add(datalen)?;
+        frame.get(start..end)?;
+        if end > header.length as usize {
+            return None;
+        }
+        Some(MessageView {
+            header,
+            srvid,
+            data: start..end,
+        })
+    }
+}
+
+/// The frame [`Packet::encode`] makes of a REQ_MESSAGE with `header`'s generation, nodes and
+/// reqid, written straight from a borrowed payload (one copy instead of two).
+pub fn encode_message(header: &ReqHeader, srvid: u64, data: &[u8], padding: Padding) -> Vec<u8> {
+    let exact = HEADER_LEN + 12 + data.len();
+    let length = padding.padded_len(exact, ReqMessage::C_STRUCT_LEN);
+    assert!(
+        u32::try_from(length).is_ok(),
+        "message length {length} does not fit in u32"
+    );
+    let mut out = Vec::with_capacity(length);
+    ReqHeader {
+        length: length as u32,
+        magic: CTDB_MAGIC,
+        version: CTDB_PROTOCOL,
+        operation: Operation::ReqMessage,
+        ..*header
+    }
+    .push(&mut out);
+    out.extend_from_slice(&srvid.to_ne_bytes());
+    out.extend_from_slice(&(data.len() as u32).to_ne_bytes());
+    out.extend_from_slice(data);
+    out.resize(length, 0);
+    out
+}
+
 /// The length word at the front of a frame, once four bytes are there.
 pub fn frame_length(prefix: &[u8]) -> Option<u32> {
     let word: [u8; 4] = prefix.get(..4)?.try_into().ok()?;
@@ -783,14 +842,23 @@ impl std::fmt::Display for FrameError {
 
 impl std::error::Error for FrameError {}
 
+/// Frames at least this long are read straight into a buffer of their own and handed out
+/// without a copy ([`FrameReader::read_space`]); a DB_PULL or push message is up to
+/// `RecBufferSizeLimit` (1 MB) long.
+pub const LARGE_FRAME_BYTES: usize = 64 * 1024;
+
 /// Cuts a byte stream into length-prefixed frames (`common/ctdb_io.c:queue_process`), with
-/// no I/O of its own. Bytes go in with [`FrameReader::feed`], whole frames come out of
-/// [`FrameReader::next_frame`]. A zero or oversized length poisons the reader: every later
-/// call returns the same error, since the stream position is lost.
+/// no I/O of its own. Bytes go in with [`FrameReader::feed`] (or are read by the caller into
+/// [`FrameReader::read_space`]), whole frames come out of [`FrameReader::next_frame`]. A zero
+/// or oversized length poisons the reader: every later call returns the same error, since the
+/// stream position is lost.
 #[derive(Debug, Clone)]
 pub struct FrameReader {
+    /// `buf[start..end]` is received and not yet returned; `buf[end..]` is zeroed room for
+    /// the next read.
     buf: Vec<u8>,
     start: usize,
+    end: usize,
     max_frame: u32,
     fatal: Option<FrameError>,
 }
@@ -801,6 +869,7 @@ impl FrameReader {
         FrameReader {
             buf: Vec::new(),
             start: 0,
+            end: 0,
             max_frame,
             fatal: None,
         }
@@ -808,16 +877,51 @@ impl FrameReader {
 
     /// Appends bytes read from the stream.
     pub fn feed(&mut self, bytes: &[u8]) {
-        if self.start > 0 && self.start == self.buf.len() {
-            self.buf.clear();
-            self.start = 0;
-        }
+        self.restart_if_drained();
+        self.buf.truncate(self.end);
         self.buf.extend_from_slice(bytes);
+        self.end = self.buf.len();
+    }
+
+    /// Room for the caller's next read; report what it read with [`FrameReader::commit`].
+    /// Normally `chunk` bytes, but when the bytes so far start a frame of at least
+    /// [`LARGE_FRAME_BYTES`], exactly the rest of that frame, moved to the front first: the
+    /// buffer then holds that one frame and [`FrameReader::next_frame`] hands it over whole.
+    pub fn read_space(&mut self, chunk: usize) -> &mut [u8] {
+        self.restart_if_drained();
+        let pending = self.end - self.start;
+        let large_rest = frame_length(&self.buf[self.start..self.end])
+            .map(|length| length as usize)
+            .filter(|&length| {
+                length >= LARGE_FRAME_BYTES && length <= self.max_frame as usize && length > pending
+            })
+            .map(|length| length - pending);
+        let want = match large_rest {
+            Some(rest) => {
+                if self.start > 0 {
+                    self.buf.copy_within(self.start..self.end, 0);
+                    self.start = 0;
+                    self.end = pending;
+                }
+                rest
+            }
+            None => chunk.max(1),
+        };
+        let needed = self.end.saturating_add(want);
+        if self.buf.len() < needed {
+            self.buf.resize(needed, 0);
+        }
+        &mut self.buf[self.end..needed]
+    }
+
+    /// `n` bytes were read into the slice [`FrameReader::read_space`] returned.
+    pub fn commit(&mut self, n: usize) {
+        self.end = self.end.saturating_add(n).min(self.buf.len());
     }
 
     /// Bytes received but not yet returned as frames.
     pub fn buffered(&self) -> usize {
-        self.buf.len() - self.start
+        self.end - self.start
     }
 
     /// The next complete frame (exactly `length` bytes, length word included), `Ok(None)` when
@@ -826,7 +930,7 @@ impl FrameReader {
         if let Some(error) = self.fatal {
             return Err(error);
         }
-        let pending = &self.buf[self.start..];
+        let pending = &self.buf[self.start..self.end];
         let Some(length) = frame_length(pending) else {
             return Ok(None);
         };
@@ -843,25 +947,43 @@ impl FrameReader {
             return Err(error);
         }
         let length_bytes = length as usize;
-        let Some(frame) = pending.get(..length_bytes) else {
+        if pending.len() < length_bytes {
             return Ok(None);
-        };
-        let frame = frame.to_vec();
-        self.consume(length_bytes);
+        }
+        let frame =
+            if self.start == 0 && self.end == length_bytes && length_bytes >= LARGE_FRAME_BYTES {
+                // The buffer is this frame and nothing else: hand it over instead of copying.
+                let mut frame = std::mem::take(&mut self.buf);
+                frame.truncate(length_bytes);
+                self.end = 0;
+                frame
+            } else {
+                let frame = pending[..length_bytes].to_vec();
+                self.consume(length_bytes);
+                frame
+            };
         if length_bytes < HEADER_LEN {
             return Err(FrameError::TooShort { length });
         }
         Ok(Some(frame))
     }
 
+    fn restart_if_drained(&mut self) {
+        if self.start > 0 && self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
     fn consume(&mut self, n: usize) {
         self.start += n;
         // Compact once the consumed prefix dominates, so the buffer does not creep forward.
-        if self.start == self.buf.len() {
-            self.buf.clear();
+        if self.start == self.end {
             self.start = 0;
-        } else if self.start > 4096 && self.start > self.buf.len() / 2 {
-            self.buf.drain(..self.start);
+            self.end = 0;
+        } else if self.start > 4096 && self.start > self.end / 2 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
             self.start = 0;
         }
     }
@@ -1449,6 +1571,160 @@ mod tests {
             }
             assert_eq!(decoded, packets, "seed {seed}");
             assert_eq!(reader.buffered(), 0, "seed {seed}");
+        }
+    }
+
+    /// A message packet whose payload is `len` bytes of `fill`.
+    fn message_of(len: usize, fill: u8) -> Packet {
+        Packet {
+            generation: 1,
+            destnode: 0,
+            srcnode: 2,
+            reqid: 0,
+            body: Body::ReqMessage(ReqMessage {
+                srvid: 7,
+                data: vec![fill; len],
+            }),
+        }
+    }
+
+    #[test]
+    fn frame_reader_reads_in_place_and_hands_large_frames_over_whole() {
+        for seed in seeds(100) {
+            let mut prng = Prng::new(seed);
+            // Small and large frames mixed, so large ones start anywhere in the buffer.
+            let packets: Vec<Packet> = (0..2 + prng.below(6))
+                .map(|i| {
+                    if prng.below(2) == 0 {
+                        message_of(LARGE_FRAME_BYTES + prng.below(50_000) as usize, i as u8)
+                    } else {
+                        let kind = prng.below(KINDS);
+                        random_packet(&mut prng, kind, Padding::Exact)
+                    }
+                })
+                .collect();
+            let stream: Vec<u8> = packets
+                .iter()
+                .flat_map(|p| p.encode(Padding::Exact))
+                .collect();
+            let mut reader = FrameReader::new(1 << 20);
+            let mut rest = &stream[..];
+            let mut decoded = Vec::new();
+            while !rest.is_empty() {
+                let chunk = 1 + prng.below(40_000) as usize;
+                let space = reader.read_space(chunk);
+                let n = space.len().min(rest.len()).min(chunk);
+                space[..n].copy_from_slice(&rest[..n]);
+                rest = &rest[n..];
+                reader.commit(n);
+                while let Some(frame) = reader.next_frame().unwrap() {
+                    decoded.push(Packet::pull(&frame).unwrap());
+                }
+            }
+            assert_eq!(decoded, packets, "seed {seed}");
+            assert_eq!(reader.buffered(), 0, "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn a_large_frame_read_into_its_own_buffer_is_not_copied() {
+        let frame = message_of(200_000, 9).encode(Padding::Exact);
+        let mut reader = FrameReader::new(1 << 20);
+        // A small frame first, so the large one starts in the middle of the buffer.
+        let small = message_of(10, 1).encode(Padding::Exact);
+        let mut stream = small.clone();
+        stream.extend_from_slice(&frame[..100]);
+        reader.read_space(4096)[..stream.len()].copy_from_slice(&stream);
+        reader.commit(stream.len());
+        assert_eq!(reader.next_frame().unwrap(), Some(small));
+        assert_eq!(reader.next_frame().unwrap(), None);
+        let space = reader.read_space(4096);
+        assert_eq!(
+            space.len(),
+            frame.len() - 100,
+            "exactly the rest of the frame"
+        );
+        space.copy_from_slice(&frame[100..]);
+        let space_ptr = space.as_ptr();
+        reader.commit(frame.len() - 100);
+        let got = reader.next_frame().unwrap().unwrap();
+        assert_eq!(got, frame);
+        assert_eq!(
+            got[100..].as_ptr(),
+            space_ptr,
+            "the frame is the read buffer itself"
+        );
+        assert_eq!(reader.buffered(), 0);
+        assert_eq!(reader.next_frame().unwrap(), None);
+    }
+
+    #[test]
+    fn messages_encoded_from_borrowed_data_match_the_packet_encoder() {
+        for seed in seeds(100) {
+            let mut prng = Prng::new(seed);
+            let packet = Packet {
+                generation: prng.u32(),
+                destnode: prng.u32(),
+                srcnode: prng.u32(),
+                reqid: prng.u32(),
+                body: Body::ReqMessage(ReqMessage {
+                    srvid: prng.next_u64(),
+                    data: prng.bytes(100),
+                }),
+            };
+            let Body::ReqMessage(m) = &packet.body else {
+                unreachable!()
+            };
+            for padding in ALL_PADDINGS {
+                let header = packet.header(padding);
+                let frame = encode_message(&header, m.srvid, &m.data, padding);
+                assert_eq!(frame, packet.encode(padding), "seed {seed} {padding:?}");
+                let view = MessageView::parse(&frame).expect("a message");
+                assert_eq!(view.header, header);
+                assert_eq!(view.srvid, m.srvid);
+                assert_eq!(&frame[view.data.clone()], &m.data[..]);
+            }
+        }
+    }
+
+    #[test]
+    fn message_view_agrees_with_the_decoder_on_any_bytes() {
+        for seed in seeds(300) {
+            let mut prng = Prng::new(seed);
+            let kind = prng.below(KINDS);
+            let mut frame = random_packet(&mut prng, kind, Padding::Daemon).encode(Padding::Daemon);
+            // Damage some frames: truncate, or overwrite a byte of the header or datalen.
+            match prng.below(4) {
+                0 => frame.truncate(prng.below(frame.len() as u64 + 1) as usize),
+                1 => {
+                    let at = prng.below(frame.len().min(HEADER_LEN + 12) as u64) as usize;
+                    frame[at] = prng.u32() as u8;
+                }
+                _ => {}
+            }
+            let decoded = Packet::pull(&frame);
+            match MessageView::parse(&frame) {
+                Some(view) => {
+                    let Ok(Packet {
+                        body: Body::ReqMessage(m),
+                        ..
+                    }) = decoded
+                    else {
+                        panic!("seed {seed}: the view accepted what the decoder refused");
+                    };
+                    assert_eq!((view.srvid, &frame[view.data]), (m.srvid, &m.data[..]));
+                }
+                None => assert!(
+                    !matches!(
+                        decoded,
+                        Ok(Packet {
+                            body: Body::ReqMessage(_),
+                            ..
+                        })
+                    ),
+                    "seed {seed}: the view refused a message the decoder accepted"
+                ),
+            }
         }
     }
 

@@ -18,13 +18,13 @@ use crate::common::clock::Instant;
 use crate::common::tunable::{self, Tunables};
 use crate::protocol::header::{
     Operation, ReqHeader, BROADCAST_ACTIVE, BROADCAST_ALL, BROADCAST_CONNECTED, CURRENT_NODE,
-    HEADER_LEN, INVALID_GENERATION,
+    INVALID_GENERATION,
 };
 use crate::protocol::opcode::ControlOpcode;
 use crate::protocol::packet::{
-    Body, Packet, Padding, ReplyControl, ReqCall, ReqControl, ReqKeepalive, ReqMessage,
-    CALL_FLAG_IMMEDIATE_MIGRATION, CALL_FLAG_VACUUM_MIGRATION, CTRL_FLAG_NOREPLY,
-    KEEPALIVE_VERSION, NULL_FUNC,
+    encode_message, Body, MessageView, Packet, Padding, ReplyControl, ReqCall, ReqControl,
+    ReqKeepalive, ReqMessage, CALL_FLAG_IMMEDIATE_MIGRATION, CALL_FLAG_VACUUM_MIGRATION,
+    CTRL_FLAG_NOREPLY, KEEPALIVE_VERSION, NULL_FUNC,
 };
 use crate::protocol::types::{
     BanState, LatencyCounter, NodeAndFlags, NodeFlagChange, NodeMap, Statistics, StatisticsList,
@@ -722,8 +722,7 @@ impl Daemon {
         // connected node (the client's own registrations are gone by now).
         for (srvid, data) in gone.notify {
             log::info!("Sending client notify message for srvid:{srvid}");
-            let m = ReqMessage { srvid, data };
-            self.client_message(now, BROADCAST_CONNECTED, m, &NoHostQueries);
+            self.client_message(now, BROADCAST_CONNECTED, srvid, &data, &NoHostQueries);
         }
     }
 
@@ -738,11 +737,13 @@ impl Daemon {
         if !self.clients.contains_key(&client) {
             return;
         }
-        if self.take_push_frame(now, frame, true, host).is_some() {
+        if let Some(message) = MessageView::parse(frame) {
             self.bump(|s| {
                 s.client_packets_recv += 1;
                 s.client.req_message += 1;
             });
+            let data = &frame[message.data];
+            self.client_message(now, message.header.destnode, message.srvid, data, host);
             return;
         }
         let packet = match Packet::pull(frame) {
@@ -761,7 +762,7 @@ impl Daemon {
             }
             Body::ReqMessage(m) => {
                 self.bump(|s| s.client.req_message += 1);
-                self.client_message(now, packet.destnode, m, host);
+                self.client_message(now, packet.destnode, m.srvid, &m.data, host);
             }
             Body::ReqCall(call) => {
                 self.bump(|s| s.client.req_call += 1);
@@ -958,7 +959,17 @@ impl Daemon {
         }
     }
 
-    fn client_message(&mut self, now: Instant, destnode: u32, m: ReqMessage, host: &dyn Host) {
+    /// A client's message, read in place from its frame: a push buffer from the recovery
+    /// helper is up to `RecBufferSizeLimit` bytes, and is copied once, into the frame that
+    /// carries it on.
+    fn client_message(
+        &mut self,
+        now: Instant,
+        destnode: u32,
+        srvid: u64,
+        data: &[u8],
+        host: &dyn Host,
+    ) {
         let destnode = if destnode == CURRENT_NODE {
             self.pnn
         } else {
@@ -967,19 +978,19 @@ impl Daemon {
         if is_broadcast_dest(destnode) {
             for pnn in self.broadcast_targets(destnode) {
                 if pnn == self.pnn {
-                    self.deliver_message_ref(now, m.srvid, &m.data, host);
+                    self.deliver_message_ref(now, srvid, data, host);
                 } else {
-                    self.send_node_message(pnn, &m);
+                    self.send_node_message_ref(pnn, srvid, data);
                 }
             }
         } else if destnode == self.pnn {
-            self.deliver_message(now, m, host);
+            self.deliver_message_ref(now, srvid, data, host);
         } else if self
             .nodes
             .get(destnode as usize)
             .is_some_and(|n| n.flags & (NODE_FLAGS_DISCONNECTED | NODE_FLAGS_DELETED) == 0)
         {
-            self.send_node_message_owned(destnode, m);
+            self.send_node_message_ref(destnode, srvid, data);
         } else {
             log::info!("Dropping message to disconnected or unknown node {destnode}");
         }
@@ -991,13 +1002,29 @@ impl Daemon {
         self.deliver_to_clients_owned(m);
     }
 
-    /// [`Daemon::deliver_message`] of a borrowed payload, copied only for clients.
+    /// [`Daemon::deliver_message`] of a borrowed payload, copied once per client, straight
+    /// into the client's frame.
     fn deliver_message_ref(&mut self, now: Instant, srvid: u64, data: &[u8], host: &dyn Host) {
         self.deliver_to_databases(now, srvid, data, host);
-        if !self.srvids.targets(srvid).is_empty() {
-            self.deliver_to_clients_owned(ReqMessage {
-                srvid,
-                data: data.to_vec(),
+        let targets = self.srvids.targets(srvid);
+        if targets.is_empty() {
+            return;
+        }
+        let header = ReqHeader::new(
+            self.vnn_map.generation,
+            Operation::ReqMessage,
+            0,
+            self.pnn,
+            0,
+        );
+        for client in targets {
+            if !self.clients.contains_key(&client) {
+                continue;
+            }
+            self.bump(|s| s.client_packets_sent += 1);
+            self.effects.push_back(Effect::SendClient {
+                client,
+                frame: encode_message(&header, srvid, data, Padding::Daemon),
             });
         }
     }
@@ -1010,33 +1037,16 @@ impl Daemon {
         }
     }
 
-    /// A REQ_MESSAGE frame for this node whose srvid a DB push waits for: the records are
-    /// stored straight from the received frame (a push buffer is up to `RecBufferSizeLimit`
-    /// bytes; decoding it into a [`Packet`] would copy it first). `None` when the frame is
+    /// A REQ_MESSAGE frame from another node for this one, used in place: a DB_PULL buffer
+    /// for the recovery helper or a push buffer for a database is up to `RecBufferSizeLimit`
+    /// bytes, and decoding it into a [`Packet`] would copy it first. `None` when the frame is
     /// anything else, to be decoded as usual.
-    fn take_push_frame(
-        &mut self,
-        now: Instant,
-        frame: &[u8],
-        local_dest: bool,
-        host: &dyn Host,
-    ) -> Option<()> {
-        let (header, _) = ReqHeader::pull(frame).ok()?;
-        if header.operation != Operation::ReqMessage || header.verify().is_err() {
+    fn take_node_message(&mut self, now: Instant, frame: &[u8], host: &dyn Host) -> Option<()> {
+        let message = MessageView::parse(frame)?;
+        if message.header.destnode != self.pnn {
             return None;
         }
-        let local = header.destnode == self.pnn || (local_dest && header.destnode == CURRENT_NODE);
-        if !local {
-            return None;
-        }
-        let body = frame.get(HEADER_LEN..header.length as usize)?;
-        let srvid = u64::from_ne_bytes(body.get(..8)?.try_into().ok()?);
-        let datalen = u32::from_ne_bytes(body.get(8..12)?.try_into().ok()?) as usize;
-        let data = body.get(12..12usize.checked_add(datalen)?)?;
-        if !self.dbs.push_waits_for(srvid) {
-            return None;
-        }
-        self.deliver_message_ref(now, srvid, data, host);
+        self.deliver_message_ref(now, message.srvid, &frame[message.data], host);
         Some(())
     }
 
@@ -1145,6 +1155,25 @@ impl Daemon {
         self.send_node_message_owned(pnn, m.clone());
     }
 
+    /// [`Daemon::send_node_message`] of a borrowed payload, copied once, into the frame.
+    fn send_node_message_ref(&mut self, pnn: Pnn, srvid: u64, data: &[u8]) {
+        if pnn == self.pnn {
+            return;
+        }
+        let header = ReqHeader::new(
+            self.vnn_map.generation,
+            Operation::ReqMessage,
+            pnn,
+            self.pnn,
+            0,
+        );
+        self.bump(|s| s.node_packets_sent += 1);
+        self.effects.push_back(Effect::SendNode {
+            pnn,
+            frame: encode_message(&header, srvid, data, Padding::Daemon),
+        });
+    }
+
     /// [`Daemon::send_node_message`] for a message that goes to one node only (no copy).
     fn send_node_message_owned(&mut self, pnn: Pnn, m: ReqMessage) {
         let packet = Packet {
@@ -1245,7 +1274,7 @@ impl Daemon {
 
     /// One complete, already length/magic/version-checked frame from `pnn`'s incoming link.
     pub fn on_node_frame(&mut self, now: Instant, pnn: Pnn, frame: &[u8], host: &dyn Host) {
-        if self.take_push_frame(now, frame, false, host).is_some() {
+        if self.take_node_message(now, frame, host).is_some() {
             if let Some(node) = self.nodes.get_mut(pnn as usize) {
                 node.rx_cnt = node.rx_cnt.saturating_add(1);
             }

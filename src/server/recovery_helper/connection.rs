@@ -6,12 +6,12 @@
 //! Messages are only wanted for the srvid whose collection is under way (the records of a
 //! DB_PULL); any other message is dropped, as stock drops messages nobody has a handler for.
 
-use super::transport::{Disconnected, MultiOutcome, Outcome, Request, Transport};
+use super::transport::{Disconnected, MultiOutcome, Outcome, Payload, Request, Transport};
 use crate::common::clock::{Instant, MonotonicClock};
 use crate::protocol::header::CURRENT_NODE;
 use crate::protocol::opcode::ControlOpcode;
 use crate::protocol::packet::{
-    Body, FrameError, FrameReader, Packet, Padding, ReqControl, ReqMessage,
+    Body, FrameError, FrameReader, MessageView, Packet, Padding, ReqControl, ReqMessage,
 };
 use crate::protocol::types::UNKNOWN_PNN;
 use std::collections::HashMap;
@@ -65,7 +65,7 @@ fn errno_of(e: &std::io::Error) -> i32 {
 }
 
 /// The srvids whose messages are wanted, and where they go (with the srvid's index).
-type Collector<'a> = (&'a [u64], &'a mut dyn FnMut(usize, &[u8]));
+type Collector<'a> = (&'a [u64], &'a mut dyn FnMut(usize, Payload));
 
 /// A live connection to the local daemon.
 pub struct DaemonConnection {
@@ -161,18 +161,13 @@ impl DaemonConnection {
     }
 
     /// The next packet, or `None` once `deadline` has passed.
-    fn next_packet(&mut self, deadline: Instant) -> Result<Option<Packet>, Disconnected> {
-        let mut buf = vec![0u8; READ_CHUNK];
+    /// The next frame from the daemon, `None` once `deadline` passed. Bytes are read straight
+    /// into the frame reader, so a large message (a DB_PULL buffer) arrives in a buffer of its
+    /// own and is never copied here.
+    fn next_frame(&mut self, deadline: Instant) -> Result<Option<Vec<u8>>, Disconnected> {
         loop {
             match self.reader.next_frame() {
-                Ok(Some(frame)) => match Packet::pull(&frame) {
-                    Ok(packet) => return Ok(Some(packet)),
-                    // Stock's client logs and skips packets it cannot parse.
-                    Err(e) => {
-                        log::warn!("invalid packet from ctdbd: {e}");
-                        continue;
-                    }
-                },
+                Ok(Some(frame)) => return Ok(Some(frame)),
                 Ok(None) => {}
                 Err(FrameError::TooShort { .. }) => continue,
                 Err(_) => return Err(Disconnected),
@@ -185,9 +180,9 @@ impl DaemonConnection {
             if self.stream.set_read_timeout(Some(left)).is_err() {
                 return Err(Disconnected);
             }
-            match self.stream.read(&mut buf) {
+            match self.stream.read(self.reader.read_space(READ_CHUNK)) {
                 Ok(0) => return Err(Disconnected),
-                Ok(n) => self.reader.feed(&buf[..n]),
+                Ok(n) => self.reader.commit(n),
                 Err(e) if e.kind() == ErrorKind::Interrupted => self.interrupted(),
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
                 Err(_) => return Err(Disconnected),
@@ -231,7 +226,7 @@ impl DaemonConnection {
         let mut outcomes: Vec<Option<Outcome>> = vec![None; requests.len()];
         let mut order = Vec::with_capacity(requests.len());
         while !pending.is_empty() {
-            let Some(packet) = self.next_packet(deadline)? else {
+            let Some(frame) = self.next_frame(deadline)? else {
                 // Every outstanding control times out together; stock's timers fire in the
                 // order the controls were sent.
                 let mut left: Vec<usize> = pending.drain().map(|(_, index)| index).collect();
@@ -242,21 +237,29 @@ impl DaemonConnection {
                 }
                 break;
             };
-            match packet.body {
-                Body::ReplyControl(reply) => {
-                    if let Some(index) = pending.remove(&packet.reqid) {
-                        outcomes[index] = Some(Ok(reply));
-                        order.push(index);
-                    }
-                }
-                Body::ReqMessage(message) => {
-                    if let Some((srvids, sink)) = collect.as_mut() {
-                        if let Some(index) = srvids.iter().position(|&s| s == message.srvid) {
-                            sink(index, &message.data);
+            if let Some(message) = MessageView::parse(&frame) {
+                if let Some((srvids, sink)) = collect.as_mut() {
+                    if let Some(index) = srvids.iter().position(|&s| s == message.srvid) {
+                        if let Some(payload) = Payload::within(frame, message.data) {
+                            sink(index, payload);
                         }
                     }
                 }
-                _ => {}
+                continue;
+            }
+            let packet = match Packet::pull(&frame) {
+                Ok(packet) => packet,
+                // Stock's client logs and skips packets it cannot parse.
+                Err(e) => {
+                    log::warn!("invalid packet from ctdbd: {e}");
+                    continue;
+                }
+            };
+            if let Body::ReplyControl(reply) = packet.body {
+                if let Some(index) = pending.remove(&packet.reqid) {
+                    outcomes[index] = Some(Ok(reply));
+                    order.push(index);
+                }
             }
         }
         let outcomes = outcomes
@@ -289,10 +292,10 @@ impl Transport for DaemonConnection {
         pnn: u32,
         request: &Request,
         srvid: u64,
-        sink: &mut dyn FnMut(&[u8]),
+        sink: &mut dyn FnMut(Payload),
     ) -> Result<Outcome, Disconnected> {
         let srvids = [srvid];
-        let mut indexed = |_: usize, data: &[u8]| sink(data);
+        let mut indexed = |_: usize, payload: Payload| sink(payload);
         let mut multi = self.exchange(&[pnn], request, Some((&srvids, &mut indexed)))?;
         Ok(multi.outcomes.pop().unwrap_or(Err(libc::EIO)))
     }
@@ -301,7 +304,7 @@ impl Transport for DaemonConnection {
         &mut self,
         requests: &[(u32, Request)],
         srvids: &[u64],
-        sink: &mut dyn FnMut(usize, &[u8]),
+        sink: &mut dyn FnMut(usize, Payload),
     ) -> Result<Vec<Outcome>, Disconnected> {
         let requests: Vec<(u32, &Request)> = requests.iter().map(|(pnn, r)| (*pnn, r)).collect();
         let (outcomes, _) = self.exchange_batch(&requests, Some((srvids, sink)))?;
@@ -465,7 +468,9 @@ mod tests {
         say(&mut daemon, 0, message(10, b"late"));
         let mut got = Vec::new();
         let outcome = conn
-            .control_collecting(1, &request(), 10, &mut |data| got.push(data.to_vec()))
+            .control_collecting(1, &request(), 10, &mut |data| {
+                got.push(data.bytes().to_vec())
+            })
             .unwrap();
         assert_eq!(outcome.unwrap().status, 0);
         assert_eq!(got, vec![b"one".to_vec(), b"two".to_vec()]);
@@ -486,7 +491,7 @@ mod tests {
         let mut got = Vec::new();
         let outcomes = conn
             .controls_collecting(&batch, &[20, 21], &mut |index, data| {
-                got.push((index, data.to_vec()))
+                got.push((index, data.bytes().to_vec()))
             })
             .unwrap();
         assert!(outcomes.iter().all(|o| matches!(o, Ok(r) if r.status == 0)));

@@ -5,7 +5,7 @@
 //! messages before the reply, pushes into the open transaction and commits. Failures are
 //! injected per node and opcode.
 
-use super::transport::{Disconnected, MultiOutcome, Outcome, Request, Transport};
+use super::transport::{Disconnected, MultiOutcome, Outcome, Payload, Request, Transport};
 use crate::common::tdb::jenkins_hash;
 use crate::protocol::basic::Marshal;
 use crate::protocol::control::{
@@ -489,13 +489,13 @@ impl Transport for FakeCluster {
         pnn: u32,
         request: &Request,
         srvid: u64,
-        sink: &mut dyn FnMut(&[u8]),
+        sink: &mut dyn FnMut(Payload),
     ) -> Result<Outcome, Disconnected> {
         let mut pulled = Vec::new();
         let outcome = self.handle(pnn, request, &mut pulled);
         if self.registered.contains(&srvid) {
-            for message in &pulled {
-                sink(message);
+            for message in pulled {
+                sink(Payload::whole(message));
             }
         }
         Ok(outcome)
@@ -507,7 +507,7 @@ impl Transport for FakeCluster {
         &mut self,
         requests: &[(u32, Request)],
         srvids: &[u64],
-        sink: &mut dyn FnMut(usize, &[u8]),
+        sink: &mut dyn FnMut(usize, Payload),
     ) -> Result<Vec<Outcome>, Disconnected> {
         let mut outcomes = Vec::with_capacity(requests.len());
         let mut pulled: Vec<Vec<Vec<u8>>> = Vec::with_capacity(requests.len());
@@ -523,7 +523,7 @@ impl Transport for FakeCluster {
                     .get(index)
                     .is_some_and(|srvid| self.registered.contains(srvid));
                 if let (true, Some(message)) = (registered, messages.get(round)) {
-                    sink(index, message);
+                    sink(index, Payload::whole(message.clone()));
                 }
             }
         }

@@ -254,7 +254,21 @@ impl RecDb {
     /// prefers, and returns how many records the message held. Stops at the first record
     /// without a header. The message is kept whole: collected copies point into it.
     pub fn add_message(&mut self, message: Vec<u8>, from: u32) -> Result<u32, AddError> {
-        let view = RecBufferView::parse(&message).map_err(|_| AddError::Malformed)?;
+        let all = 0..message.len();
+        self.add_message_in(message, all, from)
+    }
+
+    /// [`RecDb::add_message`] of the rec_buffer at `message[range]` (a received frame, kept
+    /// whole instead of copying its payload out).
+    pub fn add_message_in(
+        &mut self,
+        message: Vec<u8>,
+        range: std::ops::Range<usize>,
+        from: u32,
+    ) -> Result<u32, AddError> {
+        let base = range.start;
+        let buffer = message.get(range).ok_or(AddError::Malformed)?;
+        let view = RecBufferView::parse(buffer).map_err(|_| AddError::Malformed)?;
         if view.db_id != self.db_id {
             return Err(AddError::WrongDb(view.db_id));
         }
@@ -278,9 +292,9 @@ impl RecDb {
             let entry = Entry {
                 hash: hash::ctdb_hash(record.key),
                 chunk,
-                key_offset: record.key_offset as u32,
+                key_offset: (base + record.key_offset) as u32,
                 key_len: record.key.len() as u32,
-                data_offset: record.data_offset as u32,
+                data_offset: (base + record.data_offset) as u32,
                 data_len: record.data.len() as u32,
                 from,
                 next: NONE,
@@ -743,6 +757,47 @@ mod tests {
                 assert_eq!(h, header(9, 5, 0x0100_0000 | REC_FLAG_MIGRATED_WITH_DATA));
             }
         }
+    }
+
+    /// A message kept inside its received frame merges exactly like the bare message.
+    #[test]
+    fn a_message_inside_a_larger_buffer_merges_like_the_message_alone() {
+        for seed in crate::testing::seeds(30) {
+            let mut rng = Prng::new(seed);
+            let messages: Vec<(u32, Vec<u8>)> = (0..1 + rng.below(5))
+                .map(|m| {
+                    let records = (0..rng.below(20))
+                        .map(|i| {
+                            let h = header(rng.below(4), rng.below(3) as u32, 0);
+                            rec(&format!("k{}", (i * 7 + m) % 13), h, &format!("v{m}.{i}"))
+                        })
+                        .collect();
+                    (rng.below(3) as u32, buf(records).to_bytes())
+                })
+                .collect();
+            let mut bare = RecDb::new(0x1234, "bare", false, 1);
+            let mut framed = RecDb::new(0x1234, "framed", false, 1);
+            for (from, message) in &messages {
+                let before = rng.below(60) as usize;
+                let mut frame = vec![0xa5; before];
+                frame.extend_from_slice(message);
+                frame.extend_from_slice(&vec![0x5a; rng.below(9) as usize]);
+                let range = before..before + message.len();
+                let n = bare.add_message(message.clone(), *from).unwrap();
+                assert_eq!(framed.add_message_in(frame, range, *from), Ok(n));
+            }
+            let dest = Destination::Everyone { dmaster: 1 };
+            assert_eq!(
+                decode(&bare.push_buffers(dest, 131, 1 << 20)[0]),
+                decode(&framed.push_buffers(dest, 131, 1 << 20)[0]),
+                "seed {seed}"
+            );
+        }
+        let mut recdb = RecDb::new(0x1234, "range", false, 0);
+        assert_eq!(
+            recdb.add_message_in(vec![0; 8], 4..12, 0),
+            Err(AddError::Malformed)
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@
 
 use super::lists::{DbEntry, DbList, DbListError, NodeList};
 use super::recdb::{lmasters_covered, AddError, Destination, PushBuffers, RecDb};
-use super::transport::{Disconnected, Outcome, Request, Transport};
+use super::transport::{Disconnected, Outcome, Payload, Request, Transport};
 use crate::protocol::control::{
     pull_reply_data, ControlReplyData, ControlRequestData, CTRL_FLAG_ATTACH_RECOVERY,
 };
@@ -718,11 +718,12 @@ impl<T: Transport> Run<'_, T> {
 
         let db_id = recdb.db_id();
         let mut received: Vec<u32> = vec![0; sources.len()];
-        let mut sink = |index: usize, data: &[u8]| {
+        let mut sink = |index: usize, payload: Payload| {
             let Some(&(_, position)) = sources.get(index) else {
                 return;
             };
-            let count = match recdb.add_message(data.to_vec(), position) {
+            let (message, range) = payload.into_parts();
+            let count = match recdb.add_message_in(message, range, position) {
                 Ok(count) => count,
                 Err(AddError::Malformed | AddError::TooLarge) => {
                     error!("Invalid data received for DB_PULL messages");

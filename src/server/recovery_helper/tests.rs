@@ -491,7 +491,7 @@ impl super::transport::Transport for InactiveAtBanTime {
         pnn: u32,
         request: &super::transport::Request,
         srvid: u64,
-        sink: &mut dyn FnMut(&[u8]),
+        sink: &mut dyn FnMut(super::transport::Payload),
     ) -> Result<super::transport::Outcome, super::transport::Disconnected> {
         let outcome = self.inner.control_collecting(pnn, request, srvid, sink);
         let pulls = self

@@ -10,7 +10,39 @@
 use crate::protocol::control::ControlRequestData;
 use crate::protocol::opcode::ControlOpcode;
 use crate::protocol::packet::ReplyControl;
+use std::ops::Range;
 use std::time::Duration;
+
+/// A message's payload, still inside the buffer it arrived in: a DB_PULL message is up to
+/// `RecBufferSizeLimit` bytes, and keeping the received frame spares copying it out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payload {
+    buffer: Vec<u8>,
+    range: Range<usize>,
+}
+
+impl Payload {
+    /// All of `buffer`.
+    pub fn whole(buffer: Vec<u8>) -> Self {
+        let range = 0..buffer.len();
+        Payload { buffer, range }
+    }
+
+    /// `buffer[range]`; `None` when the range is not inside the buffer.
+    pub fn within(buffer: Vec<u8>, range: Range<usize>) -> Option<Self> {
+        buffer.get(range.clone())?;
+        Some(Payload { buffer, range })
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.buffer[self.range.clone()]
+    }
+
+    /// The buffer and where the payload lies in it.
+    pub fn into_parts(self) -> (Vec<u8>, Range<usize>) {
+        (self.buffer, self.range)
+    }
+}
 
 /// One control as the helper sends it.
 #[derive(Debug, Clone, PartialEq)]
@@ -115,7 +147,7 @@ pub trait Transport {
         pnn: u32,
         request: &Request,
         srvid: u64,
-        sink: &mut dyn FnMut(&[u8]),
+        sink: &mut dyn FnMut(Payload),
     ) -> Result<Outcome, Disconnected>;
 
     /// Sends every control of `requests` (all before waiting) and, until all have replied or
@@ -126,7 +158,7 @@ pub trait Transport {
         &mut self,
         requests: &[(u32, Request)],
         srvids: &[u64],
-        sink: &mut dyn FnMut(usize, &[u8]),
+        sink: &mut dyn FnMut(usize, Payload),
     ) -> Result<Vec<Outcome>, Disconnected> {
         let mut outcomes = Vec::with_capacity(requests.len());
         for (index, ((pnn, request), srvid)) in requests.iter().zip(srvids).enumerate() {

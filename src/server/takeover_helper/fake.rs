@@ -239,7 +239,7 @@ impl Transport for FakeCluster {
         _pnn: u32,
         _request: &Request,
         _srvid: u64,
-        _sink: &mut dyn FnMut(&[u8]),
+        _sink: &mut dyn FnMut(crate::server::recovery_helper::transport::Payload),
     ) -> Result<Outcome, Disconnected> {
         Ok(Err(libc::ENOTSUP))
     }
