@@ -810,6 +810,81 @@ pub fn encode_message(header: &ReqHeader, srvid: u64, data: &[u8], padding: Padd
     out
 }
 
+/// A REQ_MESSAGE payload written after room for the header, srvid and length, which
+/// [`MessageBuffer::into_frame`] fills in: the payload (a DB_PULL buffer of up to
+/// `RecBufferSizeLimit` bytes) becomes a frame without being copied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageBuffer {
+    buf: Vec<u8>,
+}
+
+impl MessageBuffer {
+    /// Header, srvid and datalen.
+    const PREFIX: usize = HEADER_LEN + 12;
+
+    /// An empty payload with room for `capacity` bytes (and the padding after them).
+    pub fn with_capacity(capacity: usize) -> Self {
+        let mut buf = Vec::with_capacity(
+            Self::PREFIX
+                .saturating_add(capacity)
+                .saturating_add(PACKET_ALIGNMENT),
+        );
+        buf.resize(Self::PREFIX, 0);
+        MessageBuffer { buf }
+    }
+
+    /// A buffer holding `payload`.
+    pub fn from_payload(payload: &[u8]) -> Self {
+        let mut buffer = Self::with_capacity(payload.len());
+        buffer.extend_from_slice(payload);
+        buffer
+    }
+
+    pub fn payload(&self) -> &[u8] {
+        &self.buf[Self::PREFIX..]
+    }
+
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[Self::PREFIX..]
+    }
+
+    pub fn payload_len(&self) -> usize {
+        self.buf.len() - Self::PREFIX
+    }
+
+    pub fn extend_from_slice(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    pub fn reserve(&mut self, additional: usize) {
+        self.buf.reserve(additional);
+    }
+
+    /// The frame [`encode_message`] makes of the payload, built in this buffer.
+    pub fn into_frame(mut self, header: &ReqHeader, srvid: u64, padding: Padding) -> Vec<u8> {
+        let datalen = self.payload_len();
+        let length = padding.padded_len(self.buf.len(), ReqMessage::C_STRUCT_LEN);
+        assert!(
+            u32::try_from(length).is_ok() && u32::try_from(datalen).is_ok(),
+            "message length {length} does not fit in u32"
+        );
+        let mut prefix = Vec::with_capacity(Self::PREFIX);
+        ReqHeader {
+            length: length as u32,
+            magic: CTDB_MAGIC,
+            version: CTDB_PROTOCOL,
+            operation: Operation::ReqMessage,
+            ..*header
+        }
+        .push(&mut prefix);
+        prefix.extend_from_slice(&srvid.to_ne_bytes());
+        prefix.extend_from_slice(&(datalen as u32).to_ne_bytes());
+        self.buf[..Self::PREFIX].copy_from_slice(&prefix);
+        self.buf.resize(length, 0);
+        self.buf
+    }
+}
+
 /// The length word at the front of a frame, once four bytes are there.
 pub fn frame_length(prefix: &[u8]) -> Option<u32> {
     let word: [u8; 4] = prefix.get(..4)?.try_into().ok()?;
@@ -1659,7 +1734,7 @@ mod tests {
     }
 
     #[test]
-    fn messages_encoded_from_borrowed_data_match_the_packet_encoder() {
+    fn messages_encoded_from_borrowed_data_or_in_place_match_the_packet_encoder() {
         for seed in seeds(100) {
             let mut prng = Prng::new(seed);
             let packet = Packet {
@@ -1679,6 +1754,9 @@ mod tests {
                 let header = packet.header(padding);
                 let frame = encode_message(&header, m.srvid, &m.data, padding);
                 assert_eq!(frame, packet.encode(padding), "seed {seed} {padding:?}");
+                let built =
+                    MessageBuffer::from_payload(&m.data).into_frame(&header, m.srvid, padding);
+                assert_eq!(built, frame, "seed {seed} {padding:?}");
                 let view = MessageView::parse(&frame).expect("a message");
                 assert_eq!(view.header, header);
                 assert_eq!(view.srvid, m.srvid);

@@ -22,9 +22,9 @@ use crate::protocol::header::{
 };
 use crate::protocol::opcode::ControlOpcode;
 use crate::protocol::packet::{
-    encode_message, Body, MessageView, Packet, Padding, ReplyControl, ReqCall, ReqControl,
-    ReqKeepalive, ReqMessage, CALL_FLAG_IMMEDIATE_MIGRATION, CALL_FLAG_VACUUM_MIGRATION,
-    CTRL_FLAG_NOREPLY, KEEPALIVE_VERSION, NULL_FUNC,
+    encode_message, Body, MessageBuffer, MessageView, Packet, Padding, ReplyControl, ReqCall,
+    ReqControl, ReqKeepalive, ReqMessage, CALL_FLAG_IMMEDIATE_MIGRATION,
+    CALL_FLAG_VACUUM_MIGRATION, CTRL_FLAG_NOREPLY, KEEPALIVE_VERSION, NULL_FUNC,
 };
 use crate::protocol::types::{
     BanState, LatencyCounter, NodeAndFlags, NodeFlagChange, NodeMap, Statistics, StatisticsList,
@@ -536,9 +536,20 @@ impl Daemon {
             match effect {
                 DbEffect::SendMessage { pnn, srvid, data } => {
                     if pnn == self.pnn {
-                        self.deliver_message(now, ReqMessage { srvid, data }, host);
+                        self.deliver_message_buffer(now, srvid, data, host);
                     } else {
-                        self.send_node_message_owned(pnn, ReqMessage { srvid, data });
+                        let header = ReqHeader::new(
+                            self.vnn_map.generation,
+                            Operation::ReqMessage,
+                            pnn,
+                            self.pnn,
+                            0,
+                        );
+                        self.bump(|s| s.node_packets_sent += 1);
+                        self.effects.push_back(Effect::SendNode {
+                            pnn,
+                            frame: data.into_frame(&header, srvid, Padding::Daemon),
+                        });
                     }
                 }
                 DbEffect::BroadcastControl { opcode, data } => {
@@ -1027,6 +1038,45 @@ impl Daemon {
                 frame: encode_message(&header, srvid, data, Padding::Daemon),
             });
         }
+    }
+
+    /// [`Daemon::deliver_message`] of a payload built in place: a single client (the recovery
+    /// helper waiting for a DB_PULL) gets the buffer itself as its frame.
+    fn deliver_message_buffer(
+        &mut self,
+        now: Instant,
+        srvid: u64,
+        data: MessageBuffer,
+        host: &dyn Host,
+    ) {
+        self.deliver_to_databases(now, srvid, data.payload(), host);
+        let targets = self.srvids.targets(srvid);
+        let live: Vec<ClientId> = targets
+            .into_iter()
+            .filter(|client| self.clients.contains_key(client))
+            .collect();
+        let header = ReqHeader::new(
+            self.vnn_map.generation,
+            Operation::ReqMessage,
+            0,
+            self.pnn,
+            0,
+        );
+        let Some((&last, others)) = live.split_last() else {
+            return;
+        };
+        for &client in others {
+            self.bump(|s| s.client_packets_sent += 1);
+            self.effects.push_back(Effect::SendClient {
+                client,
+                frame: encode_message(&header, srvid, data.payload(), Padding::Daemon),
+            });
+        }
+        self.bump(|s| s.client_packets_sent += 1);
+        self.effects.push_back(Effect::SendClient {
+            client: last,
+            frame: data.into_frame(&header, srvid, Padding::Daemon),
+        });
     }
 
     /// DB_PUSH registers its srvid inside the daemon, ahead of clients.

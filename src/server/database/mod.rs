@@ -83,6 +83,7 @@ use crate::common::clock::Instant;
 use crate::common::tdb::{TdbError, TdbFlags};
 use crate::common::tunable::Tunables;
 use crate::protocol::opcode::ControlOpcode;
+use crate::protocol::packet::MessageBuffer;
 use crate::protocol::types::{db_flags, Dbid, DbidMap, Runstate, VnnMap};
 use crate::protocol::Marshal;
 use std::collections::VecDeque;
@@ -191,7 +192,11 @@ pub enum DbControlOutcome {
 pub enum DbEffect {
     /// A REQ_MESSAGE to `srvid` on node `pnn` (`ctdb_daemon_send_message`); for the own PNN it
     /// is dispatched locally, including to [`DatabaseSet::on_message`].
-    SendMessage { pnn: Pnn, srvid: u64, data: Vec<u8> },
+    SendMessage {
+        pnn: Pnn,
+        srvid: u64,
+        data: MessageBuffer,
+    },
     /// A NOREPLY control with srvid 0 and client_id 0 to `BROADCAST_CONNECTED` (after a new
     /// attach, so that every node attaches the database too).
     BroadcastControl {

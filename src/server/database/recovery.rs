@@ -13,22 +13,23 @@ use crate::protocol::basic::{PullError, Reader};
 use crate::protocol::ltdb::LtdbHeader;
 use crate::protocol::ltdb::{LTDB_HEADER_LEN, REC_RO_FLAGS};
 use crate::protocol::opcode::ControlOpcode;
+use crate::protocol::packet::MessageBuffer;
 use crate::protocol::types::{PulldbExt, Transdb, REC_DATA_HEADER_LEN};
 use crate::protocol::Marshal;
 use crate::server::effect::Pnn;
 
 /// A buffer of pulled records (`ctdb_marshall_buffer`), encoded in place as it grows: the
 /// 8-byte head (db_id, count) first, the count filled in by [`PullBuffer::finish`]. Each record
-/// is copied once, from the traverse straight into the message.
+/// is copied once, from the traverse straight into the message, which becomes the frame sent.
 #[derive(Debug)]
 struct PullBuffer {
     count: u32,
-    bytes: Vec<u8>,
+    bytes: MessageBuffer,
 }
 
 impl PullBuffer {
     fn new(db_id: u32, capacity: usize) -> Self {
-        let mut bytes = Vec::with_capacity(capacity);
+        let mut bytes = MessageBuffer::with_capacity(capacity);
         bytes.extend_from_slice(&db_id.to_ne_bytes());
         bytes.extend_from_slice(&0u32.to_ne_bytes());
         PullBuffer { count: 0, bytes }
@@ -36,7 +37,7 @@ impl PullBuffer {
 
     /// Size as `talloc_get_size` sees it: the 8-byte head and the records.
     fn size(&self) -> usize {
-        self.bytes.len()
+        self.bytes.payload_len()
     }
 
     /// Appends one `ctdb_rec_data` (reqid 0), as `RecData::push` encodes it.
@@ -52,8 +53,8 @@ impl PullBuffer {
         self.count += 1;
     }
 
-    fn finish(mut self) -> Vec<u8> {
-        if let Some(count) = self.bytes.get_mut(4..8) {
+    fn finish(mut self) -> MessageBuffer {
+        if let Some(count) = self.bytes.payload_mut().get_mut(4..8) {
             count.copy_from_slice(&self.count.to_ne_bytes());
         }
         self.bytes

@@ -954,7 +954,8 @@ fn pulled_buffers(got: Vec<DbEffect>, pnn: Pnn, srvid: u64) -> Vec<(usize, RecBu
                 data,
             } => {
                 assert_eq!((to, s), (pnn, srvid));
-                let (buffer, used) = RecBuffer::pull(&data).unwrap();
+                let data = data.payload();
+                let (buffer, used) = RecBuffer::pull(data).unwrap();
                 assert_eq!(used, data.len());
                 (data.len(), buffer)
             }

@@ -95,7 +95,7 @@ impl MiniDaemon {
             match effect {
                 DbEffect::SendMessage { pnn, srvid, data } => {
                     assert_eq!(pnn, 0, "single node");
-                    self.deliver(srvid, data);
+                    self.deliver(srvid, data.payload().to_vec());
                 }
                 DbEffect::Complete { id, reply } => {
                     if let Some(reqid) = self.deferred.remove(&id) {

@@ -9,7 +9,7 @@
 
 use super::frames::{self, FrameError, FrameReader};
 use super::queue::{
-    read_bounded, update_write_interest, QueueLimits, ReadMode, ReadOutcome, WriteQueue,
+    read_frames_bounded, update_write_interest, QueueLimits, ReadMode, ReadOutcome, WriteQueue,
     READ_SCRATCH_BYTES,
 };
 use crate::common::clock::Instant;
@@ -74,7 +74,6 @@ pub struct Clients {
     /// Accepting fails for lack of resources (EMFILE...): logged once, not on every retry.
     accept_failing: bool,
     /// The read buffer every client read uses.
-    scratch: Vec<u8>,
     /// For switching a client's write interest on and off (set by [`Clients::register`]).
     registry: Option<Registry>,
 }
@@ -88,7 +87,6 @@ impl Clients {
             euid: nix::unistd::geteuid().as_raw(),
             limits,
             accept_failing: false,
-            scratch: vec![0; READ_SCRATCH_BYTES],
             registry: None,
         }
     }
@@ -185,10 +183,13 @@ impl Clients {
         let Some(client) = self.conns.get_mut(&id) else {
             return Ok(ReadOutcome::Drained);
         };
-        let reader = &mut client.reader;
-        let outcome = read_bounded(&mut client.stream, budget, mode, &mut self.scratch, |b| {
-            reader.feed(b)
-        })
+        let outcome = read_frames_bounded(
+            &mut client.stream,
+            budget,
+            mode,
+            READ_SCRATCH_BYTES,
+            &mut client.reader,
+        )
         .map_err(|e| format!("read error: {e}"))?;
         if client.reader.buffered() == 0 {
             client.partial_since = None;

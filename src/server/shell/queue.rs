@@ -4,6 +4,7 @@
 //! have an explicit limit in bytes and in frames; exceeding it is the caller's cue to drop the
 //! connection, which every CTDB peer already has to survive.
 
+use crate::protocol::packet::FrameReader;
 use mio::{Interest, Registry, Token};
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -148,6 +149,37 @@ pub fn read_bounded(
                 total += n;
                 sink(scratch.get(..n).unwrap_or_default());
                 if n < scratch.len() && mode == ReadMode::UntilShortRead {
+                    return Ok(ReadOutcome::Drained);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(ReadOutcome::Drained),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(ReadOutcome::BudgetSpent)
+}
+
+/// [`read_bounded`] straight into `reader`'s buffer: no scratch copy, and a large frame
+/// lands in a buffer of its own that [`FrameReader::next_frame`] hands over whole. Reads of
+/// `chunk` bytes, or of exactly the rest of a large frame.
+pub fn read_frames_bounded(
+    src: &mut impl Read,
+    budget: usize,
+    mode: ReadMode,
+    chunk: usize,
+    reader: &mut FrameReader,
+) -> io::Result<ReadOutcome> {
+    let mut total = 0usize;
+    while total < budget {
+        let space = reader.read_space(chunk);
+        let room = space.len();
+        match src.read(space) {
+            Ok(0) => return Ok(ReadOutcome::Eof),
+            Ok(n) => {
+                reader.commit(n);
+                total += n;
+                if n < room && mode == ReadMode::UntilShortRead {
                     return Ok(ReadOutcome::Drained);
                 }
             }
@@ -332,5 +364,43 @@ mod tests {
         )
         .unwrap();
         assert_eq!((got.len(), src.reads), (200, 4));
+    }
+
+    /// A length-prefixed frame of `len` bytes filled with `fill`.
+    fn frame(len: usize, fill: u8) -> Vec<u8> {
+        let mut f = vec![fill; len];
+        f[..4].copy_from_slice(&(len as u32).to_ne_bytes());
+        f
+    }
+
+    #[test]
+    fn frames_read_in_place_come_out_whole_and_within_budget() {
+        let frames = [
+            frame(100, 1),
+            frame(200_000, 2),
+            frame(40, 3),
+            frame(70_000, 4),
+        ];
+        let mut src = Chunked {
+            data: frames.concat(),
+            chunk: 30_000,
+            reads: 0,
+        };
+        let mut reader = FrameReader::new(1 << 20);
+        let mut got = Vec::new();
+        let wait = ReadMode::UntilWouldBlock;
+        loop {
+            let outcome = read_frames_bounded(&mut src, 50_000, wait, 4096, &mut reader).unwrap();
+            while let Some(f) = reader.next_frame().unwrap() {
+                got.push(f);
+            }
+            match outcome {
+                ReadOutcome::BudgetSpent => continue,
+                ReadOutcome::Drained => break,
+                ReadOutcome::Eof => unreachable!("the source never ends"),
+            }
+        }
+        assert_eq!(got, frames);
+        assert_eq!(reader.buffered(), 0);
     }
 }

@@ -8,8 +8,8 @@
 
 use super::frames::{self, FrameError, FrameReader};
 use super::queue::{
-    read_bounded, update_write_interest, QueueFull, QueueLimits, ReadMode, ReadOutcome, WriteQueue,
-    READ_SCRATCH_BYTES,
+    read_frames_bounded, update_write_interest, QueueFull, QueueLimits, ReadMode, ReadOutcome,
+    WriteQueue, READ_SCRATCH_BYTES,
 };
 use crate::common::clock::Instant;
 use crate::server::effect::Pnn;
@@ -170,7 +170,6 @@ pub struct Transport {
     /// Accepting fails for lack of resources: logged once, not on every retry.
     accept_failing: bool,
     /// The read buffer every incoming-link read uses.
-    scratch: Vec<u8>,
     /// For switching an outgoing link's write interest on and off as its queue fills and
     /// drains (set by [`Transport::start`]).
     registry: Option<Registry>,
@@ -217,7 +216,6 @@ impl Transport {
             next_link_id: 1,
             limits,
             accept_failing: false,
-            scratch: vec![0; READ_SCRATCH_BYTES],
             registry: None,
         })
     }
@@ -347,28 +345,16 @@ impl Transport {
         mode: ReadMode,
     ) -> Result<ReadOutcome, String> {
         let budget = self.limits.read_budget;
-        // Lent out for the read: the link borrows the rest of the transport meanwhile.
-        let mut scratch = std::mem::take(&mut self.scratch);
-        let result = self.read_incoming_into(pnn, now, mode, budget, &mut scratch);
-        self.scratch = scratch;
-        result
-    }
-
-    fn read_incoming_into(
-        &mut self,
-        pnn: Pnn,
-        now: Instant,
-        mode: ReadMode,
-        budget: usize,
-        scratch: &mut [u8],
-    ) -> Result<ReadOutcome, String> {
         let Some(link) = self.peer_mut(pnn).and_then(|p| p.incoming.as_mut()) else {
             return Ok(ReadOutcome::Drained);
         };
-        let reader = &mut link.reader;
-        let outcome = read_bounded(&mut link.stream, budget, mode, scratch, |bytes| {
-            reader.feed(bytes)
-        })
+        let outcome = read_frames_bounded(
+            &mut link.stream,
+            budget,
+            mode,
+            READ_SCRATCH_BYTES,
+            &mut link.reader,
+        )
         .map_err(|e| format!("read error: {e}"))?;
         if link.reader.buffered() == 0 {
             link.partial_since = None;
