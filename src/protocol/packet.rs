@@ -788,26 +788,7 @@ impl MessageView {
 /// The frame [`Packet::encode`] makes of a REQ_MESSAGE with `header`'s generation, nodes and
 /// reqid, written straight from a borrowed payload (one copy instead of two).
 pub fn encode_message(header: &ReqHeader, srvid: u64, data: &[u8], padding: Padding) -> Vec<u8> {
-    let exact = HEADER_LEN + 12 + data.len();
-    let length = padding.padded_len(exact, ReqMessage::C_STRUCT_LEN);
-    assert!(
-        u32::try_from(length).is_ok(),
-        "message length {length} does not fit in u32"
-    );
-    let mut out = Vec::with_capacity(length);
-    ReqHeader {
-        length: length as u32,
-        magic: CTDB_MAGIC,
-        version: CTDB_PROTOCOL,
-        operation: Operation::ReqMessage,
-        ..*header
-    }
-    .push(&mut out);
-    out.extend_from_slice(&srvid.to_ne_bytes());
-    out.extend_from_slice(&(data.len() as u32).to_ne_bytes());
-    out.extend_from_slice(data);
-    out.resize(length, 0);
-    out
+    MessageBuffer::from_payload(data).into_frame(header, srvid, padding)
 }
 
 /// A REQ_MESSAGE payload written after room for the header, srvid and length, which

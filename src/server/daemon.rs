@@ -536,20 +536,10 @@ impl Daemon {
             match effect {
                 DbEffect::SendMessage { pnn, srvid, data } => {
                     if pnn == self.pnn {
-                        self.deliver_message_buffer(now, srvid, data, host);
+                        self.deliver_to_databases(now, srvid, data.payload(), host);
+                        self.deliver_to_clients_buffer(srvid, data);
                     } else {
-                        let header = ReqHeader::new(
-                            self.vnn_map.generation,
-                            Operation::ReqMessage,
-                            pnn,
-                            self.pnn,
-                            0,
-                        );
-                        self.bump(|s| s.node_packets_sent += 1);
-                        self.effects.push_back(Effect::SendNode {
-                            pnn,
-                            frame: data.into_frame(&header, srvid, Padding::Daemon),
-                        });
+                        self.send_node_message_buffer(pnn, srvid, data);
                     }
                 }
                 DbEffect::BroadcastControl { opcode, data } => {
@@ -1009,74 +999,14 @@ impl Daemon {
 
     /// Hands a message to every local client registered for its srvid (or for all srvids).
     fn deliver_message(&mut self, now: Instant, m: ReqMessage, host: &dyn Host) {
-        self.deliver_to_databases(now, m.srvid, &m.data, host);
-        self.deliver_to_clients_owned(m);
+        self.deliver_message_ref(now, m.srvid, &m.data, host);
     }
 
-    /// [`Daemon::deliver_message`] of a borrowed payload, copied once per client, straight
-    /// into the client's frame.
+    /// [`Daemon::deliver_message`] of a borrowed payload, copied once, into the frame of the
+    /// last client (and once more per further client).
     fn deliver_message_ref(&mut self, now: Instant, srvid: u64, data: &[u8], host: &dyn Host) {
         self.deliver_to_databases(now, srvid, data, host);
-        let targets = self.srvids.targets(srvid);
-        if targets.is_empty() {
-            return;
-        }
-        let header = ReqHeader::new(
-            self.vnn_map.generation,
-            Operation::ReqMessage,
-            0,
-            self.pnn,
-            0,
-        );
-        for client in targets {
-            if !self.clients.contains_key(&client) {
-                continue;
-            }
-            self.bump(|s| s.client_packets_sent += 1);
-            self.effects.push_back(Effect::SendClient {
-                client,
-                frame: encode_message(&header, srvid, data, Padding::Daemon),
-            });
-        }
-    }
-
-    /// [`Daemon::deliver_message`] of a payload built in place: a single client (the recovery
-    /// helper waiting for a DB_PULL) gets the buffer itself as its frame.
-    fn deliver_message_buffer(
-        &mut self,
-        now: Instant,
-        srvid: u64,
-        data: MessageBuffer,
-        host: &dyn Host,
-    ) {
-        self.deliver_to_databases(now, srvid, data.payload(), host);
-        let targets = self.srvids.targets(srvid);
-        let live: Vec<ClientId> = targets
-            .into_iter()
-            .filter(|client| self.clients.contains_key(client))
-            .collect();
-        let header = ReqHeader::new(
-            self.vnn_map.generation,
-            Operation::ReqMessage,
-            0,
-            self.pnn,
-            0,
-        );
-        let Some((&last, others)) = live.split_last() else {
-            return;
-        };
-        for &client in others {
-            self.bump(|s| s.client_packets_sent += 1);
-            self.effects.push_back(Effect::SendClient {
-                client,
-                frame: encode_message(&header, srvid, data.payload(), Padding::Daemon),
-            });
-        }
-        self.bump(|s| s.client_packets_sent += 1);
-        self.effects.push_back(Effect::SendClient {
-            client: last,
-            frame: data.into_frame(&header, srvid, Padding::Daemon),
-        });
+        self.deliver_to_clients_ref(srvid, data);
     }
 
     /// DB_PUSH registers its srvid inside the daemon, ahead of clients.
@@ -1101,31 +1031,52 @@ impl Daemon {
     }
 
     fn deliver_to_clients(&mut self, m: &ReqMessage) {
-        if !self.srvids.targets(m.srvid).is_empty() {
-            self.deliver_to_clients_owned(m.clone());
+        self.deliver_to_clients_ref(m.srvid, &m.data);
+    }
+
+    fn deliver_to_clients_ref(&mut self, srvid: u64, data: &[u8]) {
+        if !self.srvids.targets(srvid).is_empty() {
+            self.deliver_to_clients_buffer(srvid, MessageBuffer::from_payload(data));
         }
     }
 
-    /// [`Daemon::deliver_to_clients`] that moves the message into the last client's packet
-    /// (a DB_PULL buffer on its way to the recovery helper is copied only when encoded).
-    fn deliver_to_clients_owned(&mut self, m: ReqMessage) {
-        let mut targets = self.srvids.targets(m.srvid);
-        let Some(last) = targets.pop() else {
+    /// Sends a message built in place to every client registered for `srvid`: the last one
+    /// (usually the only one: the recovery helper waiting for a DB_PULL) gets the buffer
+    /// itself as its frame, any others a copy.
+    fn deliver_to_clients_buffer(&mut self, srvid: u64, data: MessageBuffer) {
+        let live: Vec<ClientId> = self
+            .srvids
+            .targets(srvid)
+            .into_iter()
+            .filter(|client| self.clients.contains_key(client))
+            .collect();
+        let Some((&last, others)) = live.split_last() else {
             return;
         };
-        let packet_of = |daemon: &Self, m: ReqMessage| Packet {
-            generation: daemon.vnn_map.generation,
-            destnode: 0,
-            srcnode: daemon.pnn,
-            reqid: 0,
-            body: Body::ReqMessage(m),
-        };
-        for client in targets {
-            let packet = packet_of(self, m.clone());
-            self.send_client_packet(client, &packet);
+        let header = self.message_header(0);
+        for &client in others {
+            self.bump(|s| s.client_packets_sent += 1);
+            self.effects.push_back(Effect::SendClient {
+                client,
+                frame: encode_message(&header, srvid, data.payload(), Padding::Daemon),
+            });
         }
-        let packet = packet_of(self, m);
-        self.send_client_packet(last, &packet);
+        self.bump(|s| s.client_packets_sent += 1);
+        self.effects.push_back(Effect::SendClient {
+            client: last,
+            frame: data.into_frame(&header, srvid, Padding::Daemon),
+        });
+    }
+
+    /// The header of a message this node sends to `destnode` (0 for its own clients).
+    fn message_header(&self, destnode: u32) -> ReqHeader {
+        ReqHeader::new(
+            self.vnn_map.generation,
+            Operation::ReqMessage,
+            destnode,
+            self.pnn,
+            0,
+        )
     }
 
     fn reply_client_control(
@@ -1202,38 +1153,24 @@ impl Daemon {
     }
 
     fn send_node_message(&mut self, pnn: Pnn, m: &ReqMessage) {
-        self.send_node_message_owned(pnn, m.clone());
+        self.send_node_message_ref(pnn, m.srvid, &m.data);
     }
 
     /// [`Daemon::send_node_message`] of a borrowed payload, copied once, into the frame.
     fn send_node_message_ref(&mut self, pnn: Pnn, srvid: u64, data: &[u8]) {
+        if pnn != self.pnn {
+            self.send_node_message_buffer(pnn, srvid, MessageBuffer::from_payload(data));
+        }
+    }
+
+    /// [`Daemon::send_node_message`] of a message built in place: the buffer is the frame.
+    fn send_node_message_buffer(&mut self, pnn: Pnn, srvid: u64, data: MessageBuffer) {
         if pnn == self.pnn {
             return;
         }
-        let header = ReqHeader::new(
-            self.vnn_map.generation,
-            Operation::ReqMessage,
-            pnn,
-            self.pnn,
-            0,
-        );
+        let frame = data.into_frame(&self.message_header(pnn), srvid, Padding::Daemon);
         self.bump(|s| s.node_packets_sent += 1);
-        self.effects.push_back(Effect::SendNode {
-            pnn,
-            frame: encode_message(&header, srvid, data, Padding::Daemon),
-        });
-    }
-
-    /// [`Daemon::send_node_message`] for a message that goes to one node only (no copy).
-    fn send_node_message_owned(&mut self, pnn: Pnn, m: ReqMessage) {
-        let packet = Packet {
-            generation: self.vnn_map.generation,
-            destnode: pnn,
-            srcnode: self.pnn,
-            reqid: 0,
-            body: Body::ReqMessage(m),
-        };
-        self.send_node_packet(pnn, &packet);
+        self.effects.push_back(Effect::SendNode { pnn, frame });
     }
 
     /// Both TCP directions to `pnn` are up.
