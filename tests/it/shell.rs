@@ -15,6 +15,7 @@ use ctdb::common::sys;
 use ctdb::server::daemon::Host;
 use ctdb::server::effect::{ClientId, Effect, EventOutcome, Pnn};
 use ctdb::server::shell::eventd::Eventd;
+use ctdb::server::shell::pacing::PacingLimits;
 use ctdb::server::shell::queue::QueueLimits;
 use ctdb::server::shell::tcp::{self, Transport, TransportLimits};
 use ctdb::server::shell::{Core, ExitReason, OsHost, Shell, ShellLimits, ShellParts};
@@ -358,7 +359,8 @@ impl TestClient {
         }
     }
 
-    /// Waits for a frame with this operation (and `destnode`, if given).
+    /// Waits for a frame with this operation (and `destnode`, if given); other frames are kept
+    /// for later calls.
     fn wait_for(&mut self, op: u32, dest: Option<u32>) -> Vec<u8> {
         let matches = |f: &[u8]| op_of(f) == op && dest.is_none_or(|d| word(f, 20) == d);
         if let Some(at) = self.skipped.iter().position(|f| matches(f)) {
@@ -371,6 +373,7 @@ impl TestClient {
             if matches(&f) {
                 return f;
             }
+            self.skipped.push_back(f);
         }
     }
 }
@@ -862,6 +865,115 @@ fn frames_to_a_node_that_is_down_are_dropped_silently() {
         c0.send(&frame(OP_TO_NODE, pnn, 1, b"lost", true));
     }
     c0.assert_served(1);
+}
+
+/// Limits for the pacing tests: a 2 MiB client queue, reads held above 512 KiB.
+fn pacing_limits(pacing: PacingLimits) -> ShellLimits {
+    ShellLimits {
+        client_queue: QueueLimits {
+            max_bytes: 2 << 20,
+            max_frames: 10_000,
+        },
+        pacing,
+        ..test_limits()
+    }
+}
+
+const HOLDING: PacingLimits = PacingLimits {
+    high_bytes: 512 << 10,
+    low_bytes: 256 << 10,
+    max_hold: Duration::from_secs(2),
+};
+
+/// Node 0's client sends `count` frames of 64 KiB to node 1, whose core hands each to every
+/// client of node 1.
+fn stream_to_node_1(c0: &mut TestClient, count: u32) {
+    let chunk = vec![0x5a; 64 << 10];
+    for i in 0..count {
+        c0.send(&frame(OP_TO_NODE, 1, i, &chunk, true));
+    }
+}
+
+/// Receives the `count` streamed frames in order, skipping notifications.
+fn receive_stream(reader: &mut TestClient, count: u32) {
+    for i in 0..count {
+        let f = reader.wait_for(OP_TO_NODE, Some(1));
+        assert_eq!(word(&f, 28), i, "frames arrive once each, in order");
+    }
+}
+
+/// A client that reads more slowly than a node sends to it: node reads are held back while its
+/// queue is over the high mark, so it gets everything instead of being dropped at the queue
+/// limit. The same stream with the brake off drops it (the test can fail).
+#[test]
+fn a_backlogged_client_holds_node_reads_back_instead_of_being_dropped() {
+    let nodes = [Some(ip(71)), Some(ip(72))];
+    let n0 = start_shell("pace0", 0, &nodes, pacing_limits(HOLDING));
+    let n1 = start_shell("pace1", 1, &nodes, pacing_limits(HOLDING));
+    let mut c0 = n0.client();
+    let mut reader = n1.client();
+    c0.wait_for(NOTE_NODE_UP, Some(1));
+    reader.wait_for(NOTE_NODE_UP, Some(0));
+    // 6 MiB, three times the reader's queue limit, while the reader sleeps.
+    stream_to_node_1(&mut c0, 96);
+    sleep(500);
+    receive_stream(&mut reader, 96);
+    reader.assert_served(1);
+    drop((n0, n1));
+
+    let off = PacingLimits {
+        high_bytes: usize::MAX,
+        low_bytes: usize::MAX,
+        ..HOLDING
+    };
+    let nodes = [Some(ip(73)), Some(ip(74))];
+    let n0 = start_shell("nopace0", 0, &nodes, pacing_limits(off));
+    let n1 = start_shell("nopace1", 1, &nodes, pacing_limits(off));
+    let mut c0 = n0.client();
+    let mut reader = n1.client();
+    c0.wait_for(NOTE_NODE_UP, Some(1));
+    reader.wait_for(NOTE_NODE_UP, Some(0));
+    stream_to_node_1(&mut c0, 96);
+    sleep(500);
+    let mut received = 0;
+    while let Some(f) = reader.recv() {
+        received += u32::from(op_of(&f) == OP_TO_NODE);
+    }
+    assert!(
+        received < 96,
+        "without the brake the reader is dropped ({received} frames)"
+    );
+}
+
+/// A client that stops reading holds node reads back only for `max_hold`: then the links are
+/// read again, the other clients get their data, and the stuck one is dropped at its limit.
+#[test]
+fn a_stuck_client_holds_node_reads_back_only_for_a_bounded_time() {
+    let nodes = [Some(ip(75)), Some(ip(76))];
+    let limits = pacing_limits(PacingLimits {
+        max_hold: Duration::from_millis(500),
+        ..HOLDING
+    });
+    let n0 = start_shell("stuck0", 0, &nodes, limits);
+    let n1 = start_shell("stuck1", 1, &nodes, limits);
+    let mut c0 = n0.client();
+    let mut stuck = n1.client();
+    let mut reader = n1.client();
+    c0.wait_for(NOTE_NODE_UP, Some(1));
+    stuck.wait_for(NOTE_NODE_UP, Some(0));
+    reader.wait_for(NOTE_NODE_UP, Some(0));
+    let clock = MonotonicClock::new();
+    let start = clock.now();
+    stream_to_node_1(&mut c0, 96);
+    receive_stream(&mut reader, 96);
+    let took = clock.now().saturating_since(start);
+    assert!(
+        took >= Duration::from_millis(400),
+        "reads were held ({took:?})"
+    );
+    let note = reader.wait_for(NOTE_CLIENT_CLOSED, None);
+    assert_eq!(word(&note, 28), 1, "the stuck client (client 1) is dropped");
+    reader.assert_served(1);
 }
 
 // --- the ctdbd binary ------------------------------------------------------------------------

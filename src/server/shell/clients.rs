@@ -73,7 +73,6 @@ pub struct Clients {
     limits: ClientLimits,
     /// Accepting fails for lack of resources (EMFILE...): logged once, not on every retry.
     accept_failing: bool,
-    /// The read buffer every client read uses.
     /// For switching a client's write interest on and off (set by [`Clients::register`]).
     registry: Option<Registry>,
 }

@@ -13,6 +13,7 @@ pub mod clients;
 pub mod eventd;
 pub mod frames;
 pub mod lock_test;
+pub mod pacing;
 pub mod queue;
 pub mod tcp;
 
@@ -32,6 +33,7 @@ use mio::{Events, Interest, Poll, Token};
 use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use pacing::{NodeReadPacing, PacingLimits};
 use queue::{QueueLimits, ReadMode, ReadOutcome};
 use std::io;
 use std::os::fd::AsRawFd;
@@ -188,6 +190,8 @@ pub struct ShellLimits {
     pub max_frame: u32,
     pub client_queue: QueueLimits,
     pub node_queue: QueueLimits,
+    /// When a backlogged client holds node reads back (see [`pacing`]).
+    pub pacing: PacingLimits,
     /// Bytes read from one connection per loop turn.
     pub read_budget: usize,
     /// A connection holding an incomplete frame for longer is dropped (slowloris).
@@ -209,6 +213,7 @@ impl Default for ShellLimits {
                 max_bytes: 256 << 20,
                 max_frames: 1_000_000,
             },
+            pacing: PacingLimits::default(),
             read_budget: 256 << 10,
             partial_frame_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(60),
@@ -275,6 +280,8 @@ pub struct Shell<C> {
     limits: ShellLimits,
     /// Connections whose read budget ran out: read again next turn without waiting.
     revisit: Vec<Token>,
+    /// Node links left unread while a client is far behind.
+    pacing: NodeReadPacing,
     client_accept_retry: Option<Instant>,
     node_accept_retry: Option<Instant>,
     next_sweep: Instant,
@@ -345,6 +352,7 @@ impl<C: Core> Shell<C> {
             pid_file: parts.pid_file,
             limits,
             revisit: Vec::new(),
+            pacing: NodeReadPacing::new(limits.pacing),
             client_accept_retry: None,
             node_accept_retry: None,
             next_sweep: now.saturating_add(SWEEP_INTERVAL),
@@ -398,6 +406,7 @@ impl<C: Core> Shell<C> {
             if self.exit.is_some() {
                 break;
             }
+            self.release_held_nodes(now);
             for token in std::mem::take(&mut self.revisit) {
                 self.dispatch(now, token, true, false, ReadMode::UntilWouldBlock);
             }
@@ -431,6 +440,7 @@ impl<C: Core> Shell<C> {
             self.node_accept_retry,
             self.shutdown_deadline,
             self.lock_tests.next_deadline(),
+            self.pacing.deadline(),
             Some(self.next_sweep),
         ]
         .into_iter()
@@ -493,13 +503,12 @@ impl<C: Core> Shell<C> {
             Effect::SendClient { client, frame } => {
                 if let Err(reason) = self.clients.send(client, frame) {
                     self.drop_client(now, client, &reason);
+                } else {
+                    self.pacing
+                        .client_level(now, client, self.clients.pending_bytes(client));
                 }
             }
-            Effect::CloseClient { client } => {
-                if self.clients.close(client, self.poll.registry()) {
-                    self.core.on_client_closed(now, client);
-                }
-            }
+            Effect::CloseClient { client } => self.close_client(now, client),
             Effect::SendNode { pnn, frame } => {
                 if let Err(reason) = self.transport.send(pnn, frame) {
                     self.node_dead(now, pnn, &reason);
@@ -623,6 +632,8 @@ impl<C: Core> Shell<C> {
                 self.drop_client(now, id, &reason);
                 return;
             }
+            self.pacing
+                .client_level(now, id, self.clients.pending_bytes(id));
         }
         if !readable {
             return;
@@ -662,6 +673,7 @@ impl<C: Core> Shell<C> {
     }
 
     fn close_client(&mut self, now: Instant, id: ClientId) {
+        self.pacing.client_level(now, id, 0);
         if self.clients.close(id, self.poll.registry()) {
             self.core.on_client_closed(now, id);
         }
@@ -695,6 +707,10 @@ impl<C: Core> Shell<C> {
         let Some(link) = self.transport.incoming_id(pnn) else {
             return;
         };
+        if self.pacing.hold(now, pnn) {
+            trace!("Holding back reads from node {pnn}: a client is far behind");
+            return;
+        }
         let outcome = self.transport.read_incoming(pnn, now, mode);
         loop {
             if self.transport.incoming_id(pnn) != Some(link) {
@@ -717,6 +733,16 @@ impl<C: Core> Shell<C> {
             Ok(ReadOutcome::BudgetSpent) => self.revisit.push(tcp::in_token(pnn)),
             Ok(ReadOutcome::Eof) => self.node_dead(now, pnn, "incoming connection closed"),
             Err(reason) => self.node_dead(now, pnn, &reason),
+        }
+    }
+
+    /// Node links held back by [`NodeReadPacing`] are read again once the hold is over.
+    fn release_held_nodes(&mut self, now: Instant) {
+        for pnn in self.pacing.release(now) {
+            let token = tcp::in_token(pnn);
+            if !self.revisit.contains(&token) {
+                self.revisit.push(token);
+            }
         }
     }
 
