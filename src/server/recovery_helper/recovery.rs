@@ -10,9 +10,9 @@
 //! logged up front as stock logs them when it starts the parallel recoveries) differs.
 //!
 //! Two more are [`Extensions`] (off with `CTDB_RS_RECOVERY_STOCK=1`): a volatile database's
-//! records are pushed only to their lmaster under the new vnn map (on by default), and it can
-//! be pulled from all nodes at once (off by default, `CTDB_RS_RECOVERY_CONCURRENT_PULLS=1`) (see `ARCHITECTURE.md`, "The recovery helper merges in
-//! memory ..."). Without them, the traffic per database is stock's.
+//! records are pushed only to their lmaster under the new vnn map, and it is pulled from all
+//! nodes at once (`CTDB_RS_RECOVERY_CONCURRENT_PULLS=0` pulls one node after the other) (see
+//! `ARCHITECTURE.md`, "The recovery helper merges in memory ..."). Without them, the traffic per database is stock's.
 //!
 //! Two stock quirks are kept because they decide who gets ban credits or how records look:
 //! the GET_DBNAME check blames the i-th node of the recovery's node list rather than the i-th
@@ -63,7 +63,8 @@ type Step<T> = Result<Result<T, i32>, Disconnected>;
 /// [`Extensions::from_env`]).
 pub const ENV_STOCK: &str = "CTDB_RS_RECOVERY_STOCK";
 
-/// The environment variable that turns [`Extensions::concurrent_pulls`] on.
+/// The environment variable that turns [`Extensions::concurrent_pulls`] off (`0`, `no`,
+/// `false`) or on.
 pub const ENV_CONCURRENT_PULLS: &str = "CTDB_RS_RECOVERY_CONCURRENT_PULLS";
 
 /// This helper's deliberate departures from stock's recovery; [`Extensions::STOCK`] has
@@ -72,9 +73,9 @@ pub const ENV_CONCURRENT_PULLS: &str = "CTDB_RS_RECOVERY_CONCURRENT_PULLS";
 pub struct Extensions {
     /// A volatile database is pulled from every node at once instead of one node after the
     /// other. The merge gives the same result in any arrival order (see
-    /// [`super::recdb::replaces`]). Off by default: ctdb-rs's daemon closes a client whose
-    /// output queue passes 64 MiB, and three nodes' records arriving at once can fill it
-    /// faster than the daemon writes them to us (seen with 1M records on two cores).
+    /// [`super::recdb::replaces`]). The records of all nodes then reach us through the local
+    /// daemon at once, faster than we merge them; a ctdb-rs daemon holds its node links back
+    /// while our queue is long (its `shell::pacing`), stock's queues them without limit.
     pub concurrent_pulls: bool,
     /// The records of a volatile (neither persistent nor replicated) database go only to
     /// their lmaster under the new vnn map, as its dmaster, instead of to every node with
@@ -91,20 +92,17 @@ impl Extensions {
     };
 
     /// [`Extensions::STOCK`] when [`ENV_STOCK`] is set to `1`, `yes` or `true`; else the
-    /// default, with the concurrent pulls on if [`ENV_CONCURRENT_PULLS`] is set that way.
+    /// default, with the concurrent pulls off if [`ENV_CONCURRENT_PULLS`] is `0`, `no` or
+    /// `false`.
     pub fn from_env<'a>(var: impl Fn(&str) -> Option<&'a str>) -> Self {
-        let set = |name: &str| {
-            var(name).is_some_and(|v| {
-                ["1", "yes", "true"]
-                    .iter()
-                    .any(|t| v.trim().eq_ignore_ascii_case(t))
-            })
+        let is = |name: &str, words: [&str; 3]| {
+            var(name).is_some_and(|v| words.iter().any(|t| v.trim().eq_ignore_ascii_case(t)))
         };
-        if set(ENV_STOCK) {
+        if is(ENV_STOCK, ["1", "yes", "true"]) {
             return Extensions::STOCK;
         }
         Extensions {
-            concurrent_pulls: set(ENV_CONCURRENT_PULLS),
+            concurrent_pulls: !is(ENV_CONCURRENT_PULLS, ["0", "no", "false"]),
             ..Extensions::default()
         }
     }
@@ -113,7 +111,7 @@ impl Extensions {
 impl Default for Extensions {
     fn default() -> Self {
         Extensions {
-            concurrent_pulls: false,
+            concurrent_pulls: true,
             partitioned_push: true,
         }
     }

@@ -733,6 +733,10 @@ fn the_stock_switch() {
             Extensions::STOCK
         );
     }
-    assert!(Extensions::default().partitioned_push && !Extensions::default().concurrent_pulls);
+    assert!(Extensions::default().partitioned_push && Extensions::default().concurrent_pulls);
     assert!(from(&[(ENV_CONCURRENT_PULLS, "yes")]).concurrent_pulls);
+    for off in ["0", "no", "False"] {
+        let one_by_one = from(&[(ENV_CONCURRENT_PULLS, off)]);
+        assert!(!one_by_one.concurrent_pulls && one_by_one.partitioned_push);
+    }
 }
