@@ -8,10 +8,11 @@
 
 use super::transport::{Disconnected, MultiOutcome, Outcome, Payload, Request, Transport};
 use crate::common::clock::{Instant, MonotonicClock};
-use crate::protocol::header::CURRENT_NODE;
+use crate::protocol::header::{Operation, ReqHeader, CURRENT_NODE};
 use crate::protocol::opcode::ControlOpcode;
 use crate::protocol::packet::{
-    Body, FrameError, FrameReader, MessageView, Packet, Padding, ReqControl, ReqMessage,
+    Body, FrameError, FrameReader, MessageBuffer, MessageView, Packet, Padding, ReqControl,
+    ReqMessage,
 };
 use crate::protocol::types::UNKNOWN_PNN;
 use std::collections::HashMap;
@@ -139,15 +140,19 @@ impl DaemonConnection {
             reqid,
             body,
         };
-        let bytes = packet.encode(Padding::Align8);
+        self.write_frame(&packet.encode(Padding::Align8))?;
+        Ok(reqid)
+    }
+
+    fn write_frame(&mut self, bytes: &[u8]) -> Result<(), Disconnected> {
         // A write can only block while the daemon is busy sending to us; it never stops
         // reading its clients, so a generous timeout only guards against a wedged daemon.
         let _ = self
             .stream
             .set_write_timeout(Some(self.timeout.max(Duration::from_secs(1))));
         loop {
-            match self.stream.write_all(&bytes) {
-                Ok(()) => return Ok(reqid),
+            match self.stream.write_all(bytes) {
+                Ok(()) => return Ok(()),
                 Err(e) if e.kind() == ErrorKind::Interrupted => self.interrupted(),
                 Err(_) => return Err(Disconnected),
             }
@@ -317,6 +322,17 @@ impl Transport for DaemonConnection {
     ) -> Result<(Vec<Outcome>, Vec<usize>), Disconnected> {
         let requests: Vec<(u32, &Request)> = requests.iter().map(|(pnn, r)| (*pnn, r)).collect();
         self.exchange_batch(&requests, None)
+    }
+
+    fn message_to(
+        &mut self,
+        pnn: u32,
+        srvid: u64,
+        data: MessageBuffer,
+    ) -> Result<(), Disconnected> {
+        let reqid = self.alloc_reqid();
+        let header = ReqHeader::new(0, Operation::ReqMessage, pnn, self.pnn, reqid);
+        self.write_frame(&data.into_frame(&header, srvid, Padding::Align8))
     }
 
     fn message_multi(&mut self, pnns: &[u32], srvid: u64, data: &[u8]) -> Result<(), Disconnected> {
@@ -523,5 +539,23 @@ mod tests {
         }
         drop(daemon);
         assert_eq!(conn.control_multi(&[0], &request()), Err(Disconnected));
+    }
+
+    #[test]
+    fn a_message_built_in_place_is_the_same_packet() {
+        let (mut conn, mut daemon) = pair();
+        for len in 0..20 {
+            let data: Vec<u8> = (0..len).collect();
+            conn.message_multi(&[1], 7, &data).unwrap();
+            conn.message_to(1, 7, MessageBuffer::from_payload(&data))
+                .unwrap();
+            let sent = heard(&mut daemon);
+            assert_eq!(sent.len(), 2);
+            assert_eq!(sent[0].destnode, sent[1].destnode);
+            assert_eq!(sent[0].srcnode, sent[1].srcnode);
+            assert_eq!(sent[0].generation, sent[1].generation);
+            assert_eq!(sent[0].body, sent[1].body, "payload of {len} bytes");
+            assert_ne!(sent[0].reqid, sent[1].reqid);
+        }
     }
 }

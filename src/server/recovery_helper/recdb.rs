@@ -15,9 +15,10 @@
 //! The push buffers are built in memory instead of in stock's unlinked `recdb.<dbname>.dat`
 //! file; a buffer's boundaries follow stock's rule.
 
-use crate::protocol::basic::{Marshal, Writer};
+use crate::protocol::basic::Marshal;
 use crate::protocol::hash;
 use crate::protocol::ltdb::{LtdbHeader, LTDB_HEADER_LEN, REC_FLAG_MIGRATED_WITH_DATA};
+use crate::protocol::packet::MessageBuffer;
 use crate::protocol::types::{RecBuffer, RecBufferView, REC_DATA_HEADER_LEN};
 
 /// Whether a pulled copy of a record replaces the copy already collected (stock's
@@ -331,20 +332,47 @@ impl RecDb {
         result.map(|()| added)
     }
 
-    /// The records to push, one [`PushBuffers`] per share (one for [`Destination::Everyone`],
-    /// one per node for [`Destination::Lmaster`]). Header-only (deleted) records are left
-    /// out; outside persistent databases every record gets its new dmaster and
-    /// `MIGRATED_WITH_DATA`. Each share is ordered by the receiving TDB's hash chain
-    /// (`hash % hash_size`, the jenkins hash of volatile databases), so the daemon's stores
-    /// walk one chain after the other. Buffers are cut as stock cuts them: a buffer is closed
-    /// as soon as it grows beyond `max_size`, and a last (possibly empty) buffer always
-    /// follows.
+    /// The records to push, one [`PushBuffers`] per share: [`RecDb::push_streamed`]
+    /// collected.
     pub fn push_buffers(
         self,
         destination: Destination<'_>,
         hash_size: u32,
         max_size: usize,
     ) -> Vec<PushBuffers> {
+        let mut shares: Vec<PushBuffers> = Vec::new();
+        let pushed =
+            self.push_streamed(destination, hash_size, max_size, |share, count, buffer| {
+                if shares.len() <= share {
+                    shares.resize_with(share + 1, PushBuffers::default);
+                }
+                shares[share]
+                    .buffers
+                    .push((count, buffer.payload().to_vec()));
+                Ok::<(), ()>(())
+            });
+        debug_assert!(pushed.is_ok());
+        shares
+    }
+
+    /// Cuts the records to push into `ctdb_rec_buffer`s and hands each to `send` (share,
+    /// record count, buffer) as soon as it is full, so the first ones travel while the rest
+    /// are cut; returns the record count of each share. One share for
+    /// [`Destination::Everyone`], one per node for [`Destination::Lmaster`]. Header-only
+    /// (deleted) records are left out; outside persistent databases every record gets its
+    /// new dmaster and `MIGRATED_WITH_DATA`. Each share is ordered by the receiving TDB's
+    /// hash chain (`hash % hash_size`, the jenkins hash of volatile databases), so the
+    /// daemon's stores walk one chain after the other. Buffers are cut as stock cuts them: a
+    /// buffer is closed as soon as it grows beyond `max_size`, and a last (possibly empty)
+    /// buffer always follows; the last buffers come at the end, in share order. Stops at the
+    /// first error of `send`.
+    pub fn push_streamed<E>(
+        self,
+        destination: Destination<'_>,
+        hash_size: u32,
+        max_size: usize,
+        send: impl FnMut(usize, u32, MessageBuffer) -> Result<(), E>,
+    ) -> Result<Vec<u32>, E> {
         let partition = partition(&self.table.entries, destination, hash_size);
         let dmaster_of = |share: usize| {
             (!self.persistent)
@@ -358,6 +386,7 @@ impl RecDb {
             &partition,
             dmaster_of,
             max_size,
+            send,
         )
     }
 }
@@ -487,27 +516,31 @@ pub fn lmasters_covered(vnnmap: &[u32], nodes: &[u32]) -> bool {
 }
 
 /// Encodes each share into `ctdb_rec_buffer`s cut as stock cuts them, rewriting the header
-/// of every record to name the share's dmaster (when given) with `MIGRATED_WITH_DATA`.
-fn cut_buffers(
+/// of every record to name the share's dmaster (when given) with `MIGRATED_WITH_DATA`, and
+/// hands each buffer to `send` once it is complete (see [`RecDb::push_streamed`]).
+fn cut_buffers<E>(
     db_id: u32,
     entries: &[Entry],
     chunks: &[Vec<u8>],
     partition: &Partition,
     dmaster_of: impl Fn(usize) -> Option<u32>,
     max_size: usize,
-) -> Vec<PushBuffers> {
+    mut send: impl FnMut(usize, u32, MessageBuffer) -> Result<(), E>,
+) -> Result<Vec<u32>, E> {
     const EMPTY_LEN: usize = 8;
+    // Length, reqid, key length and data length.
+    const _: () = assert!(REC_DATA_HEADER_LEN == 16);
     let capacity = |left: usize| left.min(max_size.saturating_add(4096)).max(EMPTY_LEN);
     let start = |left: usize| {
-        let mut buffer = Vec::with_capacity(capacity(left));
-        buffer.put_u32(db_id);
-        buffer.put_u32(0);
+        let mut buffer = MessageBuffer::with_capacity(capacity(left));
+        buffer.extend_from_slice(&db_id.to_ne_bytes());
+        buffer.extend_from_slice(&0u32.to_ne_bytes());
         buffer
     };
     struct Share {
-        out: PushBuffers,
-        current: Vec<u8>,
+        current: MessageBuffer,
         count: u32,
+        total: u32,
         /// Bytes of records not yet written, to size the next buffer.
         left: usize,
         dmaster: Option<u32>,
@@ -517,58 +550,57 @@ fn cut_buffers(
         .iter()
         .enumerate()
         .map(|(share, &bytes)| Share {
-            out: PushBuffers::default(),
             current: start(bytes + EMPTY_LEN),
             count: 0,
+            total: 0,
             left: bytes + EMPTY_LEN,
             dmaster: dmaster_of(share),
         })
         .collect();
-    for &(index, share) in &partition.order {
+    for &(index, share_index) in &partition.order {
         let entry = &entries[index as usize];
-        let Some(share) = shares.get_mut(share as usize) else {
+        let Some(share) = shares.get_mut(share_index as usize) else {
             continue;
         };
         let key = entry.key(chunks);
         let data = entry.data(chunks);
         let record_len = REC_DATA_HEADER_LEN + key.len() + data.len();
+        let mut head = [0u8; REC_DATA_HEADER_LEN];
+        for (at, word) in [record_len, 0, key.len(), data.len()]
+            .into_iter()
+            .enumerate()
+        {
+            // Every length fits: the records come from messages indexed with u32 offsets.
+            head[at * 4..at * 4 + 4].copy_from_slice(&(word as u32).to_ne_bytes());
+        }
         let current = &mut share.current;
-        current.put_len(record_len);
-        current.put_u32(0);
-        current.put_len(key.len());
-        current.put_len(data.len());
-        current.put_bytes(key);
-        let data_at = current.len();
-        current.put_bytes(data);
+        current.extend_from_slice(&head);
+        current.extend_from_slice(key);
+        let data_at = current.payload_len();
+        current.extend_from_slice(data);
         if let Some(dmaster) = share.dmaster {
-            rewrite_header(&mut current[data_at..], dmaster);
+            rewrite_header(&mut current.payload_mut()[data_at..], dmaster);
         }
         share.count += 1;
+        share.total += 1;
         share.left = share.left.saturating_sub(record_len);
-        if current.len() > max_size {
+        if current.payload_len() > max_size {
             let full = std::mem::replace(current, start(share.left));
-            share
-                .out
-                .buffers
-                .push((share.count, finish(full, share.count)));
+            send(share_index as usize, share.count, finish(full, share.count))?;
             share.count = 0;
         }
     }
-    shares
-        .into_iter()
-        .map(|mut share| {
-            share
-                .out
-                .buffers
-                .push((share.count, finish(share.current, share.count)));
-            share.out
-        })
-        .collect()
+    let mut totals = Vec::with_capacity(shares.len());
+    for (index, share) in shares.into_iter().enumerate() {
+        send(index, share.count, finish(share.current, share.count))?;
+        totals.push(share.total);
+    }
+    Ok(totals)
 }
 
 /// Writes the record count into a buffer built by [`cut_buffers`].
-fn finish(mut buffer: Vec<u8>, count: u32) -> Vec<u8> {
-    if let Some(field) = buffer.get_mut(4..8) {
+fn finish(mut buffer: MessageBuffer, count: u32) -> MessageBuffer {
+    if let Some(field) = buffer.payload_mut().get_mut(4..8) {
         field.copy_from_slice(&count.to_ne_bytes());
     }
     buffer
@@ -936,6 +968,78 @@ mod tests {
             assert_eq!(seen, expected, "seed {seed}");
             assert_eq!(shares[3].record_count(), 0, "node 5 is no lmaster");
         }
+    }
+
+    /// Not a check: the merge and cut of a recovery-sized pull, timed
+    /// (`cargo test --release --lib merge_timing -- --ignored --nocapture`).
+    #[test]
+    #[ignore]
+    fn merge_timing() {
+        let records: u32 = std::env::var("MERGE_RECORDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100_000);
+        let nodes = [0u32, 1, 2];
+        // Each node holds its third, and every fourth key has older copies elsewhere; the
+        // messages are cut at 1 MB as the daemon cuts them.
+        let mut messages: Vec<(u32, Vec<u8>)> = Vec::new();
+        for &pnn in &nodes {
+            let mut current = Vec::new();
+            let mut size = 0;
+            for index in 0..records {
+                let owner = index % 3;
+                let rsn = u64::from(index) + 10;
+                let h = if owner == pnn {
+                    header(rsn, owner, 0)
+                } else if index % 4 == 0 {
+                    header(rsn - 1, owner, 0)
+                } else {
+                    continue;
+                };
+                let key = format!("bench-key-{index:08}");
+                let r = RecData::with_header(0, &h, key.as_bytes(), &[b'.'; 64]);
+                size += 16 + key.len() + 24 + 64;
+                current.push(r);
+                if size >= 1 << 20 {
+                    messages.push((pnn, buf(std::mem::take(&mut current)).to_bytes()));
+                    size = 0;
+                }
+            }
+            messages.push((pnn, buf(current).to_bytes()));
+        }
+        let vnnmap = [0u32, 1, 2];
+        let (mut best_merge, mut best_cut) = (f64::MAX, f64::MAX);
+        let clock = crate::common::clock::MonotonicClock::new();
+        for _ in 0..20 {
+            let batch = messages.clone();
+            let start = clock.now();
+            let mut recdb = RecDb::new(0x1234, "timing", false, 0);
+            for (from, message) in batch {
+                recdb.add_message(message, from).unwrap();
+            }
+            let merged = clock.now();
+            let mut buffers = Vec::new();
+            let pushed = recdb
+                .push_streamed(
+                    Destination::Lmaster {
+                        vnnmap: &vnnmap,
+                        nodes: &nodes,
+                    },
+                    131_071,
+                    1 << 20,
+                    |_, _, buffer| {
+                        buffers.push(buffer);
+                        Ok::<(), ()>(())
+                    },
+                )
+                .unwrap();
+            let cut = clock.now();
+            assert_eq!(pushed.iter().sum::<u32>(), records);
+            let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+            best_merge = best_merge.min(ms(merged.saturating_since(start)));
+            best_cut = best_cut.min(ms(cut.saturating_since(merged)));
+        }
+        println!("{records} records, best of 20: merge {best_merge:.1} ms, cut {best_cut:.1} ms");
     }
 
     #[test]

@@ -21,7 +21,7 @@
 //! never completes the request and stalls the helper; here the attempt fails with `EIO`.
 
 use super::lists::{DbEntry, DbList, DbListError, NodeList};
-use super::recdb::{lmasters_covered, AddError, Destination, PushBuffers, RecDb};
+use super::recdb::{lmasters_covered, AddError, Destination, RecDb};
 use super::transport::{Disconnected, Outcome, Payload, Request, Transport};
 use crate::protocol::control::{
     pull_reply_data, ControlReplyData, ControlRequestData, CTRL_FLAG_ATTACH_RECOVERY,
@@ -831,20 +831,6 @@ impl<T: Transport> Run<'_, T> {
         let partitioned = self.params.extensions.partitioned_push
             && volatile
             && lmasters_covered(&self.vnnmap, &pnns);
-        let destination = if partitioned {
-            Destination::Lmaster {
-                vnnmap: &self.vnnmap,
-                nodes: &pnns,
-            }
-        } else {
-            Destination::Everyone { dmaster: self.pnn }
-        };
-        let shares = recdb.push_buffers(destination, hash_size, limit);
-        trace!(
-            "Wrote {} buffers of recovery records for {name}",
-            shares.iter().map(|s| s.buffers.len()).sum::<usize>()
-        );
-
         let start = request(
             ControlOpcode::DbPushStart,
             ControlRequestData::PulldbExt(PulldbExt {
@@ -859,20 +845,37 @@ impl<T: Transport> Run<'_, T> {
             return Ok(Err(failure.ret));
         }
 
+        // Buffers leave as they are cut (as stock's helper sends them while it traverses its
+        // recdb), so the daemons store while the rest is cut. A partitioned push sends each
+        // share to its node; the shares fill in hash-chain order together, so every daemon
+        // gets work from the start.
+        let destination = if partitioned {
+            Destination::Lmaster {
+                vnnmap: &self.vnnmap,
+                nodes: &pnns,
+            }
+        } else {
+            Destination::Everyone { dmaster: self.pnn }
+        };
+        let mut buffers = 0usize;
+        let transport = &mut *self.transport;
+        let pushed = recdb.push_streamed(destination, hash_size, limit, |share, count, data| {
+            buffers += 1;
+            if partitioned {
+                let pnn = pnns.get(share).copied().unwrap_or(UNKNOWN_PNN);
+                trace!("Pushing buffer with {count} records for db {name} to node {pnn}");
+                transport.message_to(pnn, srvid, data)
+            } else {
+                trace!("Pushing buffer with {count} records for db {name}");
+                transport.message_multi(&pnns, srvid, data.payload())
+            }
+        })?;
+        trace!("Wrote {buffers} buffers of recovery records for {name}");
         // What each node of `pnns` should confirm.
         let expected: Vec<u32> = if partitioned {
-            self.send_shares(&pnns, srvid, &shares, &name)?;
-            shares.iter().map(PushBuffers::record_count).collect()
+            pushed
         } else {
-            let mut sent: u32 = 0;
-            for share in &shares {
-                for (index, (count, bytes)) in share.buffers.iter().enumerate() {
-                    trace!("Pushing buffer {index} with {count} records for db {name}");
-                    self.transport.message_multi(&pnns, srvid, bytes)?;
-                    sent = sent.wrapping_add(*count);
-                }
-            }
-            vec![sent; pnns.len()]
+            vec![pushed.first().copied().unwrap_or(0); pnns.len()]
         };
 
         let confirm = request(
@@ -906,29 +909,6 @@ impl<T: Transport> Run<'_, T> {
             );
         }
         Ok(Ok(()))
-    }
-
-    /// Each node's share, the nodes' buffers interleaved (every node's first buffer, then
-    /// every node's second, ...) so that all daemons store at the same time.
-    fn send_shares(
-        &mut self,
-        pnns: &[u32],
-        srvid: u64,
-        shares: &[PushBuffers],
-        name: &str,
-    ) -> Result<(), Disconnected> {
-        let rounds = shares.iter().map(|s| s.buffers.len()).max().unwrap_or(0);
-        for round in 0..rounds {
-            for (&pnn, share) in pnns.iter().zip(shares) {
-                if let Some((count, bytes)) = share.buffers.get(round) {
-                    trace!(
-                        "Pushing buffer {round} with {count} records for db {name} to node {pnn}"
-                    );
-                    self.transport.message_multi(&[pnn], srvid, bytes)?;
-                }
-            }
-        }
-        Ok(())
     }
 
     /// After a failed recovery: ban the node with the most ban credits if it has at least

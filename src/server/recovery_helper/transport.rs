@@ -9,7 +9,7 @@
 
 use crate::protocol::control::ControlRequestData;
 use crate::protocol::opcode::ControlOpcode;
-use crate::protocol::packet::ReplyControl;
+use crate::protocol::packet::{MessageBuffer, ReplyControl};
 use std::ops::Range;
 use std::time::Duration;
 
@@ -171,6 +171,17 @@ pub trait Transport {
 
     /// Sends a message to `srvid` on each node of `pnns` (through the local daemon).
     fn message_multi(&mut self, pnns: &[u32], srvid: u64, data: &[u8]) -> Result<(), Disconnected>;
+
+    /// Sends a message to `srvid` on node `pnn`, built in `data` (the connection may turn the
+    /// buffer into the frame instead of copying it).
+    fn message_to(
+        &mut self,
+        pnn: u32,
+        srvid: u64,
+        data: MessageBuffer,
+    ) -> Result<(), Disconnected> {
+        self.message_multi(&[pnn], srvid, data.payload())
+    }
 
     /// Sends each control to its node (all before waiting) and waits for every reply or
     /// timeout. Returns the outcomes in the order of `requests`, and the order in which they
