@@ -11,8 +11,9 @@
 //!
 //! Two more are [`Extensions`] (off with `CTDB_RS_RECOVERY_STOCK=1`): a volatile database's
 //! records are pushed only to their lmaster under the new vnn map, and it is pulled from all
-//! nodes at once (`CTDB_RS_RECOVERY_CONCURRENT_PULLS=0` pulls one node after the other) (see
-//! `ARCHITECTURE.md`, "The recovery helper merges in memory ..."). Without them, the traffic per database is stock's.
+//! nodes at once (`CTDB_RS_RECOVERY_CONCURRENT_PULLS=0` pulls one node after the other); see
+//! `ARCHITECTURE.md`, "The recovery helper merges in memory ...". Without them, the traffic
+//! per database is stock's.
 //!
 //! Two stock quirks are kept because they decide who gets ban credits or how records look:
 //! the GET_DBNAME check blames the i-th node of the recovery's node list rather than the i-th
