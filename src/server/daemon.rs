@@ -2410,7 +2410,9 @@ impl Daemon {
         if self.calls.poll_timeout().is_some_and(|due| now >= due) {
             self.with_calls(now, |calls, dbs, ctx| calls.handle_timeout(dbs, ctx, now));
         }
-        if self.dbs.poll_timeout().is_some_and(|due| now >= due) {
+        if self.dbs.poll_timeout().is_some_and(|due| now >= due)
+            || self.dbs.walks_wait_for_readers()
+        {
             let congested_srvids: Vec<u64> = self
                 .dbs
                 .local_pull_srvids()

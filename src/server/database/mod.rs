@@ -591,6 +591,14 @@ impl DatabaseSet {
         .min()
     }
 
+    /// Whether a traverse or pull walk waits for its reader to catch up: the daemon then
+    /// offers it a step on every loop turn (any turn may follow a queue draining), not only
+    /// when its fallback timer is due.
+    pub fn walks_wait_for_readers(&self) -> bool {
+        self.pulls.iter().any(|p| p.waiting_for_reader)
+            || self.traverses.local_waiting_for_readers()
+    }
+
     /// Runs whatever is due at `now`: freeze retries, deferred-attach timeouts and
     /// re-injections, traverse timeouts and one bounded step of every due traverse walk.
     pub fn handle_timeout(&mut self, now: Instant, ctx: &DbContext<'_>) {

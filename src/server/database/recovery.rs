@@ -82,6 +82,9 @@ pub(super) struct PullWalk {
     /// The message being filled.
     buffer: PullBuffer,
     pub(super) due: Instant,
+    /// As [`super::traverse`]'s walks: congested at the last try, goes on as soon as the
+    /// reader catches up.
+    pub(super) waiting_for_reader: bool,
 }
 
 /// The records of a `ctdb_marshall_buffer` as borrowed (key, data) slices, checked with the
@@ -347,6 +350,7 @@ impl DatabaseSet {
             sent: 0,
             buffer: PullBuffer::new(p.db_id, pull_capacity(limit)),
             due: now,
+            waiting_for_reader: false,
         };
         match self.pull_step(&mut walk, limit) {
             Err(()) => DbControlOutcome::Reply(DbReply::fail()),
@@ -462,11 +466,12 @@ impl DatabaseSet {
         let limit = ctx.tunables.rec_buffer_size_limit() as usize;
         let walks = std::mem::take(&mut self.pulls);
         for mut walk in walks {
-            if now < walk.due {
+            if now < walk.due && !walk.waiting_for_reader {
                 self.pulls.push(walk);
                 continue;
             }
-            if congested(self.pull_sink(&walk)) {
+            walk.waiting_for_reader = congested(self.pull_sink(&walk));
+            if walk.waiting_for_reader {
                 walk.due = now.saturating_add(TRAVERSE_RETRY_INTERVAL);
                 self.pulls.push(walk);
                 continue;

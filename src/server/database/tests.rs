@@ -1314,11 +1314,21 @@ fn a_large_pull_is_streamed_in_steps_and_paced_by_its_reader() {
     }
     // A reader that does not keep up holds the walk.
     let due = dbs.poll_timeout().expect("the walk asks for a step");
+    assert!(!dbs.walks_wait_for_readers());
     dbs.handle_timeout_paced(due, &env.ctx(), &|sink| {
         assert_eq!(sink, TraverseSink::Srvid(PULL_SRVID));
         true
     });
     assert!(effects(&mut dbs).is_empty());
+    // It goes on as soon as the reader catches up, before its fallback timer.
+    assert!(dbs.walks_wait_for_readers());
+    assert!(dbs.poll_timeout().is_some_and(|fallback| fallback > due));
+    dbs.handle_timeout_paced(due, &env.ctx(), &|_| false);
+    assert!(!dbs.walks_wait_for_readers());
+    for (_, buffer) in pulled_buffers(effects(&mut dbs), 1, PULL_SRVID) {
+        keys.extend(buffer.records.iter().map(|r| r.key.clone()));
+    }
+    assert!(keys.len() > first.iter().map(|(_, b)| b.records.len()).sum::<usize>());
     let mut reply = None;
     for _ in 0..100 {
         let now = dbs.poll_timeout().expect("the walk is still running");

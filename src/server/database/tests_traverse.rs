@@ -392,8 +392,14 @@ fn a_congested_sink_pauses_the_walk() {
     asked.extend(effects(&mut dbs));
     assert!(asked.is_empty(), "a congested client gets nothing more");
     assert!(dbs.poll_timeout().unwrap() > Instant::ZERO);
+    assert!(dbs.walks_wait_for_readers());
+    // Once the client catches up, the walk goes on at once, not at its fallback timer.
+    dbs.handle_timeout_paced(Instant::ZERO, &env.ctx(), &|_| false);
+    let resumed = effects(&mut dbs).len();
+    assert!(resumed > 0);
+    assert!(!dbs.walks_wait_for_readers());
     let (records, _) = drain(&mut dbs, &env);
-    assert!(records.len() > 500);
+    assert!(resumed + records.len() > 500);
 }
 
 #[test]

@@ -67,6 +67,9 @@ pub(super) struct LocalTraverse {
     next_chain: u32,
     records_sent: u32,
     due: Instant,
+    /// The last step found the sink congested: the walk goes on as soon as it is not (see
+    /// [`DatabaseSet::walks_wait_for_readers`]), `due` is only the fallback.
+    waiting_for_reader: bool,
 }
 
 /// A traverse this node originated for a local client (`struct traverse_start_state` with its
@@ -107,6 +110,10 @@ impl Traverses {
         let local = self.local.iter().map(|t| t.due).min();
         let origin = self.origin.iter().map(|o| o.deadline).min();
         [local, origin].into_iter().flatten().min()
+    }
+
+    pub(super) fn local_waiting_for_readers(&self) -> bool {
+        self.local.iter().any(|t| t.waiting_for_reader)
     }
 }
 
@@ -279,6 +286,7 @@ impl DatabaseSet {
             next_chain: 0,
             records_sent: 0,
             due: now,
+            waiting_for_reader: false,
         });
         DbReply::status(0)
     }
@@ -414,12 +422,18 @@ impl DatabaseSet {
         }
 
         let due: Vec<usize> = (0..self.traverses.local.len())
-            .filter(|&i| now >= self.traverses.local[i].due)
+            .filter(|&i| {
+                let walk = &self.traverses.local[i];
+                now >= walk.due || walk.waiting_for_reader
+            })
             .collect();
         // Back to front so that removals keep the remaining indices valid.
         for i in due.into_iter().rev() {
-            if congested(self.traverse_sink(i)) {
-                self.traverses.local[i].due = now.saturating_add(TRAVERSE_RETRY_INTERVAL);
+            let waiting = congested(self.traverse_sink(i));
+            let walk = &mut self.traverses.local[i];
+            walk.waiting_for_reader = waiting;
+            if waiting {
+                walk.due = now.saturating_add(TRAVERSE_RETRY_INTERVAL);
                 continue;
             }
             self.traverse_step(now, i, ctx);
