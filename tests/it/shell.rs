@@ -902,37 +902,47 @@ fn receive_stream(reader: &mut TestClient, count: u32) {
     }
 }
 
+/// Two connected shells on 127.0.93.`first` and `first + 1` with `pacing`, a client of node 0
+/// and `readers` clients of node 1, all past the node-up notes.
+fn paced_pair(
+    tag: &str,
+    first: u8,
+    pacing: PacingLimits,
+    readers: usize,
+) -> (RunningShell, RunningShell, TestClient, Vec<TestClient>) {
+    let nodes = [Some(ip(first)), Some(ip(first + 1))];
+    let n0 = start_shell(&format!("{tag}0"), 0, &nodes, pacing_limits(pacing));
+    let n1 = start_shell(&format!("{tag}1"), 1, &nodes, pacing_limits(pacing));
+    let mut c0 = n0.client();
+    let mut clients: Vec<TestClient> = (0..readers).map(|_| n1.client()).collect();
+    c0.wait_for(NOTE_NODE_UP, Some(1));
+    for client in &mut clients {
+        client.wait_for(NOTE_NODE_UP, Some(0));
+    }
+    (n0, n1, c0, clients)
+}
+
 /// A client that reads more slowly than a node sends to it: node reads are held back while its
 /// queue is over the high mark, so it gets everything instead of being dropped at the queue
 /// limit. The same stream with the brake off drops it (the test can fail).
 #[test]
 fn a_backlogged_client_holds_node_reads_back_instead_of_being_dropped() {
-    let nodes = [Some(ip(71)), Some(ip(72))];
-    let n0 = start_shell("pace0", 0, &nodes, pacing_limits(HOLDING));
-    let n1 = start_shell("pace1", 1, &nodes, pacing_limits(HOLDING));
-    let mut c0 = n0.client();
-    let mut reader = n1.client();
-    c0.wait_for(NOTE_NODE_UP, Some(1));
-    reader.wait_for(NOTE_NODE_UP, Some(0));
+    let (n0, n1, mut c0, mut readers) = paced_pair("pace", 71, HOLDING, 1);
+    let reader = &mut readers[0];
     // 6 MiB, three times the reader's queue limit, while the reader sleeps.
     stream_to_node_1(&mut c0, 96);
     sleep(500);
-    receive_stream(&mut reader, 96);
+    receive_stream(reader, 96);
     reader.assert_served(1);
-    drop((n0, n1));
+    drop((n0, n1, readers));
 
     let off = PacingLimits {
         high_bytes: usize::MAX,
         low_bytes: usize::MAX,
         ..HOLDING
     };
-    let nodes = [Some(ip(73)), Some(ip(74))];
-    let n0 = start_shell("nopace0", 0, &nodes, pacing_limits(off));
-    let n1 = start_shell("nopace1", 1, &nodes, pacing_limits(off));
-    let mut c0 = n0.client();
-    let mut reader = n1.client();
-    c0.wait_for(NOTE_NODE_UP, Some(1));
-    reader.wait_for(NOTE_NODE_UP, Some(0));
+    let (_n0, _n1, mut c0, mut readers) = paced_pair("nopace", 73, off, 1);
+    let reader = &mut readers[0];
     stream_to_node_1(&mut c0, 96);
     sleep(500);
     let mut received = 0;
@@ -949,23 +959,17 @@ fn a_backlogged_client_holds_node_reads_back_instead_of_being_dropped() {
 /// read again, the other clients get their data, and the stuck one is dropped at its limit.
 #[test]
 fn a_stuck_client_holds_node_reads_back_only_for_a_bounded_time() {
-    let nodes = [Some(ip(75)), Some(ip(76))];
-    let limits = pacing_limits(PacingLimits {
+    let limits = PacingLimits {
         max_hold: Duration::from_millis(500),
         ..HOLDING
-    });
-    let n0 = start_shell("stuck0", 0, &nodes, limits);
-    let n1 = start_shell("stuck1", 1, &nodes, limits);
-    let mut c0 = n0.client();
-    let mut stuck = n1.client();
-    let mut reader = n1.client();
-    c0.wait_for(NOTE_NODE_UP, Some(1));
-    stuck.wait_for(NOTE_NODE_UP, Some(0));
-    reader.wait_for(NOTE_NODE_UP, Some(0));
+    };
+    // Client 1 never reads; client 2 does.
+    let (_n0, _n1, mut c0, mut clients) = paced_pair("stuck", 75, limits, 2);
+    let reader = &mut clients[1];
     let clock = MonotonicClock::new();
     let start = clock.now();
     stream_to_node_1(&mut c0, 96);
-    receive_stream(&mut reader, 96);
+    receive_stream(reader, 96);
     let took = clock.now().saturating_since(start);
     assert!(
         took >= Duration::from_millis(400),

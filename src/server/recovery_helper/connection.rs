@@ -12,7 +12,6 @@ use crate::protocol::header::{Operation, ReqHeader, CURRENT_NODE};
 use crate::protocol::opcode::ControlOpcode;
 use crate::protocol::packet::{
     Body, FrameError, FrameReader, MessageBuffer, MessageView, Packet, Padding, ReqControl,
-    ReqMessage,
 };
 use crate::protocol::types::UNKNOWN_PNN;
 use std::collections::HashMap;
@@ -337,13 +336,7 @@ impl Transport for DaemonConnection {
 
     fn message_multi(&mut self, pnns: &[u32], srvid: u64, data: &[u8]) -> Result<(), Disconnected> {
         for &pnn in pnns {
-            self.send(
-                pnn,
-                Body::ReqMessage(ReqMessage {
-                    srvid,
-                    data: data.to_vec(),
-                }),
-            )?;
+            self.message_to(pnn, srvid, MessageBuffer::from_payload(data))?;
         }
         Ok(())
     }
@@ -352,7 +345,7 @@ impl Transport for DaemonConnection {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::packet::ReplyControl;
+    use crate::protocol::packet::{ReplyControl, ReqMessage};
 
     /// Our connection and the daemon's end of it. Everything the "daemon" says is written
     /// before the helper asks (the socket buffers it), so no second thread is needed.

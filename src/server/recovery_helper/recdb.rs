@@ -63,18 +63,6 @@ pub enum AddError {
     TooLarge,
 }
 
-/// Encoded push buffers and how many records each carries.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct PushBuffers {
-    pub buffers: Vec<(u32, Vec<u8>)>,
-}
-
-impl PushBuffers {
-    pub fn record_count(&self) -> u32 {
-        self.buffers.iter().map(|(count, _)| *count).sum()
-    }
-}
-
 /// Who gets which records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Destination<'a> {
@@ -330,29 +318,6 @@ impl RecDb {
         }
         self.chunks.push(message);
         result.map(|()| added)
-    }
-
-    /// The records to push, one [`PushBuffers`] per share: [`RecDb::push_streamed`]
-    /// collected.
-    pub fn push_buffers(
-        self,
-        destination: Destination<'_>,
-        hash_size: u32,
-        max_size: usize,
-    ) -> Vec<PushBuffers> {
-        let mut shares: Vec<PushBuffers> = Vec::new();
-        let pushed =
-            self.push_streamed(destination, hash_size, max_size, |share, count, buffer| {
-                if shares.len() <= share {
-                    shares.resize_with(share + 1, PushBuffers::default);
-                }
-                shares[share]
-                    .buffers
-                    .push((count, buffer.payload().to_vec()));
-                Ok::<(), ()>(())
-            });
-        debug_assert!(pushed.is_ok());
-        shares
     }
 
     /// Cuts the records to push into `ctdb_rec_buffer`s and hands each to `send` (share,
@@ -630,6 +595,43 @@ mod tests {
     use crate::protocol::types::RecData;
     use crate::testing::Prng;
     use std::collections::HashMap;
+
+    /// Encoded push buffers and how many records each carries.
+    #[derive(Debug, Clone, PartialEq, Eq, Default)]
+    struct PushBuffers {
+        buffers: Vec<(u32, Vec<u8>)>,
+    }
+
+    impl PushBuffers {
+        fn record_count(&self) -> u32 {
+            self.buffers.iter().map(|(count, _)| *count).sum()
+        }
+    }
+
+    impl RecDb {
+        /// The records to push, one [`PushBuffers`] per share: [`RecDb::push_streamed`]
+        /// collected.
+        fn push_buffers(
+            self,
+            destination: Destination<'_>,
+            hash_size: u32,
+            max_size: usize,
+        ) -> Vec<PushBuffers> {
+            let mut shares: Vec<PushBuffers> = Vec::new();
+            let pushed =
+                self.push_streamed(destination, hash_size, max_size, |share, count, buffer| {
+                    if shares.len() <= share {
+                        shares.resize_with(share + 1, PushBuffers::default);
+                    }
+                    shares[share]
+                        .buffers
+                        .push((count, buffer.payload().to_vec()));
+                    Ok::<(), ()>(())
+                });
+            debug_assert!(pushed.is_ok());
+            shares
+        }
+    }
 
     fn header(rsn: u64, dmaster: u32, flags: u32) -> LtdbHeader {
         LtdbHeader {
