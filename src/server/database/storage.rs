@@ -23,6 +23,19 @@
 //! libtdb call made by this process while frozen issues a real unlock (which for fcntl locks
 //! would punch a hole into the freeze lock) or waits on its own mutex.
 //!
+//! # Recovery transactions of databases libtdb clears on open
+//!
+//! Volatile and replicated databases are opened with `TDB_CLEAR_IF_FIRST`: the first process
+//! to open the file wipes it, and smbd exits as soon as its ctdbd dies, so after a crash the
+//! restarted daemon starts with an empty file whatever state the old one left it in. A libtdb
+//! transaction protects nothing such a file would keep, yet it costs three copies of every page
+//! a recovery touches (copy-on-write blocks, the recovery area, the write back) plus a copy of
+//! every record read through it. For these databases the recovery transaction
+//! ([`FreezeState::FrozenWithUndo`]) is an undo log instead: reads, the wipe and the stores go
+//! straight to the file under the freeze lock (the all-record lock covers every chain and the
+//! free list, so they take no locks), the first change saves every record in memory, a commit
+//! forgets the copy and a cancel puts it back. Persistent databases keep real transactions.
+//!
 //! Consequences for the rest of the daemon:
 //! * This process's own handle does *not* see a frozen database as locked. Code that serves
 //!   record requests must ask [`super::DatabaseSet::allow_access`] first, where stock would
@@ -202,6 +215,8 @@ impl StorageBackend for TdbBackend {
             state: FreezeState::Thawed,
             marked: false,
             wiped: false,
+            undo_transactions: tdb_flags.contains(TdbFlags::CLEAR_IF_FIRST),
+            undo: None,
         }))
     }
 
@@ -228,6 +243,66 @@ enum FreezeState {
     Frozen,
     /// Frozen with the recovery transaction open; count 1 from the transaction.
     FrozenInTransaction,
+    /// Frozen with the recovery transaction of a database libtdb clears on open: count 1 from
+    /// `tdb_lockall`, changes go to the file, [`TdbStore::undo`] can take them back.
+    FrozenWithUndo,
+}
+
+/// Every record of a database as it was before the recovery transaction changed it.
+///
+/// Records are kept in chunks that are never reallocated, so saving a record copies it once.
+#[derive(Debug, Default)]
+struct UndoLog {
+    chunks: Vec<Vec<u8>>,
+    /// Key length and data length of each record, in order; a record never spans chunks.
+    lengths: Vec<(usize, usize)>,
+    /// The next chain to save while a DB_PULL walk builds the log; `None` once every chain is
+    /// saved.
+    next_chain: Option<u32>,
+}
+
+impl UndoLog {
+    const CHUNK_BYTES: usize = 1 << 20;
+
+    fn save(&mut self, key: &[u8], data: &[u8]) {
+        let len = key.len() + data.len();
+        let fits = self
+            .chunks
+            .last()
+            .is_some_and(|chunk| chunk.capacity() - chunk.len() >= len);
+        if !fits {
+            self.chunks
+                .push(Vec::with_capacity(len.max(Self::CHUNK_BYTES)));
+        }
+        if let Some(chunk) = self.chunks.last_mut() {
+            chunk.extend_from_slice(key);
+            chunk.extend_from_slice(data);
+        }
+        self.lengths.push((key.len(), data.len()));
+    }
+
+    fn is_complete(&self) -> bool {
+        self.next_chain.is_none()
+    }
+
+    fn records(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let mut chunk = 0;
+        let mut at = 0;
+        self.lengths.iter().map(move |&(key_len, data_len)| {
+            let len = key_len + data_len;
+            if self.chunks.get(chunk).is_some_and(|c| c.len() < at + len) {
+                chunk += 1;
+                at = 0;
+            }
+            let record = self
+                .chunks
+                .get(chunk)
+                .and_then(|c| c.get(at..at + len))
+                .unwrap_or_default();
+            at += len;
+            record.split_at(key_len.min(record.len()))
+        })
+    }
 }
 
 pub struct TdbStore {
@@ -239,6 +314,12 @@ pub struct TdbStore {
     /// so a store first tries `TDB_INSERT`, which skips libtdb's search for an old copy to
     /// update in place and its delete of one (a recovery pushes each key once per node).
     wiped: bool,
+    /// Recovery transactions use an undo log instead of a libtdb transaction (see the module
+    /// documentation): the file is opened with `TDB_CLEAR_IF_FIRST`.
+    undo_transactions: bool,
+    /// In [`FreezeState::FrozenWithUndo`]: the records as the transaction found them, saved
+    /// by the first change or, as it goes, by a DB_PULL walk from the first chain.
+    undo: Option<UndoLog>,
 }
 
 impl fmt::Debug for TdbStore {
@@ -248,7 +329,8 @@ impl fmt::Debug for TdbStore {
             .field("state", &self.state)
             .field("marked", &self.marked)
             .field("wiped", &self.wiped)
-            .finish()
+            .field("undo_transactions", &self.undo_transactions)
+            .finish_non_exhaustive()
     }
 }
 
@@ -292,6 +374,46 @@ impl TdbStore {
         result
     }
 
+    /// Before the first change inside an undo-log transaction: saves every record (unless a
+    /// pull walk already did).
+    fn save_for_undo(&mut self) -> Result<(), TdbError> {
+        if self.state != FreezeState::FrozenWithUndo
+            || self.undo.as_ref().is_some_and(UndoLog::is_complete)
+        {
+            return Ok(());
+        }
+        let mut undo = UndoLog::default();
+        // The freeze lock covers every chain, so the walk takes no lock of its own.
+        let (_, result) = walk_chains(&self.tdb, 0, usize::MAX, &mut |key, data| {
+            undo.save(key, data)
+        });
+        result?;
+        self.undo = Some(undo);
+        Ok(())
+    }
+
+    /// Ends an undo-log transaction; with `restore`, the database holds again what it held
+    /// when the transaction started.
+    fn end_undo_transaction(&mut self, restore: bool) -> Result<(), TdbError> {
+        self.state = FreezeState::Frozen;
+        self.wiped = false;
+        let Some(undo) = self.undo.take() else {
+            return Ok(());
+        };
+        if !restore {
+            return Ok(());
+        }
+        self.tdb.wipe_all()?;
+        let mut first_error = None;
+        for (key, data) in undo.records() {
+            if let Err(e) = self.tdb.store_parts(key, &[data], StoreMode::Insert) {
+                log::error!("Restoring a record after a cancelled recovery: {e}");
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
     fn restore_frozen_count(&mut self) {
         self.state = FreezeState::Frozen;
         if let Err(e) = self.tdb.lockall_mark() {
@@ -312,6 +434,7 @@ impl DbStore for TdbStore {
     }
 
     fn store(&mut self, key: &[u8], parts: &[&[u8]]) -> Result<(), TdbError> {
+        self.save_for_undo()?;
         if self.wiped {
             // A key stored twice since the wipe (a helper that pushes duplicates) is replaced.
             match self.tdb.store_parts(key, parts, StoreMode::Insert) {
@@ -323,6 +446,7 @@ impl DbStore for TdbStore {
     }
 
     fn delete(&mut self, key: &[u8]) -> Result<(), TdbError> {
+        self.save_for_undo()?;
         self.tdb.delete(key)
     }
 
@@ -395,16 +519,53 @@ impl DbStore for TdbStore {
             return Ok(ChainStep::Done);
         }
         self.mark_locked()?;
-        let (chain, result) = walk_chains(&self.tdb, first_chain, budget, visit);
+        // A pull walks every record of the unchanged database in chain order: the undo log
+        // of the transaction is a copy of what it visits, so the first change need not walk
+        // the database again.
+        let saving = self.state == FreezeState::FrozenWithUndo
+            && match &self.undo {
+                None => first_chain == 0,
+                Some(undo) => undo.next_chain == Some(first_chain),
+            };
+        let (chain, result) = if saving {
+            let undo = self.undo.get_or_insert_with(|| UndoLog {
+                next_chain: Some(0),
+                ..UndoLog::default()
+            });
+            walk_chains(&self.tdb, first_chain, budget, &mut |key, data| {
+                undo.save(key, data);
+                visit(key, data);
+            })
+        } else {
+            walk_chains(&self.tdb, first_chain, budget, visit)
+        };
         self.drop_marks();
-        result?;
-        Ok(step_after(chain, hash_size))
+        if let Err(e) = result {
+            if saving {
+                self.undo = None;
+            }
+            return Err(e);
+        }
+        let step = step_after(chain, hash_size);
+        if saving {
+            if let Some(undo) = self.undo.as_mut() {
+                undo.next_chain = match step {
+                    ChainStep::More(next) => Some(next),
+                    _ => None,
+                };
+            }
+        }
+        Ok(step)
     }
 
     fn wipe_all(&mut self) -> Result<(), TdbError> {
+        self.save_for_undo()?;
         self.tdb.wipe_all()?;
         // Outside the recovery transaction other processes may store at any time.
-        self.wiped = self.state == FreezeState::FrozenInTransaction;
+        self.wiped = matches!(
+            self.state,
+            FreezeState::FrozenInTransaction | FreezeState::FrozenWithUndo
+        );
         Ok(())
     }
 
@@ -458,6 +619,11 @@ impl DbStore for TdbStore {
                     log::error!("{e}");
                 }
             }
+            FreezeState::FrozenWithUndo => {
+                if let Err(e) = self.end_undo_transaction(true) {
+                    log::error!("{e}");
+                }
+            }
             FreezeState::Frozen => self.drop_marks(),
         }
         self.state = FreezeState::Thawed;
@@ -472,7 +638,16 @@ impl DbStore for TdbStore {
                     log::error!("{e}");
                 }
             }
+            FreezeState::FrozenWithUndo => {
+                if let Err(e) = self.end_undo_transaction(true) {
+                    log::error!("{e}");
+                }
+            }
             FreezeState::Frozen => self.drop_marks(),
+        }
+        if self.undo_transactions {
+            self.state = FreezeState::FrozenWithUndo;
+            return Ok(());
         }
         // Count 1 -> 0 without releasing anything, so that libtdb sees no locks held.
         self.tdb.lockall_unmark()?;
@@ -492,6 +667,9 @@ impl DbStore for TdbStore {
     }
 
     fn freeze_transaction_commit(&mut self) -> Result<(), TdbError> {
+        if self.state == FreezeState::FrozenWithUndo {
+            return self.end_undo_transaction(false);
+        }
         if self.state != FreezeState::FrozenInTransaction {
             return Err(self.not_frozen("tdb_transaction_commit"));
         }
@@ -511,6 +689,9 @@ impl DbStore for TdbStore {
     }
 
     fn freeze_transaction_cancel(&mut self) -> Result<(), TdbError> {
+        if self.state == FreezeState::FrozenWithUndo {
+            return self.end_undo_transaction(true);
+        }
         if self.state != FreezeState::FrozenInTransaction {
             return Ok(());
         }
@@ -529,6 +710,8 @@ impl DbStore for TdbStore {
                 errno: None,
                 message: "locking error".to_owned(),
             }),
+            // No libtdb transaction, so nothing to mark: the freeze lock covers the walk.
+            FreezeState::FrozenWithUndo => Ok(()),
             FreezeState::FrozenInTransaction => {
                 if self.marked {
                     return Ok(());

@@ -1382,6 +1382,182 @@ fn a_large_pull_is_streamed_in_steps_and_paced_by_its_reader() {
     assert_pull_failed(effects(&mut dbs), deferred);
 }
 
+/// Runs a DB_PULL of `db_id` to its end (or only its first step); returns the records sent.
+fn pull_to_end(dbs: &mut DatabaseSet, env: &Env, db_id: u32, first_step_only: bool) -> usize {
+    let payload = pulldb(db_id, PULL_SRVID);
+    let mut pulled = 0;
+    let count = |effects: Vec<DbEffect>, done: &mut bool| -> usize {
+        let mut records = 0;
+        for effect in effects {
+            match effect {
+                DbEffect::Complete { reply, .. } => {
+                    assert_eq!(reply.status, 0);
+                    *done = true;
+                }
+                other => {
+                    for (_, buffer) in pulled_buffers(vec![other], 1, PULL_SRVID) {
+                        records += buffer.records.len();
+                    }
+                }
+            }
+        }
+        records
+    };
+    let mut done = false;
+    match dbs.handle_control(T0, &request(ControlOpcode::DbPull, &payload), &env.ctx()) {
+        DbControlOutcome::Deferred(_) => {}
+        DbControlOutcome::Reply(reply) => {
+            assert_eq!(reply.status, 0);
+            done = true;
+        }
+        other => panic!("pull: {other:?}"),
+    }
+    pulled += count(effects(dbs), &mut done);
+    while !done && !first_step_only {
+        let due = dbs.poll_timeout().expect("the walk is still running");
+        dbs.handle_timeout_paced(due, &env.ctx(), &|_| false);
+        pulled += count(effects(dbs), &mut done);
+    }
+    pulled
+}
+
+/// How a recovery transaction that is not committed ends.
+#[derive(Debug, Clone, Copy)]
+enum Abandon {
+    Cancel,
+    Thaw,
+    NewTransaction,
+}
+
+#[test]
+fn an_abandoned_recovery_leaves_every_record_as_it_was() {
+    use super::recovery::PULL_STEP_RECORDS;
+    // Volatile databases recover with an undo log, persistent ones in a libtdb transaction:
+    // both must end up as they started, whether the pull saw everything, part or nothing.
+    let (_dir, mut dbs) = libtdb_set("undo", 1);
+    let env = Env::new();
+    let volatile = attach(&mut dbs, &env, ControlOpcode::DbAttach, "undo.tdb");
+    let persistent = attach(&mut dbs, &env, ControlOpcode::DbAttachPersistent, "p.tdb");
+    let total = PULL_STEP_RECORDS * 2 + 5;
+    for db_id in [volatile, persistent] {
+        let store = dbs.get_mut(db_id).unwrap().store_mut();
+        for i in 0..total {
+            let value = value_with_header(&header(i as u64, 1, 0), format!("v{i}").as_bytes());
+            store.store(format!("k{i}").as_bytes(), &[&value]).unwrap();
+        }
+    }
+    let originals: Vec<Records> = [volatile, persistent]
+        .iter()
+        .map(|db_id| tdbdump(dbs.get(*db_id).unwrap().path()))
+        .collect();
+    assert_eq!(originals[0].len(), total);
+
+    let pushed = [(b"new".as_slice(), header(99, 1, 0), b"data".as_slice())];
+    let scenarios = [
+        (Some(false), Abandon::Cancel),
+        (Some(true), Abandon::Thaw),
+        (None, Abandon::NewTransaction),
+        (Some(false), Abandon::NewTransaction),
+    ];
+    for (db_id, original) in [volatile, persistent].into_iter().zip(&originals) {
+        let id = db_id.to_ne_bytes();
+        for (pull, abandon) in scenarios {
+            ok(&mut dbs, &env, ControlOpcode::DbFreeze, &id);
+            ok(
+                &mut dbs,
+                &env,
+                ControlOpcode::DbTransactionStart,
+                &transdb(db_id, TID),
+            );
+            if let Some(first_step_only) = pull {
+                let pulled = pull_to_end(&mut dbs, &env, db_id, first_step_only);
+                assert!(first_step_only || pulled == total, "pulled {pulled}");
+            }
+            ok(
+                &mut dbs,
+                &env,
+                ControlOpcode::WipeDatabase,
+                &transdb(db_id, TID),
+            );
+            ok(
+                &mut dbs,
+                &env,
+                ControlOpcode::DbPushStart,
+                &pulldb(db_id, PUSH_SRVID),
+            );
+            assert!(dbs.on_message(PUSH_SRVID, &rec_buffer(db_id, &pushed), &env.ctx()));
+            ok(&mut dbs, &env, ControlOpcode::DbPushConfirm, &id);
+            match abandon {
+                Abandon::Cancel => {
+                    ok(&mut dbs, &env, ControlOpcode::DbTransactionCancel, &id);
+                }
+                Abandon::Thaw => {}
+                Abandon::NewTransaction => {
+                    ok(
+                        &mut dbs,
+                        &env,
+                        ControlOpcode::DbTransactionStart,
+                        &transdb(db_id, TID + 1),
+                    );
+                    ok(
+                        &mut dbs,
+                        &env,
+                        ControlOpcode::DbTransactionCommit,
+                        &transdb(db_id, TID + 1),
+                    );
+                }
+            }
+            ok(&mut dbs, &env, ControlOpcode::DbThaw, &id);
+            effects(&mut dbs);
+            let path = dbs.get(db_id).unwrap().path().to_path_buf();
+            assert_eq!(
+                &tdbdump(&path),
+                original,
+                "db {db_id:#x}: pull {pull:?}, then {abandon:?}"
+            );
+        }
+
+        // Committed, the push is all there is.
+        ok(&mut dbs, &env, ControlOpcode::DbFreeze, &id);
+        ok(
+            &mut dbs,
+            &env,
+            ControlOpcode::DbTransactionStart,
+            &transdb(db_id, TID),
+        );
+        assert_eq!(pull_to_end(&mut dbs, &env, db_id, false), total);
+        ok(
+            &mut dbs,
+            &env,
+            ControlOpcode::WipeDatabase,
+            &transdb(db_id, TID),
+        );
+        ok(
+            &mut dbs,
+            &env,
+            ControlOpcode::DbPushStart,
+            &pulldb(db_id, PUSH_SRVID),
+        );
+        assert!(dbs.on_message(PUSH_SRVID, &rec_buffer(db_id, &pushed), &env.ctx()));
+        ok(&mut dbs, &env, ControlOpcode::DbPushConfirm, &id);
+        ok(
+            &mut dbs,
+            &env,
+            ControlOpcode::DbTransactionCommit,
+            &transdb(db_id, TID),
+        );
+        ok(&mut dbs, &env, ControlOpcode::DbThaw, &id);
+        effects(&mut dbs);
+        let path = dbs.get(db_id).unwrap().path().to_path_buf();
+        let keys: Vec<Vec<u8>> = tdbdump(&path).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            keys,
+            vec![b"new".to_vec()],
+            "db {db_id:#x} after the commit"
+        );
+    }
+}
+
 #[test]
 fn transaction_and_push_rules() {
     let (backend, mut dbs) = memory_set(0);
