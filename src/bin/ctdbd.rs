@@ -304,6 +304,7 @@ fn start_daemon(startup: Startup) -> Result<i32, StartError> {
     }
     sys::ignore_sigpipe().map_err(|e| StartError::Other(e.to_string()))?;
     ignore_sigusr1();
+    ctdb::common::heap::reuse_freed_buffers();
     let pid = std::process::id();
     error!("Starting CTDBD (Version {VERSION}) as PID: {pid}");
 

@@ -2,6 +2,7 @@
 
 pub mod clock;
 pub mod conf;
+pub mod heap;
 pub mod logging;
 pub mod nodes;
 pub mod path;

@@ -285,6 +285,8 @@ pub struct Shell<C> {
     client_accept_retry: Option<Instant>,
     node_accept_retry: Option<Instant>,
     next_sweep: Instant,
+    /// When freed heap memory goes back to the system.
+    heap_trim: crate::common::heap::HeapTrim,
     shutdown_deadline: Option<Instant>,
     lock_tests: lock_test::LockTests,
     cluster_mutex_helper: PathBuf,
@@ -356,6 +358,7 @@ impl<C: Core> Shell<C> {
             client_accept_retry: None,
             node_accept_retry: None,
             next_sweep: now.saturating_add(SWEEP_INTERVAL),
+            heap_trim: crate::common::heap::HeapTrim::new(now),
             shutdown_deadline: None,
             forced_code: 0,
             exit: None,
@@ -913,6 +916,9 @@ impl<C: Core> Shell<C> {
         if self.next_sweep <= now {
             self.next_sweep = now.saturating_add(SWEEP_INTERVAL);
             self.sweep_stalled(now);
+            if self.heap_trim.due(now) {
+                crate::common::heap::HeapTrim::trim();
+            }
         }
         if self.shutdown_deadline.is_some_and(|t| t <= now) && self.exit.is_none() {
             error!(
