@@ -414,6 +414,20 @@ impl TdbStore {
         first_error.map_or(Ok(()), Err)
     }
 
+    /// Ends the recovery transaction without committing it, whichever kind is open; the
+    /// database is left frozen (or thawed, if it was).
+    fn cancel_open_transaction(&mut self) -> Result<(), TdbError> {
+        match self.state {
+            FreezeState::FrozenInTransaction => self.cancel_recovery_transaction(),
+            FreezeState::FrozenWithUndo => self.end_undo_transaction(true),
+            FreezeState::Frozen => {
+                self.drop_marks();
+                Ok(())
+            }
+            FreezeState::Thawed => Ok(()),
+        }
+    }
+
     fn restore_frozen_count(&mut self) {
         self.state = FreezeState::Frozen;
         if let Err(e) = self.tdb.lockall_mark() {
@@ -612,38 +626,22 @@ impl DbStore for TdbStore {
     }
 
     fn freeze_release(&mut self) -> Result<(), TdbError> {
-        match self.state {
-            FreezeState::Thawed => return Ok(()),
-            FreezeState::FrozenInTransaction => {
-                if let Err(e) = self.cancel_recovery_transaction() {
-                    log::error!("{e}");
-                }
-            }
-            FreezeState::FrozenWithUndo => {
-                if let Err(e) = self.end_undo_transaction(true) {
-                    log::error!("{e}");
-                }
-            }
-            FreezeState::Frozen => self.drop_marks(),
+        if self.state == FreezeState::Thawed {
+            return Ok(());
+        }
+        if let Err(e) = self.cancel_open_transaction() {
+            log::error!("{e}");
         }
         self.state = FreezeState::Thawed;
         self.tdb.unlockall()
     }
 
     fn freeze_transaction_start(&mut self) -> Result<(), TdbError> {
-        match self.state {
-            FreezeState::Thawed => return Err(self.not_frozen("tdb_transaction_start")),
-            FreezeState::FrozenInTransaction => {
-                if let Err(e) = self.cancel_recovery_transaction() {
-                    log::error!("{e}");
-                }
-            }
-            FreezeState::FrozenWithUndo => {
-                if let Err(e) = self.end_undo_transaction(true) {
-                    log::error!("{e}");
-                }
-            }
-            FreezeState::Frozen => self.drop_marks(),
+        if self.state == FreezeState::Thawed {
+            return Err(self.not_frozen("tdb_transaction_start"));
+        }
+        if let Err(e) = self.cancel_open_transaction() {
+            log::error!("{e}");
         }
         if self.undo_transactions {
             self.state = FreezeState::FrozenWithUndo;
@@ -689,13 +687,7 @@ impl DbStore for TdbStore {
     }
 
     fn freeze_transaction_cancel(&mut self) -> Result<(), TdbError> {
-        if self.state == FreezeState::FrozenWithUndo {
-            return self.end_undo_transaction(true);
-        }
-        if self.state != FreezeState::FrozenInTransaction {
-            return Ok(());
-        }
-        self.cancel_recovery_transaction()
+        self.cancel_open_transaction()
     }
 
     fn mark_locked(&mut self) -> Result<(), TdbError> {

@@ -1421,6 +1421,38 @@ fn pull_to_end(dbs: &mut DatabaseSet, env: &Env, db_id: u32, first_step_only: bo
     pulled
 }
 
+/// Freezes `db_id`, opens the recovery transaction, pulls (all of it, or only the first step
+/// with `Some(true)`), wipes and pushes `pushed`, as a recovery helper does before the commit.
+fn recover_until_commit(
+    dbs: &mut DatabaseSet,
+    env: &Env,
+    db_id: u32,
+    pull: Option<bool>,
+    pushed: &[(&[u8], LtdbHeader, &[u8])],
+) -> usize {
+    let id = db_id.to_ne_bytes();
+    ok(dbs, env, ControlOpcode::DbFreeze, &id);
+    ok(
+        dbs,
+        env,
+        ControlOpcode::DbTransactionStart,
+        &transdb(db_id, TID),
+    );
+    let pulled = pull.map_or(0, |first_step_only| {
+        pull_to_end(dbs, env, db_id, first_step_only)
+    });
+    ok(dbs, env, ControlOpcode::WipeDatabase, &transdb(db_id, TID));
+    ok(
+        dbs,
+        env,
+        ControlOpcode::DbPushStart,
+        &pulldb(db_id, PUSH_SRVID),
+    );
+    assert!(dbs.on_message(PUSH_SRVID, &rec_buffer(db_id, pushed), &env.ctx()));
+    ok(dbs, env, ControlOpcode::DbPushConfirm, &id);
+    pulled
+}
+
 /// How a recovery transaction that is not committed ends.
 #[derive(Debug, Clone, Copy)]
 enum Abandon {
@@ -1462,31 +1494,8 @@ fn an_abandoned_recovery_leaves_every_record_as_it_was() {
     for (db_id, original) in [volatile, persistent].into_iter().zip(&originals) {
         let id = db_id.to_ne_bytes();
         for (pull, abandon) in scenarios {
-            ok(&mut dbs, &env, ControlOpcode::DbFreeze, &id);
-            ok(
-                &mut dbs,
-                &env,
-                ControlOpcode::DbTransactionStart,
-                &transdb(db_id, TID),
-            );
-            if let Some(first_step_only) = pull {
-                let pulled = pull_to_end(&mut dbs, &env, db_id, first_step_only);
-                assert!(first_step_only || pulled == total, "pulled {pulled}");
-            }
-            ok(
-                &mut dbs,
-                &env,
-                ControlOpcode::WipeDatabase,
-                &transdb(db_id, TID),
-            );
-            ok(
-                &mut dbs,
-                &env,
-                ControlOpcode::DbPushStart,
-                &pulldb(db_id, PUSH_SRVID),
-            );
-            assert!(dbs.on_message(PUSH_SRVID, &rec_buffer(db_id, &pushed), &env.ctx()));
-            ok(&mut dbs, &env, ControlOpcode::DbPushConfirm, &id);
+            let pulled = recover_until_commit(&mut dbs, &env, db_id, pull, &pushed);
+            assert!(pull != Some(false) || pulled == total, "pulled {pulled}");
             match abandon {
                 Abandon::Cancel => {
                     ok(&mut dbs, &env, ControlOpcode::DbTransactionCancel, &id);
@@ -1518,28 +1527,10 @@ fn an_abandoned_recovery_leaves_every_record_as_it_was() {
         }
 
         // Committed, the push is all there is.
-        ok(&mut dbs, &env, ControlOpcode::DbFreeze, &id);
-        ok(
-            &mut dbs,
-            &env,
-            ControlOpcode::DbTransactionStart,
-            &transdb(db_id, TID),
+        assert_eq!(
+            recover_until_commit(&mut dbs, &env, db_id, Some(false), &pushed),
+            total
         );
-        assert_eq!(pull_to_end(&mut dbs, &env, db_id, false), total);
-        ok(
-            &mut dbs,
-            &env,
-            ControlOpcode::WipeDatabase,
-            &transdb(db_id, TID),
-        );
-        ok(
-            &mut dbs,
-            &env,
-            ControlOpcode::DbPushStart,
-            &pulldb(db_id, PUSH_SRVID),
-        );
-        assert!(dbs.on_message(PUSH_SRVID, &rec_buffer(db_id, &pushed), &env.ctx()));
-        ok(&mut dbs, &env, ControlOpcode::DbPushConfirm, &id);
         ok(
             &mut dbs,
             &env,
