@@ -809,13 +809,22 @@ struct Trans3Commit {
     waiting: Vec<u32>,
     failed: bool,
     deadline: Instant,
+    /// The marshalled records, kept until every other node has stored them: only then does
+    /// this node store its own copy.
+    local_update: Option<Vec<u8>>,
 }
 
 impl CallService {
     /// TRANS3_COMMIT from a local client (`ctdb_control_trans3_commit`): the marshalled
-    /// records go to every active node of the VNN map, this one included, as UPDATE_RECORD;
-    /// the client hears back when all have succeeded. Returns the reply when it is known at
-    /// once; otherwise the reply comes later through [`CallService::poll_output`].
+    /// records go to every active node of the VNN map as UPDATE_RECORD; the client hears back
+    /// when all have succeeded. Returns the reply when it is known at once; otherwise the
+    /// reply comes later through [`CallService::poll_output`].
+    ///
+    /// Unlike stock, which updates its own copy alongside the others, this node stores the
+    /// records only after every other node has: a node that dies in the middle of a commit
+    /// then never holds a transaction the others lack. Such a copy would carry the same
+    /// `__db_sequence_number__` as the next commit the survivors make, and a later recovery
+    /// that finds the two tied could pick it and drop an acknowledged write.
     #[allow(clippy::too_many_arguments)]
     pub fn trans3_commit(
         &mut self,
@@ -844,13 +853,11 @@ impl CallService {
             waiting: Vec::new(),
             failed: false,
             deadline: now.saturating_add(timeout),
+            local_update: None,
         };
         for &pnn in targets {
             if pnn == self.pnn {
-                if update_record(dbs, ctx, &control.data) != 0 {
-                    commit.failed = true;
-                    self.out.push_back(CallOutput::SetRecoveryModeActive);
-                }
+                commit.local_update = Some(control.data.clone());
                 continue;
             }
             let reqid = self.alloc_reqid();
@@ -870,15 +877,45 @@ impl CallService {
             };
             self.out.push_back(CallOutput::Node { pnn, packet });
         }
-        if commit.waiting.is_empty() && !commit.failed {
+        if commit.waiting.is_empty() {
+            if !self.store_local_copy(dbs, ctx, &mut commit) {
+                self.trans3.insert(buffer.db_id, commit);
+                return None;
+            }
             return Some((0, String::new()));
         }
         self.trans3.insert(buffer.db_id, commit);
         None
     }
 
+    /// Every other node has the commit: stores this node's copy. False when that failed;
+    /// the commit is then left to the recovery this asks for, as stock does with a failed
+    /// UPDATE_RECORD.
+    fn store_local_copy(
+        &mut self,
+        dbs: &mut DatabaseSet,
+        ctx: &DbContext<'_>,
+        commit: &mut Trans3Commit,
+    ) -> bool {
+        let Some(data) = commit.local_update.take() else {
+            return true;
+        };
+        if update_record(dbs, ctx, &data) == 0 {
+            return true;
+        }
+        commit.failed = true;
+        self.out.push_back(CallOutput::SetRecoveryModeActive);
+        false
+    }
+
     /// A REPLY_CONTROL that may answer one of our UPDATE_RECORDs; false when it is not ours.
-    pub fn on_control_reply(&mut self, ctx: &DbContext<'_>, reqid: u32, status: i32) -> bool {
+    pub fn on_control_reply(
+        &mut self,
+        dbs: &mut DatabaseSet,
+        ctx: &DbContext<'_>,
+        reqid: u32,
+        status: i32,
+    ) -> bool {
         if self.ro_control_reply(reqid, status) {
             return true;
         }
@@ -900,10 +937,16 @@ impl CallService {
             return true;
         }
         commit.waiting.retain(|&r| r != reqid);
-        if commit.waiting.is_empty() && !commit.failed {
-            if let Some(done) = self.trans3.remove(&db_id) {
-                self.reply_control(done.client, done.client_reqid, ctx, 0, "");
-            }
+        if !commit.waiting.is_empty() || commit.failed {
+            return true;
+        }
+        let Some(mut done) = self.trans3.remove(&db_id) else {
+            return true;
+        };
+        if self.store_local_copy(dbs, ctx, &mut done) {
+            self.reply_control(done.client, done.client_reqid, ctx, 0, "");
+        } else {
+            self.trans3.insert(db_id, done);
         }
         true
     }

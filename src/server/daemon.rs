@@ -1308,8 +1308,8 @@ impl Daemon {
                     self.pending_failed(p.owner, r.status, r.data, &r.errmsg);
                 } else {
                     let reqid = packet.reqid;
-                    self.with_calls(now, |calls, _, ctx| {
-                        calls.on_control_reply(ctx, reqid, r.status);
+                    self.with_calls(now, |calls, dbs, ctx| {
+                        calls.on_control_reply(dbs, ctx, reqid, r.status);
                     });
                 }
             }

@@ -151,8 +151,13 @@ impl Cluster {
                             let node = &mut self.nodes[dest as usize];
                             if let Body::ReqControl(c) = &packet.body {
                                 let status = update_record(&mut node.dbs, &ctx, &c.data);
-                                let from = &mut self.nodes[pnn].calls;
-                                from.on_control_reply(&ctx, packet.reqid, status);
+                                let from = &mut self.nodes[pnn];
+                                from.calls.on_control_reply(
+                                    &mut from.dbs,
+                                    &ctx,
+                                    packet.reqid,
+                                    status,
+                                );
                             } else {
                                 node.calls.on_node_packet(
                                     &mut node.dbs,
@@ -507,6 +512,71 @@ fn trans3_commit_updates_every_node_and_refuses_older_rsns() {
         -1
     );
     assert_eq!(c.record(0, b"k").unwrap().1, b"v");
+}
+
+#[test]
+fn trans3_commit_stores_the_local_copy_only_after_every_other_node() {
+    let mut c = Cluster::new(3, true);
+    let rec = |rsn: u64, value: &[u8]| {
+        let header = LtdbHeader {
+            rsn,
+            dmaster: 0,
+            reserved1: 0,
+            flags: 0,
+        };
+        let mut data = header.to_bytes();
+        data.extend_from_slice(value);
+        RecData {
+            reqid: 0,
+            key: b"k".to_vec(),
+            data,
+        }
+    };
+    // Node 2 already holds another value at the same RSN, so it refuses the update.
+    let conflicting = RecBuffer {
+        db_id: c.db_id,
+        records: vec![rec(2, b"other")],
+    };
+    assert_eq!(
+        update_record(&mut c.nodes[2].dbs, &c.env.ctx(), &conflicting.to_bytes()),
+        0
+    );
+    let buffer = RecBuffer {
+        db_id: c.db_id,
+        records: vec![rec(2, b"v")],
+    };
+    let control = ReqControl {
+        opcode: ControlOpcode::Trans3Commit,
+        srvid: u64::from(c.db_id),
+        client_id: 1,
+        flags: 0,
+        data: buffer.to_bytes(),
+    };
+    let ctx = c.env.ctx();
+    let node = &mut c.nodes[1];
+    let timeout = Duration::from_secs(60);
+    let pending = node.calls.trans3_commit(
+        &mut node.dbs,
+        &ctx,
+        Instant::ZERO,
+        CLIENT,
+        77,
+        &control,
+        &[0, 1, 2],
+        timeout,
+    );
+    assert_eq!(pending, None);
+    assert!(c.record(1, b"k").is_none(), "stored before the others");
+    assert_eq!(c.run(), Vec::new(), "no reply before the recovery");
+    assert!(c.recovery_triggered);
+    // Node 0 took it, node 2 refused: the committing node must not hold a commit that
+    // failed, or it could later win a recovery tied on the sequence number.
+    assert_eq!(c.record(0, b"k").unwrap().1, b"v");
+    assert_eq!(c.record(2, b"k").unwrap().1, b"other");
+    assert!(
+        c.record(1, b"k").is_none(),
+        "the failed commit is on the committer"
+    );
 }
 
 /// Another process holding a chain lock of a real TDB file until dropped; it is the lock

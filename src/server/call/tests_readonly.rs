@@ -248,7 +248,10 @@ fn requests_wait_while_revoking_and_readonly_ones_get_a_grace_second() {
         _ => unreachable!(),
     };
     assert_eq!(status, 0);
-    assert!(c.nodes[0].calls.on_control_reply(&ctx, update.reqid, 0));
+    let node = &mut c.nodes[0];
+    assert!(node
+        .calls
+        .on_control_reply(&mut node.dbs, &ctx, update.reqid, 0));
     assert_eq!(c.tick(Instant::ZERO), vec![(0, b"v1".to_vec())]);
     assert!(c.tick(Instant::from_millis(10)).is_empty());
     let later = Instant::ZERO.saturating_add(READONLY_GRACE);
