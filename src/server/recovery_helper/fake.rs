@@ -284,6 +284,7 @@ impl FakeCluster {
                 node.recoveries_ended += 1;
                 Self::status(0)
             }
+            (Op::Getvnnmap, _) => Self::ok(ControlReplyData::VnnMap(node.vnnmap.clone())),
             (Op::Setvnnmap, D::VnnMap(map)) => {
                 if node.recmode != RecoveryMode::Active {
                     return Self::status(-1);

@@ -32,7 +32,7 @@ use crate::protocol::packet::ReplyControl;
 use crate::protocol::srvid;
 use crate::protocol::types::{
     node_flags, BanState, NodeMap, PulldbExt, RecoveryMode, Transdb, TunableList, VnnMap,
-    LMASTER_ANY, UNKNOWN_PNN,
+    INVALID_GENERATION, LMASTER_ANY, UNKNOWN_PNN,
 };
 use log::{debug, error, info, trace, warn};
 use std::time::Duration;
@@ -84,12 +84,22 @@ pub struct Extensions {
     /// the lmaster is the only one left, which is exactly what a node asks for when it
     /// lacks a record.
     pub partitioned_push: bool,
+    /// When several nodes tie on the highest `__db_sequence_number__` of a persistent or
+    /// replicated database, the copy comes from the first of them that belongs to the
+    /// leader's current vnn map (the nodes of the last generation), not simply the first.
+    /// A node that was away (killed, disconnected) can come back with a commit the others
+    /// never finished; while it was away they committed their own transaction under the same
+    /// sequence number, and that one may have been acknowledged. Stock takes the lowest pnn
+    /// and so may pick the returning node's copy. Without a valid vnn map on the leader (it
+    /// has just started itself) the choice is stock's.
+    pub seqnum_tie_prefers_members: bool,
 }
 
 impl Extensions {
     pub const STOCK: Extensions = Extensions {
         concurrent_pulls: false,
         partitioned_push: false,
+        seqnum_tie_prefers_members: false,
     };
 
     /// [`Extensions::STOCK`] when [`ENV_STOCK`] is set to `1`, `yes` or `true`; else the
@@ -114,6 +124,7 @@ impl Default for Extensions {
         Extensions {
             concurrent_pulls: true,
             partitioned_push: true,
+            seqnum_tie_prefers_members: true,
         }
     }
 }
@@ -140,6 +151,7 @@ pub fn recover<T: Transport>(
         tunables: TunableList::default(),
         nlist: NodeList::new(0),
         vnnmap: Vec::new(),
+        members: Vec::new(),
     };
     match run.run()? {
         Ok(()) => Ok(()),
@@ -157,6 +169,9 @@ struct Run<'a, T: Transport> {
     nlist: NodeList,
     /// The vnn map this recovery sets (its lmasters decide a partitioned push).
     vnnmap: Vec<u32>,
+    /// The leader's vnn map before this recovery, for
+    /// [`Extensions::seqnum_tie_prefers_members`]; empty when unknown or unused.
+    members: Vec<u32>,
 }
 
 fn parse(opcode: ControlOpcode, reply: &ReplyControl) -> Option<ControlReplyData> {
@@ -165,6 +180,20 @@ fn parse(opcode: ControlOpcode, reply: &ReplyControl) -> Option<ControlReplyData
 
 fn request(opcode: ControlOpcode, data: ControlRequestData) -> Request {
     Request::new(opcode, data)
+}
+
+/// The node whose copy of a persistent database a recovery takes, and its sequence number:
+/// the first (in `seqnums` order) with the highest number, except that on a tie the first
+/// tied node listed in `members` wins (stock: strictly the first; `members` empty).
+fn highest_seqnum(seqnums: &[(u32, u64)], members: &[u32]) -> Option<(u32, u64)> {
+    let max = seqnums.iter().map(|&(_, seqnum)| seqnum).max()?;
+    let mut tied = seqnums.iter().filter(|&&(_, seqnum)| seqnum == max);
+    let first = *tied.clone().next()?;
+    Some(
+        tied.find(|(pnn, _)| members.contains(pnn))
+            .copied()
+            .unwrap_or(first),
+    )
 }
 
 /// The failure of a control sent to several nodes: the error and the node stock blames.
@@ -243,6 +272,15 @@ impl<T: Transport> Run<'_, T> {
         }
         error!("Set recovery mode to ACTIVE");
 
+        if self.params.extensions.seqnum_tie_prefers_members
+            && dblist
+                .dbs()
+                .iter()
+                .any(|db| db.is_persistent() || db.is_replicated())
+        {
+            self.members = self.current_members()?;
+        }
+
         let mut map = self.nlist.lmasters();
         if map.is_empty() {
             warn!("No active lmasters found. Adding recmaster anyway");
@@ -294,6 +332,22 @@ impl<T: Transport> Run<'_, T> {
         }
         error!("recovered event finished");
         Ok(Ok(()))
+    }
+
+    /// The nodes of the leader's vnn map as it stands before this recovery replaces it;
+    /// empty when the map is not a real generation or cannot be read (then ties are broken
+    /// as stock does).
+    fn current_members(&mut self) -> Result<Vec<u32>, Disconnected> {
+        let req = request(ControlOpcode::Getvnnmap, ControlRequestData::Empty);
+        let Ok(reply) = self.single(self.pnn, &req)? else {
+            return Ok(Vec::new());
+        };
+        match parse(ControlOpcode::Getvnnmap, &reply) {
+            Some(ControlReplyData::VnnMap(map)) if map.generation != INVALID_GENERATION => {
+                Ok(map.map)
+            }
+            _ => Ok(Vec::new()),
+        }
     }
 
     fn get_tunables(&mut self) -> Step<()> {
@@ -642,16 +696,22 @@ impl<T: Transport> Run<'_, T> {
             Ok(replies) => replies,
             Err(failure) => return Ok(Err(failure.ret)),
         };
-        let mut max_seqnum = 0u64;
-        let mut max_pnn = pnns.first().copied().unwrap_or(UNKNOWN_PNN);
+        let mut seqnums = Vec::with_capacity(pnns.len());
         for (&pnn, reply) in pnns.iter().zip(&replies) {
             let Some(ControlReplyData::Seqnum(seqnum)) = parse(ControlOpcode::GetDbSeqnum, reply)
             else {
                 return Ok(Err(libc::EPROTO));
             };
-            if max_seqnum < seqnum {
-                max_seqnum = seqnum;
-                max_pnn = pnn;
+            seqnums.push((pnn, seqnum));
+        }
+        let (max_pnn, max_seqnum) = highest_seqnum(&seqnums, &self.members)
+            .unwrap_or((pnns.first().copied().unwrap_or(UNKNOWN_PNN), 0));
+        if let Some((stock_pnn, _)) = highest_seqnum(&seqnums, &[]) {
+            if stock_pnn != max_pnn {
+                info!(
+                    "Nodes {stock_pnn} and {max_pnn} tie on seqnum 0x{max_seqnum:x} of {name}; \
+                     taking node {max_pnn}, which was in the last generation"
+                );
             }
         }
         debug!("Pull persistent db {name} from node {max_pnn} with seqnum 0x{max_seqnum:x}");

@@ -9,7 +9,9 @@ use crate::protocol::hash;
 use crate::protocol::ltdb::{LtdbHeader, LTDB_HEADER_LEN, REC_FLAG_MIGRATED_WITH_DATA};
 use crate::protocol::opcode::ControlOpcode as Op;
 use crate::protocol::srvid;
-use crate::protocol::types::{capabilities, db_flags, node_flags, BanState, RecoveryMode, VnnMap};
+use crate::protocol::types::{
+    capabilities, db_flags, node_flags, BanState, RecoveryMode, VnnMap, INVALID_GENERATION,
+};
 use crate::testing::Prng;
 use std::collections::BTreeMap;
 
@@ -200,6 +202,43 @@ fn persistent_databases_come_whole_from_the_highest_seqnum() {
         .map(|s| s.pnn)
         .collect();
     assert_eq!(pulls, vec![0]);
+}
+
+#[test]
+fn a_seqnum_tie_goes_to_a_node_of_the_last_generation() {
+    // Node 1 comes back with a commit numbered like the one nodes 0 and 2 made while it was
+    // away; node 0 has fallen behind (say, it missed that commit), and the leader (node 2)
+    // knows nodes 0 and 2 as the last generation.
+    let build = || {
+        let mut cluster = FakeCluster::new(3, 2);
+        for (pnn, seqnum) in [(0, 6u64), (1, 7), (2, 7)] {
+            let db = cluster.node(pnn).db("pers.tdb", db_flags::PERSISTENT);
+            db.put(SEQNUM_KEY, header(seqnum, 9), &seqnum_value(seqnum));
+            db.put(b"k", header(seqnum, 9), format!("from {pnn}").as_bytes());
+        }
+        for pnn in 0..3 {
+            cluster.node(pnn).vnnmap = VnnMap {
+                generation: 77,
+                map: vec![0, 2],
+            };
+        }
+        cluster
+    };
+    let value = |cluster: &FakeCluster| {
+        let got = the_copy(cluster, "pers.tdb");
+        got[b"k".as_slice()][LTDB_HEADER_LEN..].to_vec()
+    };
+    let mut ours = build();
+    run_ours(&mut ours).unwrap();
+    assert_eq!(value(&ours), b"from 2");
+    let mut stock = build();
+    run(&mut stock).unwrap();
+    assert_eq!(value(&stock), b"from 1", "stock takes the lowest pnn");
+    // A leader without a generation (just started) breaks the tie as stock does.
+    let mut fresh = build();
+    fresh.node(2).vnnmap.generation = INVALID_GENERATION;
+    run_ours(&mut fresh).unwrap();
+    assert_eq!(value(&fresh), b"from 1");
 }
 
 #[test]
