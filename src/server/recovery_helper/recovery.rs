@@ -705,7 +705,7 @@ impl<T: Transport> Run<'_, T> {
             seqnums.push((pnn, seqnum));
         }
         let (max_pnn, max_seqnum) = highest_seqnum(&seqnums, &self.members)
-            .unwrap_or((pnns.first().copied().unwrap_or(UNKNOWN_PNN), 0));
+            .unwrap_or_else(|| (pnns.first().copied().unwrap_or(UNKNOWN_PNN), 0));
         if let Some((stock_pnn, _)) = highest_seqnum(&seqnums, &[]) {
             if stock_pnn != max_pnn {
                 info!(
