@@ -196,13 +196,26 @@ pub fn peer_cred(sock: &impl AsRawFd) -> Result<PeerCred, SysError> {
 
 /// Blocks the daemon's signals and returns a non-blocking signalfd that reports them, so that
 /// signals arrive as ordinary events in the loop.
+///
+/// Each signal's action is first reset to the default: a signal ignored by whoever started
+/// us (a shell ignores SIGINT and SIGQUIT for background jobs) would otherwise be discarded
+/// instead of reaching the signalfd, and an ignored SIGCHLD would reap our children before
+/// we could. Stock installs handlers for the same signals, which has the same effect, and
+/// its children, like ours, start with the default actions.
 pub fn signal_fd(signals: &[Signal]) -> Result<SignalFd, SysError> {
     let mut set = SigSet::empty();
     for &s in signals {
         set.add(s);
     }
+    // Blocked first, so that a signal arriving in between cannot take its default action.
     set.thread_block()
         .map_err(|e| SysError::errno("block signals", None, e))?;
+    for &s in signals {
+        // SAFETY: SIG_DFL installs no handler, so no code of ours runs in signal context;
+        // the signal is blocked and only ever read from the signalfd.
+        unsafe { nix::sys::signal::signal(s, nix::sys::signal::SigHandler::SigDfl) }
+            .map_err(|e| SysError::errno("reset signal action", None, e))?;
+    }
     SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
         .map_err(|e| SysError::errno("signalfd", None, e))
 }
