@@ -453,49 +453,57 @@ fn empty_record_is_deleted_by_a_node_that_is_neither_lmaster_nor_dmaster() {
     assert!(c.record(1, &key).is_none());
 }
 
-#[test]
-fn trans3_commit_updates_every_node_and_refuses_older_rsns() {
-    let mut c = Cluster::new(3, true);
-    let rec = |rsn: u64, value: &[u8]| {
-        let header = LtdbHeader {
-            rsn,
-            dmaster: 0,
-            reserved1: 0,
-            flags: 0,
-        };
-        let mut data = header.to_bytes();
-        data.extend_from_slice(value);
-        RecData {
+/// A persistent record buffer holding key `k` at `rsn` with `value`.
+fn record_k(db_id: u32, rsn: u64, value: &[u8]) -> RecBuffer {
+    let header = LtdbHeader {
+        rsn,
+        dmaster: 0,
+        reserved1: 0,
+        flags: 0,
+    };
+    let mut data = header.to_bytes();
+    data.extend_from_slice(value);
+    RecBuffer {
+        db_id,
+        records: vec![RecData {
             reqid: 0,
             key: b"k".to_vec(),
             data,
-        }
-    };
-    let buffer = RecBuffer {
-        db_id: c.db_id,
-        records: vec![rec(2, b"v")],
-    };
-    let control = ReqControl {
-        opcode: ControlOpcode::Trans3Commit,
-        srvid: u64::from(c.db_id),
-        client_id: 1,
-        flags: 0,
-        data: buffer.to_bytes(),
-    };
-    let ctx = c.env.ctx();
-    let node = &mut c.nodes[1];
-    let timeout = Duration::from_secs(60);
-    let now = Instant::ZERO;
-    let immediate = node.calls.trans3_commit(
-        &mut node.dbs,
-        &ctx,
-        now,
-        CLIENT,
-        77,
-        &control,
-        &[0, 1, 2],
-        timeout,
-    );
+        }],
+    }
+}
+
+impl Cluster {
+    /// A local client's TRANS3_COMMIT of `buffer` at node `pnn`, to every node; the
+    /// immediate reply, if any (the rest comes through [`Cluster::run`]).
+    fn trans3_commit_from(&mut self, pnn: usize, buffer: &RecBuffer) -> Option<(i32, String)> {
+        let control = ReqControl {
+            opcode: ControlOpcode::Trans3Commit,
+            srvid: u64::from(self.db_id),
+            client_id: 1,
+            flags: 0,
+            data: buffer.to_bytes(),
+        };
+        let ctx = self.env.ctx();
+        let targets: Vec<u32> = (0..self.nodes.len() as u32).collect();
+        let node = &mut self.nodes[pnn];
+        node.calls.trans3_commit(
+            &mut node.dbs,
+            &ctx,
+            Instant::ZERO,
+            CLIENT,
+            77,
+            &control,
+            &targets,
+            Duration::from_secs(60),
+        )
+    }
+}
+
+#[test]
+fn trans3_commit_updates_every_node_and_refuses_older_rsns() {
+    let mut c = Cluster::new(3, true);
+    let immediate = c.trans3_commit_from(1, &record_k(c.db_id, 2, b"v"));
     assert_eq!(immediate, None);
     assert_eq!(c.run(), vec![(0, Vec::new())]);
     for pnn in 0..3 {
@@ -503,10 +511,7 @@ fn trans3_commit_updates_every_node_and_refuses_older_rsns() {
         assert_eq!((header.rsn, data.as_slice()), (2, &b"v"[..]), "node {pnn}");
     }
     // The same RSN with other data is refused.
-    let stale = RecBuffer {
-        db_id: c.db_id,
-        records: vec![rec(2, b"other")],
-    };
+    let stale = record_k(c.db_id, 2, b"other");
     assert_eq!(
         update_record(&mut c.nodes[0].dbs, &c.env.ctx(), &stale.to_bytes()),
         -1
@@ -517,54 +522,13 @@ fn trans3_commit_updates_every_node_and_refuses_older_rsns() {
 #[test]
 fn trans3_commit_stores_the_local_copy_only_after_every_other_node() {
     let mut c = Cluster::new(3, true);
-    let rec = |rsn: u64, value: &[u8]| {
-        let header = LtdbHeader {
-            rsn,
-            dmaster: 0,
-            reserved1: 0,
-            flags: 0,
-        };
-        let mut data = header.to_bytes();
-        data.extend_from_slice(value);
-        RecData {
-            reqid: 0,
-            key: b"k".to_vec(),
-            data,
-        }
-    };
     // Node 2 already holds another value at the same RSN, so it refuses the update.
-    let conflicting = RecBuffer {
-        db_id: c.db_id,
-        records: vec![rec(2, b"other")],
-    };
+    let conflicting = record_k(c.db_id, 2, b"other");
     assert_eq!(
         update_record(&mut c.nodes[2].dbs, &c.env.ctx(), &conflicting.to_bytes()),
         0
     );
-    let buffer = RecBuffer {
-        db_id: c.db_id,
-        records: vec![rec(2, b"v")],
-    };
-    let control = ReqControl {
-        opcode: ControlOpcode::Trans3Commit,
-        srvid: u64::from(c.db_id),
-        client_id: 1,
-        flags: 0,
-        data: buffer.to_bytes(),
-    };
-    let ctx = c.env.ctx();
-    let node = &mut c.nodes[1];
-    let timeout = Duration::from_secs(60);
-    let pending = node.calls.trans3_commit(
-        &mut node.dbs,
-        &ctx,
-        Instant::ZERO,
-        CLIENT,
-        77,
-        &control,
-        &[0, 1, 2],
-        timeout,
-    );
+    let pending = c.trans3_commit_from(1, &record_k(c.db_id, 2, b"v"));
     assert_eq!(pending, None);
     assert!(c.record(1, b"k").is_none(), "stored before the others");
     assert_eq!(c.run(), Vec::new(), "no reply before the recovery");
