@@ -62,6 +62,31 @@ const FIRST_CALL_REQID: u32 = 0x4000_0000;
 /// non-blocking lock call, so polling this often costs little.
 pub const CHAIN_RETRY: Duration = Duration::from_millis(1);
 
+/// How long a record that just arrived for a local client stays here for other nodes'
+/// requests while that client has not changed it yet (see [`MigrationHold`]).
+pub const MIGRATION_HOLD: Duration = Duration::from_millis(2);
+
+/// Bound on records held for local clients at once; further arrivals are not held.
+const MAX_MIGRATION_HOLDS: usize = 1024;
+
+/// A record migrated here for a local client, kept from other nodes for a moment so that the
+/// client sees it before it moves on.
+///
+/// Without it, a record contended from several nodes could leave again before the client
+/// that asked for it woke up and took its chain lock: the REQ_CALL of another node, queued
+/// behind the migration, found the chain free and took the record, and the client had to ask
+/// again (1.7 migration calls per remote fetch-lock with four processes per node on one key,
+/// `ctdb-bench fetch-lock`; smbd logs "needed N attempts" for this). Stock has the same race.
+/// A node's request that arrives within [`MIGRATION_HOLD`] of the arrival, while the record
+/// still holds the data it arrived with, waits until the hold ends; once the client has stored
+/// anything (smbd and `client::db` store what they change), requests go on at once. No wire
+/// change: other nodes only see an answer up to [`MIGRATION_HOLD`] later.
+#[derive(Debug, Clone)]
+struct MigrationHold {
+    until: Instant,
+    data: Vec<u8>,
+}
+
 /// Something the daemon must do for the call service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallOutput {
@@ -99,8 +124,13 @@ pub struct CallService {
     /// This node's PNN, refreshed at every entry point.
     pnn: Pnn,
     next_reqid: u32,
-    /// Requests whose chain a client held, with the time of the next attempt.
+    /// Requests to run again at a time: those that waited for a read-only revoke or a sticky
+    /// record's pin-down, and replies whose delegation could not be stored yet.
     retry: Vec<(Instant, Waiting)>,
+    /// Requests whose chain a client held, in arrival order, with the time of the next
+    /// attempt. A later request for the same record queues behind them (see
+    /// [`CallService::queue_behind_chain_waiters`]).
+    chain_waits: Vec<(Instant, Waiting)>,
     /// TRANS3_COMMIT controls waiting for their UPDATE_RECORDs, by db_id.
     trans3: BTreeMap<u32, Trans3Commit>,
     pending: BTreeMap<u32, PendingCall>,
@@ -114,6 +144,8 @@ pub struct CallService {
     /// When retried requests first found their chain held.
     lock_waits: std::collections::HashMap<stats::WaitKey, Instant>,
     deferred_fetches: collapse::DeferredFetches,
+    /// Records that arrived for local clients, by database and key.
+    holds: std::collections::HashMap<(u32, Vec<u8>), MigrationHold>,
 }
 
 impl Default for CallService {
@@ -133,6 +165,7 @@ impl CallService {
         Self {
             pnn: 0,
             retry: Vec::new(),
+            chain_waits: Vec::new(),
             trans3: BTreeMap::new(),
             next_reqid: FIRST_CALL_REQID,
             pending: BTreeMap::new(),
@@ -143,6 +176,7 @@ impl CallService {
             counters: stats::CallCounters::default(),
             lock_waits: std::collections::HashMap::new(),
             deferred_fetches: collapse::DeferredFetches::default(),
+            holds: std::collections::HashMap::new(),
         }
     }
 
@@ -166,8 +200,9 @@ impl CallService {
     /// stored, as in stock).
     pub fn on_client_closed(&mut self, client: ClientId) {
         self.pending.retain(|_, p| p.client != client);
-        self.retry
-            .retain(|(_, w)| !matches!(w, Waiting::Client { client: c, .. } if *c == client));
+        let others = |(_, w): &(Instant, Waiting)| !matches!(w, Waiting::Client { client: c, .. } if *c == client);
+        self.retry.retain(others);
+        self.chain_waits.retain(others);
         for queue in self.waiting.values_mut() {
             queue.retain(|w| !matches!(w, Waiting::Client { client: c, .. } if *c == client));
         }
@@ -218,15 +253,10 @@ impl CallService {
         self.pnn = dbs.pnn();
         self.ro.now = now;
         self.now = now;
-        let target = match &work {
-            Waiting::Client { call, .. } => Some((call.db_id, call.key.clone())),
-            Waiting::Node(p) => match &p.body {
-                Body::ReqCall(c) => Some((c.db_id, c.key.clone())),
-                Body::ReqDmaster(d) => Some((d.db_id, d.key.clone())),
-                Body::ReplyDmaster(d) => Some((d.db_id, d.key.clone())),
-                _ => None,
-            },
-        };
+        if self.queue_behind_chain_waiters(now, &work) {
+            return;
+        }
+        let target = record_of(&work).map(|(db_id, key)| (db_id, key.to_vec()));
         let mut locked = None;
         if let Some((db_id, key)) = target {
             if let Some(db) = dbs.get_mut(db_id) {
@@ -238,7 +268,8 @@ impl CallService {
                         }
                         Ok(false) => {
                             self.note_chain_busy(now, &work);
-                            self.retry.push((now.saturating_add(CHAIN_RETRY), work));
+                            self.chain_waits
+                                .push((now.saturating_add(CHAIN_RETRY), work));
                             return;
                         }
                         Err(e) => log::error!("Failed to lock a chain of {}: {e}", db.name()),
@@ -262,6 +293,32 @@ impl CallService {
             }
         }
         self.release_deferred_fetches(dbs, ctx, now);
+    }
+
+    /// Requests for one record take its chain in the order they arrived (stock's lock
+    /// requests queue in order, and its `dmaster_defer` holds REQ_CALLs back while a
+    /// REQ_DMASTER or REPLY_DMASTER of the record waits for the lock). Without this a request
+    /// that arrived while an older one waited for a client's chain lock could take the chain
+    /// first, in a gap between the client's locks: a REQ_CALL then overtook the REQ_DMASTER
+    /// it came after, read the old dmaster and bounced between lmaster and old dmaster until
+    /// the REQ_DMASTER ran (hop counts over 50 with four processes per node relocking one
+    /// key), and remote requests could be overtaken by newer ones again and again.
+    /// Returns whether `work` was queued.
+    fn queue_behind_chain_waiters(&mut self, now: Instant, work: &Waiting) -> bool {
+        let Some(record) = record_of(work) else {
+            return false;
+        };
+        let Some(due) = self
+            .chain_waits
+            .iter()
+            .find(|(_, w)| record_of(w) == Some(record))
+            .map(|(due, _)| *due)
+        else {
+            return false;
+        };
+        self.note_chain_busy(now, work);
+        self.chain_waits.push((due, work.clone()));
+        true
     }
 
     fn client_call(
@@ -436,6 +493,7 @@ impl CallService {
             }
         }
         work.extend(self.waiting.remove(&db_id).unwrap_or_default());
+        self.holds.retain(|(id, _), _| *id != db_id);
         self.ro_on_thawed(now, db_id);
         for w in work {
             match w {
@@ -577,6 +635,17 @@ impl CallService {
             == RoCheck::Deferred
             || self.ro_delegate(db, pnn, ctx, &packet, call, &mut header, &data)
         {
+            return;
+        }
+        if packet.srcnode != pnn && self.held_for_local_client(call.db_id, &call.key, &data) {
+            // Looked at again at the next try: the client may have stored by then.
+            let until = self
+                .holds
+                .get(&(call.db_id, call.key.clone()))
+                .map(|h| h.until);
+            let retry = self.now.saturating_add(CHAIN_RETRY);
+            let due = until.map_or(retry, |until| until.min(retry));
+            self.chain_waits.push((due, Waiting::Node(packet)));
             return;
         }
         self.ro_note_hopcount(db, ctx, call);
@@ -787,6 +856,15 @@ impl CallService {
             return;
         };
         db.stats_mut().note_migration(self.now, key);
+        if pending.call.flags & CALL_FLAG_VACUUM_MIGRATION == 0
+            && self.holds.len() < MAX_MIGRATION_HOLDS
+        {
+            let hold = MigrationHold {
+                until: self.now.saturating_add(MIGRATION_HOLD),
+                data: data.to_vec(),
+            };
+            self.holds.insert((db.db_id(), key.to_vec()), hold);
+        }
         let run = readonly::daemon_call(&pending.call);
         let result = call_local(db, pnn, ctx, &run, &mut header, data);
         let reply = readonly::client_reply_data(&pending.call, result.data);
@@ -797,6 +875,26 @@ impl CallService {
             result.status,
             reply,
         );
+    }
+}
+
+impl CallService {
+    /// Whether a node's request for a record must wait for its [`MigrationHold`]: the record
+    /// arrived for a local client less than [`MIGRATION_HOLD`] ago and still holds `data`, the
+    /// data it arrived with. A hold that no longer applies is dropped.
+    fn held_for_local_client(&mut self, db_id: u32, key: &[u8], data: &[u8]) -> bool {
+        if self.holds.is_empty() {
+            return false;
+        }
+        let entry = (db_id, key.to_vec());
+        let Some(hold) = self.holds.get(&entry) else {
+            return false;
+        };
+        if self.now < hold.until && hold.data == data {
+            return true;
+        }
+        self.holds.remove(&entry);
+        false
     }
 }
 
@@ -962,9 +1060,9 @@ impl CallService {
 
     pub fn poll_timeout(&self) -> Option<Instant> {
         let commits = self.trans3.values().map(|t| t.deadline);
-        let retries = self.retry.iter().map(|(due, _)| *due);
+        let retries = self.retry.iter().chain(&self.chain_waits);
         commits
-            .chain(retries)
+            .chain(retries.map(|(due, _)| *due))
             .chain(self.ro_poll_timeout())
             .chain(self.deferred_fetch_due())
             .min()
@@ -975,11 +1073,18 @@ impl CallService {
     pub fn handle_timeout(&mut self, dbs: &mut DatabaseSet, ctx: &DbContext<'_>, now: Instant) {
         // Revokes and pin-downs that end now put their requests on the retry list first.
         self.ro_handle_timeout(dbs, now);
+        self.holds.retain(|_, h| now < h.until);
+        // Chain waits first, oldest first: each one still waiting re-enters `chain_waits`
+        // before the younger requests for its record are tried, so they queue behind it.
+        let (due_chain, later_chain): (Vec<_>, Vec<_>) = std::mem::take(&mut self.chain_waits)
+            .into_iter()
+            .partition(|(at, _)| now >= *at);
+        self.chain_waits = later_chain;
         let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.retry)
             .into_iter()
             .partition(|(at, _)| now >= *at);
         self.retry = later;
-        for (_, work) in due {
+        for (_, work) in due_chain.into_iter().chain(due) {
             self.run_locked(dbs, ctx, now, work);
         }
         self.release_deferred_fetches(dbs, ctx, now);
@@ -1096,6 +1201,19 @@ pub use super::database::lmaster as lmaster_of;
 
 /// `ctdb_call_local` with the built-in functions: runs the call on the record and stores it
 /// back (which bumps the RSN, as stock does for every local call).
+/// The record a request needs the chain lock of, if any.
+fn record_of(work: &Waiting) -> Option<(u32, &[u8])> {
+    match work {
+        Waiting::Client { call, .. } => Some((call.db_id, &call.key)),
+        Waiting::Node(p) => match &p.body {
+            Body::ReqCall(c) => Some((c.db_id, &c.key)),
+            Body::ReqDmaster(d) => Some((d.db_id, &d.key)),
+            Body::ReplyDmaster(d) => Some((d.db_id, &d.key)),
+            _ => None,
+        },
+    }
+}
+
 fn call_local(
     db: &mut Database,
     pnn: Pnn,

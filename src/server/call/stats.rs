@@ -49,7 +49,7 @@ impl CallService {
 
     /// Requests now polling for a chain a client holds (`locks.num_pending`).
     pub fn lock_waits_pending(&self) -> usize {
-        self.retry.len()
+        self.chain_waits.len()
     }
 
     /// A REQ_CALL runs here as dmaster (`ctdb_request_call`): hop count histograms.
@@ -65,8 +65,11 @@ impl CallService {
     pub(super) fn note_chain_busy(&mut self, now: Instant, work: &Waiting) {
         if self.lock_waits.len() >= MAX_LOCK_WAITS {
             // Requests dropped while they waited (client gone, recovery) leave entries behind.
-            let live: std::collections::HashSet<WaitKey> =
-                self.retry.iter().filter_map(|(_, w)| wait_key(w)).collect();
+            let live: std::collections::HashSet<WaitKey> = self
+                .chain_waits
+                .iter()
+                .filter_map(|(_, w)| wait_key(w))
+                .collect();
             self.lock_waits.retain(|k, _| live.contains(k));
             if self.lock_waits.len() >= MAX_LOCK_WAITS {
                 return;

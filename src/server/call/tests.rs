@@ -55,6 +55,9 @@ struct Cluster {
     /// Every packet that crossed the router, in order.
     trace: Vec<Packet>,
     recovery_triggered: bool,
+    /// Advanced past [`MIGRATION_HOLD`] by every client call: the client that fetched a record
+    /// before has long been done with it.
+    now: Instant,
 }
 
 impl Cluster {
@@ -104,10 +107,28 @@ impl Cluster {
             db_id,
             trace: Vec::new(),
             recovery_triggered: false,
+            now: Instant::ZERO,
         }
     }
 
+    /// A client call on node `pnn`, well after the one before.
     fn call(&mut self, pnn: u32, callid: u32, key: &[u8]) -> Vec<(i32, Vec<u8>)> {
+        self.now = self.now.saturating_add(MIGRATION_HOLD * 2);
+        self.call_now(pnn, callid, key)
+    }
+
+    /// Every node's timers at `now`; returns the client replies.
+    fn tick(&mut self, now: Instant) -> Vec<(i32, Vec<u8>)> {
+        self.now = now;
+        let ctx = self.env.ctx();
+        for node in &mut self.nodes {
+            node.calls.handle_timeout(&mut node.dbs, &ctx, now);
+        }
+        self.run()
+    }
+
+    /// A client call on node `pnn` at the current time.
+    fn call_now(&mut self, pnn: u32, callid: u32, key: &[u8]) -> Vec<(i32, Vec<u8>)> {
         let call = ReqCall {
             flags: CALL_FLAG_IMMEDIATE_MIGRATION,
             db_id: self.db_id,
@@ -119,7 +140,7 @@ impl Cluster {
         let ctx = self.env.ctx();
         let node = &mut self.nodes[pnn as usize];
         node.calls
-            .on_client_call(&mut node.dbs, &ctx, Instant::ZERO, CLIENT, 77, call);
+            .on_client_call(&mut node.dbs, &ctx, self.now, CLIENT, 77, call);
         self.run()
     }
 
@@ -159,12 +180,8 @@ impl Cluster {
                                     status,
                                 );
                             } else {
-                                node.calls.on_node_packet(
-                                    &mut node.dbs,
-                                    &ctx,
-                                    Instant::ZERO,
-                                    packet,
-                                );
+                                node.calls
+                                    .on_node_packet(&mut node.dbs, &ctx, self.now, packet);
                             }
                         }
                         CallOutput::SetRecoveryModeActive => self.recovery_triggered = true,
@@ -543,6 +560,34 @@ fn trans3_commit_stores_the_local_copy_only_after_every_other_node() {
     );
 }
 
+#[test]
+fn a_record_stays_until_the_client_it_came_for_changed_it_or_the_hold_ends() {
+    let mut c = Cluster::new(3, false);
+    for client_stores in [true, false] {
+        let key = (0u32..)
+            .map(|i| format!("hold{client_stores}{i}").into_bytes())
+            .find(|k| c.lmaster(k) == 0)
+            .unwrap();
+        assert_eq!(c.call(1, NULL_FUNC, &key).len(), 1);
+        let arrived = c.now;
+        // Node 2 asks while node 1's client has not touched the record.
+        assert!(c.call_now(2, NULL_FUNC, &key).is_empty());
+        assert_eq!(c.record(1, &key).unwrap().0.dmaster, 1);
+        if client_stores {
+            let (header, _) = c.record(1, &key).unwrap();
+            c.put(1, &key, header, b"changed");
+            let replies = c.tick(arrived.saturating_add(CHAIN_RETRY));
+            assert_eq!(replies.len(), 1, "a changed record goes on at the next try");
+            assert_eq!(c.record(2, &key).unwrap().1, b"changed".to_vec());
+        } else {
+            assert!(c.tick(arrived.saturating_add(CHAIN_RETRY)).is_empty());
+            let replies = c.tick(arrived.saturating_add(MIGRATION_HOLD));
+            assert_eq!(replies.len(), 1, "the hold ends");
+        }
+        assert_eq!(c.record(2, &key).unwrap().0.dmaster, 2);
+    }
+}
+
 /// Another process holding a chain lock of a real TDB file until dropped; it is the lock
 /// helper body of the database tests (`server::database::tests::lock_child`).
 struct ChainHolder {
@@ -586,67 +631,109 @@ impl Drop for ChainHolder {
     }
 }
 
+/// One node (pnn 0) with a real TDB file, so that another process can hold a chain lock, and a
+/// key whose lmaster it is.
+struct LockFixture {
+    dir: PathBuf,
+    env: Env,
+    dbs: DatabaseSet,
+    db_id: u32,
+    key: String,
+}
+
+impl LockFixture {
+    fn new(name: &str, nodes: u32) -> Self {
+        use crate::server::database::TdbBackend;
+        let dir = std::env::temp_dir().join(format!("ctdb-rs-call-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for sub in ["volatile", "persistent", "state"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        let env = Env::new(nodes);
+        let config = DbConfig {
+            pnn: 0,
+            volatile_dir: dir.join("volatile"),
+            persistent_dir: dir.join("persistent"),
+            state_dir: dir.join("state"),
+            tdb_mutexes: false,
+        };
+        let mut dbs = DatabaseSet::new(config, Box::new(TdbBackend)).unwrap();
+        let req = DbRequest {
+            opcode: ControlOpcode::DbAttach,
+            srvid: 0,
+            flags: 0,
+            data: b"lock.tdb\0",
+            srcnode: 1,
+            client: None,
+        };
+        let outcome = dbs.handle_control(Instant::ZERO, &req, &env.ctx());
+        let DbControlOutcome::Reply(reply) = outcome else {
+            panic!("attach did not reply");
+        };
+        let db_id = u32::from_ne_bytes(reply.data.try_into().unwrap());
+        let key = (0u32..)
+            .map(|i| format!("key{i}"))
+            .find(|k| lmaster_of(&env.ctx(), k.as_bytes()) == 0)
+            .unwrap();
+        LockFixture {
+            dir,
+            env,
+            dbs,
+            db_id,
+            key,
+        }
+    }
+
+    fn hold_chain(&self) -> ChainHolder {
+        let db = self.dbs.get(self.db_id).unwrap();
+        ChainHolder::start(db.path(), db.tdb_flags().bits(), &self.key)
+    }
+
+    /// A migration request for the key from node `srcnode`.
+    fn req_call(&self, srcnode: u32, reqid: u32) -> Packet {
+        Packet {
+            generation: GENERATION,
+            destnode: 0,
+            srcnode,
+            reqid,
+            body: Body::ReqCall(ReqCall {
+                db_id: self.db_id,
+                key: self.key.as_bytes().to_vec(),
+                callid: NULL_FUNC,
+                ..ReqCall::default()
+            }),
+        }
+    }
+
+    fn deliver(&mut self, calls: &mut CallService, now: Instant, packet: Packet) {
+        calls.on_node_packet(&mut self.dbs, &self.env.ctx(), now, packet);
+    }
+
+    fn timeout(&mut self, calls: &mut CallService, now: Instant) {
+        calls.handle_timeout(&mut self.dbs, &self.env.ctx(), now);
+    }
+}
+
+impl Drop for LockFixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 #[test]
 fn request_for_a_chain_a_client_holds_is_retried_on_the_timer() {
-    use crate::server::database::TdbBackend;
-    let dir = std::env::temp_dir().join(format!("ctdb-rs-call-lock-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    for sub in ["volatile", "persistent", "state"] {
-        std::fs::create_dir_all(dir.join(sub)).unwrap();
-    }
-    let env = Env::new(2);
-    let config = DbConfig {
-        pnn: 0,
-        volatile_dir: dir.join("volatile"),
-        persistent_dir: dir.join("persistent"),
-        state_dir: dir.join("state"),
-        tdb_mutexes: false,
-    };
-    let mut dbs = DatabaseSet::new(config, Box::new(TdbBackend)).unwrap();
-    let req = DbRequest {
-        opcode: ControlOpcode::DbAttach,
-        srvid: 0,
-        flags: 0,
-        data: b"lock.tdb\0",
-        srcnode: 1,
-        client: None,
-    };
-    let DbControlOutcome::Reply(reply) = dbs.handle_control(Instant::ZERO, &req, &env.ctx()) else {
-        panic!("attach did not reply");
-    };
-    let db_id = u32::from_ne_bytes(reply.data.try_into().unwrap());
-    let ctx = env.ctx();
-    let key = (0u32..)
-        .map(|i| format!("key{i}"))
-        .find(|k| lmaster_of(&ctx, k.as_bytes()) == 0)
-        .unwrap();
-    let (path, flags) = {
-        let db = dbs.get(db_id).unwrap();
-        (db.path().to_path_buf(), db.tdb_flags().bits())
-    };
+    let mut f = LockFixture::new("lock", 2);
     let mut calls = CallService::new();
-    let packet = Packet {
-        generation: GENERATION,
-        destnode: 0,
-        srcnode: 1,
-        reqid: 5,
-        body: Body::ReqCall(ReqCall {
-            db_id,
-            key: key.as_bytes().to_vec(),
-            callid: NULL_FUNC,
-            ..ReqCall::default()
-        }),
-    };
-    let holder = ChainHolder::start(&path, flags, &key);
-    calls.on_node_packet(&mut dbs, &ctx, Instant::ZERO, packet);
+    let holder = f.hold_chain();
+    f.deliver(&mut calls, Instant::ZERO, f.req_call(1, 5));
     assert!(calls.poll_output().is_none(), "must wait for the chain");
     let due = calls.poll_timeout().expect("a retry is scheduled");
     assert_eq!(due, Instant::ZERO.saturating_add(CHAIN_RETRY));
-    calls.handle_timeout(&mut dbs, &ctx, due);
+    f.timeout(&mut calls, due);
     assert!(calls.poll_output().is_none(), "chain still held");
     drop(holder);
     let due = calls.poll_timeout().expect("still scheduled");
-    calls.handle_timeout(&mut dbs, &ctx, due);
+    f.timeout(&mut calls, due);
     match calls.poll_output() {
         Some(CallOutput::Node { pnn: 1, packet }) => {
             assert!(matches!(packet.body, Body::ReplyDmaster(_)), "{packet:?}");
@@ -655,7 +742,36 @@ fn request_for_a_chain_a_client_holds_is_retried_on_the_timer() {
         other => panic!("expected REPLY_DMASTER to node 1, got {other:?}"),
     }
     assert_eq!(calls.poll_timeout(), None);
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_request_for_a_record_waits_behind_older_requests_for_its_chain() {
+    let mut f = LockFixture::new("lock-order", 3);
+    let mut calls = CallService::new();
+    let holder = f.hold_chain();
+    f.deliver(&mut calls, Instant::ZERO, f.req_call(1, 5));
+    assert!(calls.poll_output().is_none(), "must wait for the chain");
+    drop(holder);
+    // The chain is free now, but node 1 asked first: node 2 must not take the record.
+    let later = Instant::ZERO.saturating_add(Duration::from_micros(100));
+    f.deliver(&mut calls, later, f.req_call(2, 6));
+    assert!(calls.poll_output().is_none(), "overtook the older request");
+    let due = calls.poll_timeout().expect("both wait for the timer");
+    f.timeout(&mut calls, due);
+    let sent: Vec<(u32, u32, bool)> = std::iter::from_fn(|| calls.poll_output())
+        .map(|out| match out {
+            CallOutput::Node { pnn, packet } => (
+                pnn,
+                packet.reqid,
+                matches!(packet.body, Body::ReplyDmaster(_)),
+            ),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    // Node 1 gets the record; node 2's request follows it there (this node is the lmaster,
+    // so it redirects to the dmaster it just recorded).
+    assert_eq!(sent, vec![(1, 5, true), (1, 6, false)]);
+    assert_eq!(calls.poll_timeout(), None);
 }
 
 #[path = "tests_readonly.rs"]

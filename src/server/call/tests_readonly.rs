@@ -34,6 +34,7 @@ impl Cluster {
     }
 
     fn start_call(&mut self, pnn: u32, now: Instant, call: ReqCall) {
+        self.now = now;
         let ctx = self.env.ctx();
         let node = &mut self.nodes[pnn as usize];
         node.calls
@@ -52,14 +53,6 @@ impl Cluster {
     }
 
     /// Runs timers of every node at `now`, then delivers packets.
-    fn tick(&mut self, now: Instant) -> Vec<(i32, Vec<u8>)> {
-        let ctx = self.env.ctx();
-        for node in &mut self.nodes {
-            node.calls.handle_timeout(&mut node.dbs, &ctx, now);
-        }
-        self.run()
-    }
-
     fn tracking(&mut self, pnn: u32, key: &[u8]) -> Option<Vec<u8>> {
         let db = self.nodes[pnn as usize].dbs.get_mut(self.db_id).unwrap();
         db.readonly_tracking_mut().unwrap().fetch(key).unwrap()
@@ -331,10 +324,13 @@ fn non_sticky_database_never_pins() {
     c.put(0, &key, dmaster_header(5, 0), b"v1");
     c.start_call(1, Instant::ZERO, c.req(0, FETCH_FUNC, &key));
     assert_eq!(c.run().len(), 1);
-    c.start_call(0, Instant::ZERO, c.req(0, FETCH_FUNC, &key));
+    let later = Instant::from_millis(10);
+    c.start_call(0, later, c.req(0, FETCH_FUNC, &key));
     assert_eq!(c.run().len(), 1);
-    c.start_call(2, Instant::ZERO, c.req(0, FETCH_FUNC, &key));
-    assert_eq!(c.run().len(), 1);
+    // Node 2's request waits only for node 0's client (the migration hold), not for a pin-down.
+    c.start_call(2, later, c.req(0, FETCH_FUNC, &key));
+    assert!(c.run().is_empty());
+    assert_eq!(c.tick(later.saturating_add(MIGRATION_HOLD)).len(), 1);
 }
 
 #[test]
