@@ -318,6 +318,13 @@ fn start_daemon(startup: Startup) -> Result<i32, StartError> {
     info!("Listening to ctdb socket {}", socket_path.display());
     // Until the shell owns it, a failed start removes the socket again.
     let mut socket_guard = SocketGuard(Some(socket_path.clone()));
+    // As stock: real-time unless configured off or in test mode, and no start without it.
+    if startup.conf.legacy.realtime_scheduling && !paths.test_mode() {
+        sys::set_realtime_scheduler().map_err(|e| {
+            StartError::Other(format!("Unable to set scheduler to SCHED_FIFO ({e})"))
+        })?;
+        info!("Set real-time scheduler priority");
+    }
 
     let signals = sys::signal_fd(&[
         Signal::SIGTERM,

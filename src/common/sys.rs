@@ -229,6 +229,26 @@ pub fn ignore_sigpipe() -> Result<(), SysError> {
         .map_err(|e| SysError::errno("ignore SIGPIPE", None, e))
 }
 
+/// Makes this process real-time (`SCHED_FIFO`, priority 1) as stock ctdbd does with
+/// `[legacy] realtime scheduling` (its `set_scheduler`), so that the daemon is not queued
+/// behind busy smbd processes. `SCHED_RESET_ON_FORK` gives every child (eventd, the recovery
+/// daemon, helpers, scripts) the normal policy again, as stock's `ctdb_fork` resets it.
+pub fn set_realtime_scheduler() -> Result<(), SysError> {
+    let param = libc::sched_param { sched_priority: 1 };
+    let policy = libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK;
+    // SAFETY: `param` is a valid sched_param for the duration of the call; pid 0 is this
+    // process.
+    let rc = unsafe { libc::sched_setscheduler(0, policy, &param) };
+    if rc == -1 {
+        return Err(SysError::new(
+            "sched_setscheduler",
+            None,
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
 /// Whether stdin is a pipe: in test mode stock ctdbd shuts down when such a stdin reaches EOF.
 pub fn stdin_is_fifo() -> bool {
     nix::sys::stat::fstat(0)
@@ -293,6 +313,57 @@ pub fn file_mode(path: &Path) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Field 41 of `/proc/<pid>/stat`: the scheduling policy (0 normal, 1 FIFO).
+    fn policy_in_stat(stat: &str) -> Option<u32> {
+        let after_comm = &stat[stat.rfind(')')? + 2..];
+        after_comm.split(' ').nth(38)?.parse().ok()
+    }
+
+    /// Body of [`realtime_scheduler_is_fifo_and_children_start_normal`], run in a child
+    /// process so that the test binary keeps its own policy.
+    #[test]
+    fn realtime_child() {
+        if std::env::var_os("CTDB_RS_SYS_TEST_CHILD").is_none() {
+            return;
+        }
+        set_realtime_scheduler().unwrap();
+        // The test harness runs this on a thread of its own; ctdbd has only one.
+        let own = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        let child = std::process::Command::new("cat")
+            .arg("/proc/self/stat")
+            .output()
+            .unwrap();
+        let child = String::from_utf8(child.stdout).unwrap();
+        println!(
+            "POLICIES {:?} {:?}",
+            policy_in_stat(&own),
+            policy_in_stat(&child)
+        );
+    }
+
+    #[test]
+    fn realtime_scheduler_is_fifo_and_children_start_normal() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: setting SCHED_FIFO needs root");
+            return;
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "common::sys::tests::realtime_child",
+                "--exact",
+                "--nocapture",
+            ])
+            .env("CTDB_RS_SYS_TEST_CHILD", "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains("POLICIES Some(1) Some(0)"),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 
     fn temp_dir(tag: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("ctdb-rs-sys-{tag}-{}", std::process::id()));
