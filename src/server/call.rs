@@ -901,6 +901,11 @@ impl CallService {
             return;
         };
         db.stats_mut().note_migration(self.now, key);
+        if self.holds.len() >= MAX_MIGRATION_HOLDS {
+            // Holds end on the timer, which may not have run for a while.
+            let now = self.now;
+            self.holds.retain(|_, h| now < h.until);
+        }
         if pending.call.flags & CALL_FLAG_VACUUM_MIGRATION == 0
             && self.holds.len() < MAX_MIGRATION_HOLDS
         {

@@ -588,6 +588,26 @@ fn a_record_stays_until_the_client_it_came_for_changed_it_or_the_hold_ends() {
     }
 }
 
+#[test]
+fn holds_that_ended_make_room_without_the_timer() {
+    let mut c = Cluster::new(3, false);
+    let keys: Vec<Vec<u8>> = (0u32..)
+        .map(|i| format!("many{i}").into_bytes())
+        .filter(|k| c.lmaster(k) == 0)
+        .take(MAX_MIGRATION_HOLDS + 2)
+        .collect();
+    // Every migration to node 1 leaves a hold; no timer runs in between.
+    for key in &keys[..=MAX_MIGRATION_HOLDS] {
+        assert_eq!(c.call(1, NULL_FUNC, key).len(), 1);
+    }
+    let last = &keys[MAX_MIGRATION_HOLDS + 1];
+    assert_eq!(c.call(1, NULL_FUNC, last).len(), 1);
+    assert!(
+        c.call_now(2, NULL_FUNC, last).is_empty(),
+        "the newest record must still be held"
+    );
+}
+
 /// Another process holding a chain lock of a real TDB file until dropped; it is the lock
 /// helper body of the database tests (`server::database::tests::lock_child`).
 struct ChainHolder {
