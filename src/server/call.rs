@@ -682,16 +682,13 @@ impl CallService {
         {
             return;
         }
-        if packet.srcnode != pnn && self.held_for_local_client(call.db_id, &call.key, &data) {
-            // Looked at again at the next try: the client may have stored by then.
-            let until = self
-                .holds
-                .get(&(call.db_id, call.key.clone()))
-                .map(|h| h.until);
-            let retry = self.now.saturating_add(CHAIN_RETRY);
-            let due = until.map_or(retry, |until| until.min(retry));
-            self.chain_waits.push((due, Waiting::Node(packet)));
-            return;
+        if packet.srcnode != pnn {
+            if let Some(until) = self.held_for_local_client(call.db_id, &call.key, &data) {
+                // Looked at again at the next try: the client may have stored by then.
+                let due = until.min(self.now.saturating_add(CHAIN_RETRY));
+                self.chain_waits.push((due, Waiting::Node(packet)));
+                return;
+            }
         }
         self.ro_note_hopcount(db, ctx, call);
         self.note_hop_count(db, call.hopcount);
@@ -929,22 +926,20 @@ impl CallService {
 }
 
 impl CallService {
-    /// Whether a node's request for a record must wait for its [`MigrationHold`]: the record
-    /// arrived for a local client less than [`MIGRATION_HOLD`] ago and still holds `data`, the
-    /// data it arrived with. A hold that no longer applies is dropped.
-    fn held_for_local_client(&mut self, db_id: u32, key: &[u8], data: &[u8]) -> bool {
+    /// Until when a node's request for a record must wait for its [`MigrationHold`], if it
+    /// must: the record arrived for a local client less than [`MIGRATION_HOLD`] ago and still
+    /// holds `data`, the data it arrived with. A hold that no longer applies is dropped.
+    fn held_for_local_client(&mut self, db_id: u32, key: &[u8], data: &[u8]) -> Option<Instant> {
         if self.holds.is_empty() {
-            return false;
+            return None;
         }
         let entry = (db_id, key.to_vec());
-        let Some(hold) = self.holds.get(&entry) else {
-            return false;
-        };
+        let hold = self.holds.get(&entry)?;
         if self.now < hold.until && hold.data == data {
-            return true;
+            return Some(hold.until);
         }
         self.holds.remove(&entry);
-        false
+        None
     }
 }
 

@@ -663,6 +663,11 @@ struct LockFixture {
 
 impl LockFixture {
     fn new(name: &str, nodes: u32) -> Self {
+        Self::on_node(name, 0, nodes)
+    }
+
+    /// The fixture as node `pnn`; its key is one whose lmaster is `pnn`.
+    fn on_node(name: &str, pnn: u32, nodes: u32) -> Self {
         use crate::server::database::TdbBackend;
         let dir = std::env::temp_dir().join(format!("ctdb-rs-call-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -671,7 +676,7 @@ impl LockFixture {
         }
         let env = Env::new(nodes);
         let config = DbConfig {
-            pnn: 0,
+            pnn,
             volatile_dir: dir.join("volatile"),
             persistent_dir: dir.join("persistent"),
             state_dir: dir.join("state"),
@@ -683,7 +688,7 @@ impl LockFixture {
             srvid: 0,
             flags: 0,
             data: b"lock.tdb\0",
-            srcnode: 1,
+            srcnode: (pnn + 1) % nodes,
             client: None,
         };
         let outcome = dbs.handle_control(Instant::ZERO, &req, &env.ctx());
@@ -693,7 +698,7 @@ impl LockFixture {
         let db_id = u32::from_ne_bytes(reply.data.try_into().unwrap());
         let key = (0u32..)
             .map(|i| format!("key{i}"))
-            .find(|k| lmaster_of(&env.ctx(), k.as_bytes()) == 0)
+            .find(|k| lmaster_of(&env.ctx(), k.as_bytes()) == pnn)
             .unwrap();
         LockFixture {
             dir,
@@ -705,8 +710,12 @@ impl LockFixture {
     }
 
     fn hold_chain(&self) -> ChainHolder {
+        self.hold_chain_of(&self.key)
+    }
+
+    fn hold_chain_of(&self, key: &str) -> ChainHolder {
         let db = self.dbs.get(self.db_id).unwrap();
-        ChainHolder::start(db.path(), db.tdb_flags().bits(), &self.key)
+        ChainHolder::start(db.path(), db.tdb_flags().bits(), key)
     }
 
     /// A migration request for the key from node `srcnode`.

@@ -357,40 +357,14 @@ fn closed_client_is_not_answered_after_the_revoke() {
 
 #[test]
 fn volatile_update_record_fails_instead_of_waiting_for_a_held_chain() {
-    use crate::server::database::TdbBackend;
-    let dir = std::env::temp_dir().join(format!("ctdb-rs-ro-lock-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    for sub in ["volatile", "persistent", "state"] {
-        std::fs::create_dir_all(dir.join(sub)).unwrap();
-    }
-    let env = Env::new(2);
-    let config = DbConfig {
-        pnn: 1,
-        volatile_dir: dir.join("volatile"),
-        persistent_dir: dir.join("persistent"),
-        state_dir: dir.join("state"),
-        tdb_mutexes: false,
-    };
-    let mut dbs = DatabaseSet::new(config, Box::new(TdbBackend)).unwrap();
-    let req = DbRequest {
-        opcode: ControlOpcode::DbAttach,
-        srvid: 0,
-        flags: 0,
-        data: b"ro-lock.tdb\0",
-        srcnode: 0,
-        client: None,
-    };
-    let DbControlOutcome::Reply(reply) = dbs.handle_control(Instant::ZERO, &req, &env.ctx()) else {
-        panic!("attach did not reply");
-    };
-    let db_id = u32::from_ne_bytes(reply.data.try_into().unwrap());
-    let ctx = env.ctx();
+    let mut f = LockFixture::on_node("ro-lock", 1, 2);
+    let (db_id, ctx) = (f.db_id, f.env.ctx());
     let key = "held";
     // A read-only copy from node 0, as a delegation leaves it.
     let mut copy = dmaster_header(6, 0);
     copy.flags |= REC_RO_HAVE_READONLY;
     {
-        let db = dbs.get_mut(db_id).unwrap();
+        let db = f.dbs.get_mut(db_id).unwrap();
         db.store_mut()
             .store(key.as_bytes(), &[&copy.to_bytes(), b"v1"])
             .unwrap();
@@ -405,15 +379,11 @@ fn volatile_update_record_fails_instead_of_waiting_for_a_held_chain() {
         )],
     }
     .to_bytes();
-    let (path, flags) = {
-        let db = dbs.get(db_id).unwrap();
-        (db.path().to_path_buf(), db.tdb_flags().bits())
-    };
-    let holder = ChainHolder::start(&path, flags, key);
-    assert_eq!(update_record(&mut dbs, &ctx, &revoke), -1);
+    let holder = f.hold_chain_of(key);
+    assert_eq!(update_record(&mut f.dbs, &ctx, &revoke), -1);
     drop(holder);
-    assert_eq!(update_record(&mut dbs, &ctx, &revoke), 0);
-    let db = dbs.get_mut(db_id).unwrap();
+    assert_eq!(update_record(&mut f.dbs, &ctx, &revoke), 0);
+    let db = f.dbs.get_mut(db_id).unwrap();
     let stored = db.store_mut().fetch(key.as_bytes()).unwrap().unwrap();
     let (h, _) = LtdbHeader::pull(&stored).unwrap();
     assert_eq!((h.rsn, h.dmaster, h.flags & REC_RO_FLAGS), (7, 0, 0));
@@ -428,9 +398,8 @@ fn volatile_update_record_fails_instead_of_waiting_for_a_held_chain() {
             b"x",
         )],
     };
-    assert_eq!(update_record(&mut dbs, &ctx, &other.to_bytes()), 0);
-    assert_eq!(db_fetch(&mut dbs, db_id, b"absent"), None);
-    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(update_record(&mut f.dbs, &ctx, &other.to_bytes()), 0);
+    assert_eq!(db_fetch(&mut f.dbs, db_id, b"absent"), None);
 }
 
 fn db_fetch(dbs: &mut DatabaseSet, db_id: u32, key: &[u8]) -> Option<Vec<u8>> {
