@@ -383,7 +383,19 @@ mod tests {
             "a live socket must not be replaced"
         );
         drop(first);
-        let _second = bind_unix_socket(&path).unwrap();
+        // Other tests of this process spawn children; one forked just now holds a copy of the
+        // listener until it execs (close-on-exec), and the socket answers until then.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let _second = loop {
+            match bind_unix_socket(&path) {
+                Ok(listener) => break listener,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    assert_eq!(e.source.raw_os_error(), Some(libc::EADDRINUSE), "{e}");
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => panic!("stale socket not replaced: {e}"),
+            }
+        };
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
